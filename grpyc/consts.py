@@ -1,0 +1,72 @@
+"""Protocol numbers of the RPyC 6 wire format (PROTOCOL.md sections 2, 4, 5, 9).
+
+Pure constants: nothing here does I/O or imports anything above it.
+"""
+
+# Message types (PROTOCOL.md section 2).
+MSG_REQUEST = 1
+MSG_REPLY = 2
+MSG_EXCEPTION = 3
+
+# Box labels (PROTOCOL.md section 4).
+LABEL_VALUE = 1
+LABEL_TUPLE = 2
+LABEL_LOCAL_REF = 3
+LABEL_REMOTE_REF = 4
+
+# Request handlers (PROTOCOL.md section 5).
+HANDLE_PING = 1
+HANDLE_CLOSE = 2
+HANDLE_GETROOT = 3
+HANDLE_GETATTR = 4
+HANDLE_DELATTR = 5
+HANDLE_SETATTR = 6
+HANDLE_CALL = 7
+HANDLE_CALLATTR = 8
+HANDLE_REPR = 9
+HANDLE_STR = 10
+HANDLE_CMP = 11
+HANDLE_HASH = 12
+HANDLE_DIR = 13
+HANDLE_PICKLE = 14
+HANDLE_DEL = 15
+HANDLE_INSPECT = 16
+HANDLE_BUFFITER = 17
+HANDLE_OLDSLICING = 18
+HANDLE_CTXEXIT = 19
+HANDLE_INSTANCECHECK = 20
+
+HANDLER_NAMES = {
+    HANDLE_PING: "PING",
+    HANDLE_CLOSE: "CLOSE",
+    HANDLE_GETROOT: "GETROOT",
+    HANDLE_GETATTR: "GETATTR",
+    HANDLE_DELATTR: "DELATTR",
+    HANDLE_SETATTR: "SETATTR",
+    HANDLE_CALL: "CALL",
+    HANDLE_CALLATTR: "CALLATTR",
+    HANDLE_REPR: "REPR",
+    HANDLE_STR: "STR",
+    HANDLE_CMP: "CMP",
+    HANDLE_HASH: "HASH",
+    HANDLE_DIR: "DIR",
+    HANDLE_PICKLE: "PICKLE",
+    HANDLE_DEL: "DEL",
+    HANDLE_INSPECT: "INSPECT",
+    HANDLE_BUFFITER: "BUFFITER",
+    HANDLE_OLDSLICING: "OLDSLICING",
+    HANDLE_CTXEXIT: "CTXEXIT",
+    HANDLE_INSTANCECHECK: "INSTANCECHECK",
+}
+
+# Vinegar shortcut for StopIteration (PROTOCOL.md section 6).
+EXC_STOP_ITERATION = 1
+
+# Default ports (PROTOCOL.md section 9).
+DEFAULT_REGISTRY_PORT = 18811
+DEFAULT_SERVER_PORT = 18812
+DEFAULT_SERVER_SSL_PORT = 18821
+
+# Largest single socket read or write; big enough to amortise syscalls,
+# small enough that one greenlet's transfer does not starve the others.
+STREAM_CHUNK = 256 * 1024
