@@ -22,3 +22,54 @@ def no_unhandled_greenlet_errors():
     finally:
         hub.handle_error = original
     assert not seen, f"unhandled greenlet errors: {seen!r}"
+
+
+def _socketpair_channels():
+    from gevent import socket
+    from grpyc.channel import Channel
+    from grpyc.stream import SocketStream
+
+    left, right = socket.socketpair()
+    return Channel(SocketStream(left)), Channel(SocketStream(right))
+
+
+@pytest.fixture
+def make_pair():
+    """Factory: ``make_pair(server_service, client_service, server_config, client_config)``
+    returns ``(server_conn, client_conn)`` over a socketpair; all closed afterwards."""
+    from grpyc.service import VoidService
+
+    made = []
+
+    def make(server_service=None, client_service=None, server_config=None, client_config=None):
+        from tests.services import TestService
+
+        server_service = server_service if server_service is not None else TestService()
+        client_service = client_service if client_service is not None else VoidService()
+        left, right = _socketpair_channels()
+        server = server_service._connect(left, dict(server_config or {}))
+        client = client_service._connect(right, dict(client_config or {}))
+        made.extend([client, server])
+        return server, client
+
+    yield make
+    for conn in made:
+        conn._hub.shutdown(EOFError("test finished"))
+
+
+@pytest.fixture
+def pair(make_pair):
+    """A (server_conn, client_conn) pair; the server side runs TestService."""
+    return make_pair()
+
+
+@pytest.fixture
+def grpyc_server():
+    """A grpyc server for TestService on 127.0.0.1, port 0, accepting in the background."""
+    from grpyc.server import Server
+    from tests.services import TestService
+
+    server = Server(TestService, hostname="127.0.0.1", port=0)
+    server.listen()
+    yield server
+    server.close()

@@ -1,0 +1,443 @@
+"""The greenlet runtime of one connection.
+
+How it works (DESIGN.md, "The one idea"):
+
+- One **reader greenlet** per connection is the only code that reads the
+  channel. For every frame it calls the protocol's ``on_frame``; the protocol
+  resolves reply slots (non-blocking) or hands requests back through
+  `submit`, which starts each in its own handler greenlet, in arrival order.
+  The reader never waits for a handler, so nested calls at any depth and any
+  number of concurrent callers cannot deadlock or steal each other's replies.
+- **Pending slots** are keyed by ``seq``; a caller waits only on its own slot.
+- **Writes** are whole frames, never interleaved: the greenlet that finds the
+  writer idle writes its frame and everything queued meanwhile in one go
+  (small frames coalesce into one ``sendall``); others only queue. Code that
+  must never block (the reader, hub callbacks, ``__del__``) queues and
+  schedules a flusher greenlet.
+- **Limits**: ``max_concurrent_requests`` handler greenlets, then up to
+  ``max_queued_requests`` waiting requests; beyond that `submit` refuses and
+  the protocol answers with an error. Replies never wait behind requests.
+- **Shutdown** (EOF, reset, protocol error, close): every pending slot fails
+  at once with `EOFError`, handler and helper greenlets are killed, and the
+  protocol's ``on_closed`` runs exactly once.
+- **Foreign OS threads** hand their call to this hub's thread and wait on an
+  OS lock, bounded by a timeout.
+
+The hub knows frames as opaque payloads; what they mean is `protocol`'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+from gevent import Greenlet, GreenletExit
+from gevent.hub import Waiter
+from gevent.monkey import get_original
+
+__all__ = ["ConnectionHub", "ForeignThreadError", "ReplySlot"]
+
+_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+
+
+class ForeignThreadError(RuntimeError):
+    """A call from another OS thread could not be run on the connection's hub."""
+
+
+class ChannelLike(Protocol):
+    def send(self, data: bytes) -> None: ...
+    def recv(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class ReplySlot:
+    """Where the reply to one synchronous request lands.
+
+    The reader calls `_deliver`; the waiting greenlet calls `wait`.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter = Waiter()
+
+    def _deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        # Waiter.switch must run in the hub greenlet; the reader is not the hub.
+        self._waiter.hub.loop.run_callback(self._waiter.switch, (is_exc, obj, unresolved))
+
+    def wait(self, timeout: float | None) -> tuple[bool, Any, tuple[Any, ...]] | None:
+        """The delivered ``(is_exc, obj, unresolved)``, or None on timeout."""
+        if timeout is None:
+            return self._waiter.get()
+        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        try:
+            return self._waiter.get()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return None
+        finally:
+            timer.close()
+
+
+class ConnectionHub:
+    """Reader, writer, handler greenlets and pending slots of one connection."""
+
+    def __init__(
+        self,
+        channel: ChannelLike,
+        on_frame: Callable[[bytes], None],
+        on_closed: Callable[[BaseException], None],
+        *,
+        name: str,
+        logger: logging.Logger,
+        max_concurrent_requests: int,
+        max_queued_requests: int,
+        max_send_buffer: int,
+        take_deferred: Callable[[], list[bytes]] | None = None,
+    ) -> None:
+        self.name = name
+        self.logger = logger
+        self.pending: dict[int, Any] = {}
+        self.max_concurrent_requests = max_concurrent_requests
+        self.max_queued_requests = max_queued_requests
+        self.max_send_buffer = max_send_buffer
+        self.last_received = time.monotonic()
+        self._channel = channel
+        self._on_frame = on_frame
+        self._on_closed = on_closed
+        self._take_deferred = take_deferred
+        self._gevent_hub = gevent.get_hub()
+        self._thread_ident = _get_ident()
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._writing = False
+        self._flush_scheduled = False
+        self._handlers: set[Greenlet] = set()
+        self._queued: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._owned: set[Greenlet] = set()
+        self._closed = False
+        self._close_reason: BaseException | None = None
+        self._closed_waiters: list[Waiter] = []
+        self._frame_waiters: list[Waiter] = []
+        self._reader: Greenlet | None = None
+        self._timer: Any = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._close_reason
+
+    def is_hub_thread(self) -> bool:
+        """True when called from the OS thread that owns this connection."""
+        return _get_ident() == self._thread_ident
+
+    def start(self) -> None:
+        """Start the reader greenlet."""
+        self._reader = gevent.spawn(self._read_loop)
+
+    # ----------------------------------------------------------------- reader
+    def _read_loop(self) -> None:
+        recv = self._channel.recv
+        on_frame = self._on_frame
+        reason: BaseException
+        try:
+            while True:
+                payload = recv()
+                self.last_received = time.monotonic()
+                on_frame(payload)
+                if self._frame_waiters:
+                    self._wake(self._frame_waiters)
+        except EOFError as exc:
+            reason = exc
+        except GreenletExit:
+            reason = EOFError("connection closed")
+        except OSError as exc:
+            reason = EOFError(f"connection lost: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection; logged here
+            self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
+            reason = exc
+        self.shutdown(reason)
+
+    def wait_frame(self, timeout: float | None) -> bool:
+        """Wait until the reader handles a frame (True) or `timeout` passes.
+
+        Raises:
+            EOFError: the connection is (or becomes) closed.
+        """
+        self._raise_if_closed()
+        waiter = Waiter()
+        self._frame_waiters.append(waiter)
+        self._closed_waiters.append(waiter)
+        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        try:
+            waiter.get()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return False
+        finally:
+            timer.close()
+            _discard(self._frame_waiters, waiter)
+            _discard(self._closed_waiters, waiter)
+        self._raise_if_closed()
+        return True
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is closed; False if `timeout` passed first."""
+        if self._closed:
+            return True
+        waiter = Waiter()
+        self._closed_waiters.append(waiter)
+        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        try:
+            waiter.get()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return False
+        finally:
+            timer.close()
+            _discard(self._closed_waiters, waiter)
+        return True
+
+    def _wake(self, waiters: list[Waiter]) -> None:
+        for waiter in list(waiters):
+            waiters.remove(waiter)
+            self._gevent_hub.loop.run_callback(waiter.switch, None)
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise EOFError(f"connection {self.name} is closed")
+
+    # --------------------------------------------------------------- handlers
+    def submit(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Run ``func(*args)`` in a handler greenlet, within the limits.
+
+        Returns False when both the running and the queued limits are full;
+        the caller answers the request with an error then.
+        """
+        if len(self._handlers) < self.max_concurrent_requests:
+            self._start_handler(func, args)
+            return True
+        if len(self._queued) < self.max_queued_requests:
+            self._queued.append((func, args))
+            return True
+        return False
+
+    def _start_handler(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        greenlet = Greenlet(self._run_handler, func, args)
+        self._handlers.add(greenlet)
+        greenlet.start()
+
+    def _run_handler(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            func(*args)
+        finally:
+            self._handlers.discard(gevent.getcurrent())
+            if self._queued and not self._closed:
+                next_func, next_args = self._queued.popleft()
+                self._start_handler(next_func, next_args)
+
+    @property
+    def running_handlers(self) -> int:
+        return len(self._handlers)
+
+    def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
+        """Spawn a helper greenlet that this hub kills on shutdown."""
+        greenlet = Greenlet(self._run_owned, func, args)
+        self._owned.add(greenlet)
+        greenlet.start()
+        return greenlet
+
+    def _run_owned(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            func(*args)
+        except GreenletExit:
+            raise
+        except Exception:  # an owned helper has no caller: its error goes to the log
+            self.logger.exception("%s: error in background greenlet", self.name)
+        finally:
+            self._owned.discard(gevent.getcurrent())
+
+    # ----------------------------------------------------------------- writer
+    def send(self, payload: bytes) -> None:
+        """Write one whole frame; may block the calling greenlet.
+
+        Raises:
+            EOFError: the connection is closed.
+        """
+        self._raise_if_closed()
+        self._enqueue(payload)
+        if not self._writing:
+            self._flush()
+
+    def send_nowait(self, payload: bytes) -> None:
+        """Queue one frame for writing without ever blocking or switching."""
+        if self._closed:
+            return
+        self._enqueue(payload)
+        self.schedule_flush()
+
+    def _enqueue(self, payload: bytes) -> None:
+        self._outbox.append(payload)
+        self._outbox_bytes += len(payload)
+        if self._outbox_bytes > self.max_send_buffer and self._writing:
+            # The peer is not reading: buffering on would grow without bound.
+            self.logger.warning(
+                "%s: closing: %d bytes queued for a peer that does not read (max_send_buffer=%d)",
+                self.name,
+                self._outbox_bytes,
+                self.max_send_buffer,
+            )
+            self.shutdown(EOFError("peer stopped reading; send buffer limit reached"))
+
+    def schedule_flush(self) -> None:
+        """Make sure queued and deferred frames get written soon.
+
+        Safe from ``__del__`` and from other OS threads: it only schedules.
+        """
+        if self._flush_scheduled or self._closed:
+            return
+        self._flush_scheduled = True
+        loop = self._gevent_hub.loop
+        if _get_ident() == self._thread_ident:
+            loop.run_callback(self._flush_from_hub)
+        else:
+            loop.run_callback_threadsafe(self._flush_from_hub)
+
+    def _flush_from_hub(self) -> None:
+        # Runs in the hub greenlet, which must not block: write from a greenlet.
+        self._flush_scheduled = False
+        if self._writing or self._closed:
+            return
+        self.spawn_owned(self._flush)
+
+    def _flush(self) -> None:
+        self._writing = True
+        try:
+            while not self._closed:
+                frames = self._collect_frames()
+                if not frames:
+                    break
+                self._write_frames(frames)
+        except (EOFError, OSError) as exc:
+            self.shutdown(EOFError(f"connection lost while writing: {exc}"))
+        finally:
+            self._writing = False
+
+    def _collect_frames(self) -> list[bytes]:
+        # Queued frames go before deferred ones (DELs): a frame queued earlier
+        # may refer to the object a DEL releases.
+        frames = self._outbox
+        self._outbox = []
+        self._outbox_bytes = 0
+        if self._take_deferred is not None:
+            frames.extend(self._take_deferred())
+        return frames
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        send_many = getattr(self._channel, "send_many", None)
+        if send_many is not None and len(frames) > 1:
+            send_many(frames)
+            return
+        for frame in frames:
+            self._channel.send(frame)
+
+    # --------------------------------------------------------- foreign threads
+    def call_from_thread(
+        self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        """Run ``func(*args)`` on this hub's thread and wait for it here.
+
+        Raises:
+            ForeignThreadError: the hub did not run the call within `timeout`
+                (its thread is blocked outside gevent).
+        """
+        done = _allocate_lock()
+        done.acquire()
+        outcome: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((False, func(*args)))
+            except BaseException as exc:  # noqa: BLE001 - carried to the calling thread
+                outcome.append((True, exc))
+            finally:
+                done.release()
+
+        self._gevent_hub.loop.run_callback_threadsafe(self.spawn_owned, run)
+        if not done.acquire(timeout=-1 if timeout is None else timeout):
+            raise ForeignThreadError(
+                f"{self.name}: the connection's hub thread did not run the call within "
+                f"{timeout} s; its thread may be blocked outside gevent"
+            )
+        is_exc, value = outcome[0]
+        if is_exc:
+            raise value
+        return value
+
+    # --------------------------------------------------------------- watchdog
+    def start_watchdog(self, interval: float, check: Callable[[], None]) -> None:
+        """Call ``check()`` in an owned greenlet every `interval` seconds."""
+        self._timer = self._gevent_hub.loop.timer(interval, interval)
+        self._timer.start(self._on_watchdog, check)
+
+    def _on_watchdog(self, check: Callable[[], None]) -> None:
+        if not self._closed:
+            self.spawn_owned(check)
+
+    # --------------------------------------------------------------- shutdown
+    def shutdown(self, reason: BaseException) -> None:
+        """Close the connection at once; idempotent.
+
+        Fails every pending slot with `EOFError`, kills the connection's
+        greenlets (not the caller), closes the channel, runs ``on_closed``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+        pending, self.pending = self.pending, {}
+        for slot in pending.values():
+            slot._deliver(True, EOFError(f"connection closed: {reason}"))
+        self._queued.clear()
+        self._outbox = []
+        self._channel.close()
+        self._kill_greenlets()
+        self._wake(self._closed_waiters)
+        self._frame_waiters.clear()
+        try:
+            self._on_closed(reason)
+        except Exception:  # on_closed runs user code (on_disconnect): log, never raise
+            self.logger.exception("%s: error while closing", self.name)
+
+    def _kill_greenlets(self) -> None:
+        current = gevent.getcurrent()
+        doomed = [
+            g
+            for g in (*self._handlers, *self._owned, self._reader)
+            if g is not None and g is not current and not g.dead
+        ]
+        self._handlers.clear()
+        self._owned.clear()
+        if doomed:
+            gevent.killall(doomed, block=False)
+
+
+def _discard(waiters: list[Waiter], waiter: Waiter) -> None:
+    with contextlib.suppress(ValueError):
+        waiters.remove(waiter)

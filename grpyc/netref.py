@@ -1,0 +1,342 @@
+"""Netrefs: local proxies for objects that live at the peer.
+
+A proxy holds its connection, the object's id pack (PROTOCOL.md section 4)
+and how many times that id pack was received (its reference count). Every
+operation becomes a request (section 5) through `syncreq`. Proxy classes are
+built from the remote class's method list (the INSPECT answer): one class per
+remote class, cached; classes for the built-in types are prepared once at
+import and shared by all connections.
+
+A proxy's ``__del__`` only queues a DEL for its connection; it never sends,
+blocks or switches greenlets, since it may run inside a GC pass anywhere.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from grpyc import consts
+from grpyc.lib import IdPack, get_id_pack, get_methods
+
+if TYPE_CHECKING:
+    from grpyc.async_ import AsyncResult
+    from grpyc.protocol import Connection
+
+__all__ = [
+    "LOCAL_ATTRS",
+    "BaseNetref",
+    "asyncreq",
+    "builtin_classes_cache",
+    "class_factory",
+    "syncreq",
+]
+
+# Attributes a proxy never forwards: numpy probes these and must see "absent".
+DELETED_ATTRS = frozenset(["__array_struct__", "__array_interface__"])
+
+# Attributes a proxy answers itself. INSPECT answers leave these names out.
+# fmt: off
+LOCAL_ATTRS = frozenset([
+    "____conn__", "____id_pack__", "____refcount__", "__class__", "__cmp__", "__del__",
+    "__delattr__", "__dir__", "__doc__", "__getattr__", "__getattribute__", "__hash__",
+    "__instancecheck__", "__init__", "__metaclass__", "__module__", "__new__", "__reduce__",
+    "__reduce_ex__", "__repr__", "__setattr__", "__slots__", "__str__", "__weakref__",
+    "__dict__", "__methods__", "__exit__", "__eq__", "__ne__", "__lt__", "__gt__", "__le__",
+    "__ge__",
+]) | DELETED_ATTRS
+
+# Types whose proxy classes are shared by all connections; their name packs
+# are what every RPyC 6 peer sends for them.
+_BUILTIN_TYPES: tuple[type, ...] = (
+    type, object, bool, complex, dict, float, int, list, slice, str, tuple, set, frozenset,
+    BaseException, Exception, type(None), types.BuiltinFunctionType, types.GeneratorType,
+    types.MethodType, types.CodeType, types.FrameType, types.TracebackType, types.ModuleType,
+    types.FunctionType, types.MappingProxyType, type(int.__add__), type((1).__add__),
+    type(iter([])), type(iter(())), type(iter(set())), bytes, bytearray,
+    type(iter(range(10))), memoryview,
+)
+# fmt: on
+_builtin_types_by_name: dict[str, type] = {}
+builtin_classes_cache: dict[str, type[BaseNetref]] = {}
+
+
+def syncreq(proxy: BaseNetref, handler: int, *args: Any) -> Any:
+    """Send request `handler` about `proxy` and wait for the result. RPyC-compatible."""
+    conn = object.__getattribute__(proxy, "____conn__")
+    return conn.sync_request(handler, proxy, *args)
+
+
+def asyncreq(proxy: BaseNetref, handler: int, *args: Any) -> AsyncResult:
+    """Send request `handler` about `proxy`; returns an `AsyncResult`. RPyC-compatible."""
+    conn = object.__getattribute__(proxy, "____conn__")
+    return conn.async_request(handler, proxy, *args)
+
+
+class NetrefMetaclass(type):
+    """Metaclass of proxy classes: a readable ``repr`` for debugging."""
+
+    __slots__ = ()
+
+    def __repr__(cls) -> str:
+        return f"<netref class '{cls.__name__}'>"
+
+
+class BaseNetref(metaclass=NetrefMetaclass):
+    """Base of every proxy class. Do not instantiate directly: the connection does.
+
+    RPyC-compatible: the slot names ``____conn__``, ``____id_pack__`` and
+    ``____refcount__`` are the ones RPyC code reaches for.
+    """
+
+    __slots__ = ("____conn__", "____id_pack__", "____refcount__", "__weakref__")
+    # Class-level data set by `class_factory`.
+    _local_class: type | None = None
+    _routines: frozenset[str] = frozenset()
+
+    def __init__(self, conn: Connection, id_pack: IdPack) -> None:
+        object.__setattr__(self, "____conn__", conn)
+        object.__setattr__(self, "____id_pack__", id_pack)
+        object.__setattr__(self, "____refcount__", 1)
+
+    def __del__(self) -> None:
+        # Runs inside GC passes: only queue (never send, block or switch).
+        try:
+            conn = object.__getattribute__(self, "____conn__")
+            conn._queue_del(
+                object.__getattribute__(self, "____id_pack__"),
+                object.__getattribute__(self, "____refcount__"),
+            )
+        except Exception:  # noqa: BLE001, S110 - a dying proxy must not raise in a GC pass
+            pass
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in LOCAL_ATTRS:
+            return _local_attr(self, name)
+        if name in ("__call__", "__array__"):
+            return object.__getattribute__(self, name)
+        cls = type(self)
+        if name in cls._routines:
+            conn = object.__getattribute__(self, "____conn__")
+            if conn._local_method_lookup:
+                return _method_for(cls, name).__get__(self, cls)
+        return syncreq(self, consts.HANDLE_GETATTR, name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in DELETED_ATTRS:
+            raise AttributeError(name)
+        return syncreq(self, consts.HANDLE_GETATTR, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in LOCAL_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            syncreq(self, consts.HANDLE_SETATTR, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in LOCAL_ATTRS:
+            object.__delattr__(self, name)
+        else:
+            syncreq(self, consts.HANDLE_DELATTR, name)
+
+    def __dir__(self) -> list[str]:
+        return list(syncreq(self, consts.HANDLE_DIR))
+
+    def __hash__(self) -> int:
+        return syncreq(self, consts.HANDLE_HASH)
+
+    def __cmp__(self, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__cmp__")
+
+    def __eq__(self, other: object) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__eq__")
+
+    def __ne__(self, other: object) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__ne__")
+
+    def __lt__(self, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__lt__")
+
+    def __gt__(self, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__gt__")
+
+    def __le__(self, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__le__")
+
+    def __ge__(self, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, "__ge__")
+
+    def __repr__(self) -> str:
+        return syncreq(self, consts.HANDLE_REPR)
+
+    def __str__(self) -> str:
+        return syncreq(self, consts.HANDLE_STR)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        # Only the exception travels: its type and traceback are rebuilt remotely.
+        return syncreq(self, consts.HANDLE_CTXEXIT, exc)
+
+    def __reduce_ex__(self, proto: int) -> Any:
+        # Unpickling peer bytes runs peer-chosen code here: only when this side
+        # allows pickle too (CVE-2024-27758 class).
+        _require_local_pickle(self)
+        return pickle.loads, (syncreq(self, consts.HANDLE_PICKLE, proto),)
+
+    def __instancecheck__(self, other: Any) -> bool:
+        own = object.__getattribute__(self, "____id_pack__")
+        if own[2] != 0:
+            raise TypeError("isinstance() arg 2 must be a type, a tuple of types, or a union")
+        if isinstance(other, BaseNetref):
+            theirs = object.__getattribute__(other, "____id_pack__")
+            if theirs[1] == own[1]:
+                return theirs[2] != 0
+            return syncreq(self, consts.HANDLE_INSTANCECHECK, theirs)
+        local = type(self)._local_class
+        return local is not None and isinstance(other, local)
+
+
+def _local_attr(proxy: BaseNetref, name: str) -> Any:
+    if name == "__class__":
+        return _class_of(proxy)
+    if name == "__doc__":
+        return syncreq(proxy, consts.HANDLE_GETATTR, "__doc__")
+    if name in DELETED_ATTRS:
+        raise AttributeError(name)
+    return object.__getattribute__(proxy, name)
+
+
+def _class_of(proxy: BaseNetref) -> Any:
+    """``proxy.__class__``: the local class of the same name if there is one.
+
+    That makes ``isinstance(remote_list, list)`` true, as in RPyC.
+    """
+    local = type(proxy)._local_class
+    is_class = object.__getattribute__(proxy, "____id_pack__")[2] == 0
+    if local is not None:
+        return type(local) if is_class else local
+    return syncreq(proxy, consts.HANDLE_GETATTR, "__class__")
+
+
+def _require_local_pickle(proxy: BaseNetref) -> None:
+    conn = object.__getattribute__(proxy, "____conn__")
+    if not conn._config["allow_pickle"]:
+        raise ValueError("pickling is disabled (allow_pickle=False)")
+
+
+def _make_method(name: str, doc: str | None) -> Callable[..., Any]:
+    """A proxy method that forwards to the remote method `name`."""
+    if name == "__call__":
+
+        def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
+            return syncreq(self, consts.HANDLE_CALL, args, tuple(kwargs.items()))
+    elif name == "__array__":
+
+        def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
+            # numpy calls this on proxies: never unpickle peer bytes unless allowed.
+            _require_local_pickle(self)
+            data = syncreq(self, consts.HANDLE_PICKLE, -1)
+            array = pickle.loads(data)  # noqa: S301 - allow_pickle checked above
+            return array.__array__(*args, **kwargs)
+    elif name in _OLD_SLICERS:
+        modern = _OLD_SLICERS[name]
+
+        def method(self: BaseNetref, start: Any, stop: Any, *args: Any) -> Any:
+            if stop == sys.maxsize:
+                stop = None
+            return syncreq(self, consts.HANDLE_OLDSLICING, modern, name, start, stop, args)
+    else:
+
+        def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
+            return syncreq(self, consts.HANDLE_CALLATTR, name, args, tuple(kwargs.items()))
+
+    method.__name__ = name
+    method.__qualname__ = name
+    method.__doc__ = doc
+    return method
+
+
+_OLD_SLICERS = {
+    "__getslice__": "__getitem__",
+    "__setslice__": "__setitem__",
+    "__delslice__": "__delitem__",
+}
+
+
+def _method_for(cls: type[BaseNetref], name: str) -> Callable[..., Any]:
+    """The CALLATTR function for `name` on `cls`, made once per class and name."""
+    methods: dict[str, Callable[..., Any]] = cls.__dict__["_named_methods"]
+    method = methods.get(name)
+    if method is None:
+        method = methods[name] = _make_method(name, None)
+    return method
+
+
+def _resolve_local_class(name_pack: str) -> type | None:
+    """The local class named `name_pack` in an already imported module, if any.
+
+    A name pack that is itself a module's name stands for a module.
+    """
+    builtin = _builtin_types_by_name.get(name_pack)
+    if builtin is not None:
+        return builtin
+    if name_pack in sys.modules:
+        return types.ModuleType
+    module_name, _, class_name = name_pack.rpartition(".")
+    module = sys.modules.get(module_name)
+    found = getattr(module, class_name, None) if module is not None else None
+    return found if isinstance(found, type) else None
+
+
+def class_factory(
+    id_pack: IdPack, methods: Iterable[tuple[str, str | None]], exposed_prefix: str = "exposed_"
+) -> type[BaseNetref]:
+    """Build the proxy class for a remote class from its INSPECT answer.
+
+    Args:
+        id_pack: the id pack of the remote object (its name pack names the class).
+        methods: ``(name, docstring)`` pairs, as INSPECT returns them.
+        exposed_prefix: names with this prefix are also reachable without it.
+    """
+    name_pack = str(id_pack[0])
+    namespace: dict[str, Any] = {"__slots__": (), "_named_methods": {}}
+    routines: set[str] = set()
+    for raw_name, doc in methods:
+        name = str(raw_name)
+        if name in LOCAL_ATTRS:
+            continue
+        namespace[name] = _make_method(name, doc if isinstance(doc, str) else None)
+        routines.add(name)
+        if exposed_prefix and name.startswith(exposed_prefix):
+            routines.add(name[len(exposed_prefix) :])
+    namespace["_routines"] = frozenset(routines)
+    namespace["_local_class"] = _resolve_local_class(name_pack)
+    return NetrefMetaclass(name_pack, (BaseNetref,), namespace)
+
+
+class UnresolvedNetref(BaseNetref):
+    """Placeholder class of a proxy made by the reader before its class is known.
+
+    The reader greenlet must not wait for an INSPECT reply, so it creates the
+    proxy with this class (keeping its reference count exact) and the caller
+    then swaps in the real class (same slots, so ``__class__`` assignment works).
+    """
+
+    __slots__ = ()
+    _named_methods: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+
+def _prepare_builtin_classes() -> None:
+    for builtin in _BUILTIN_TYPES:
+        id_pack = get_id_pack(builtin)
+        _builtin_types_by_name[id_pack[0]] = builtin
+    for builtin in _BUILTIN_TYPES:
+        id_pack = get_id_pack(builtin)
+        builtin_classes_cache[id_pack[0]] = class_factory(
+            id_pack, get_methods(LOCAL_ATTRS, builtin)
+        )
+
+
+_prepare_builtin_classes()

@@ -1,0 +1,420 @@
+"""Connection behaviour over a socketpair: calls, references, errors, lifecycle."""
+
+import gc
+import threading
+import time
+
+import gevent
+import pytest
+from gevent.event import Event
+
+from grpyc import consts
+from grpyc.async_ import AsyncResult, AsyncResultTimeout
+from grpyc.protocol import DEFAULT_CONFIG, Connection, PingError, check_attr
+from grpyc.service import Service
+from tests.services import TestService, Thing
+
+
+def outcome_of(func, *args):
+    """Run ``func(*args)``; return its value or the exception it raised."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        return exc
+
+
+SEED_KEYS = {
+    "allow_all_attrs": False,
+    "allow_delattr": False,
+    "allow_exposed_attrs": True,
+    "allow_getattr": True,
+    "allow_pickle": False,
+    "allow_public_attrs": False,
+    "allow_safe_attrs": True,
+    "allow_setattr": False,
+    "before_closed": None,
+    "bind_threads": False,
+    "close_catchall": False,
+    "connid": None,
+    "credentials": None,
+    "endpoints": None,
+    "exposed_prefix": "exposed_",
+    "import_custom_exceptions": False,
+    "include_local_traceback": True,
+    "include_local_version": True,
+    "instantiate_custom_exceptions": False,
+    "instantiate_oldstyle_exceptions": False,
+    "log_exceptions": True,
+    "logger": None,
+    "propagate_KeyboardInterrupt_locally": True,
+    "propagate_SystemExit_locally": False,
+    "sync_request_timeout": 30,
+}
+
+
+def test_default_config_has_every_seed_key_and_default():
+    for key, value in SEED_KEYS.items():
+        assert DEFAULT_CONFIG[key] == value, key
+    assert {"__eq__", "__iter__", "__next__", "__format__", "next"} <= DEFAULT_CONFIG["safe_attrs"]
+    assert len(DEFAULT_CONFIG["safe_attrs"]) == 80  # the seed document lists 80
+
+
+def test_root_call_with_values_and_kwargs(pair):
+    _, client = pair
+    assert client.root.echo(42) == 42
+    assert client.root.add(1, 2, c=3) == 6
+    assert client.root.echo(("a", b"b", 1.5, None, (1, 2))) == ("a", b"b", 1.5, None, (1, 2))
+
+
+def test_exact_rpyc_method_lookup_switch(make_pair):
+    _, client = make_pair(client_config={"local_method_lookup": False})
+    method = client.root.echo
+    assert type(method).__name__ == "builtins.method"
+    assert method(7) == 7
+
+
+def test_netref_to_remote_list_and_dict(make_pair):
+    _, client = make_pair(server_config={"allow_public_attrs": True})
+    remote_list = client.root.make_list(3, 1, 2)
+    assert len(remote_list) == 3
+    assert remote_list[0] == 3
+    assert list(remote_list) == [3, 1, 2]
+    assert 2 in remote_list
+    remote_list.append(9)
+    assert remote_list[-1] == 9
+    assert isinstance(remote_list, list)
+    remote_dict = client.root.make_dict(a=1)
+    remote_dict["b"] = 2
+    assert sorted(remote_dict.keys()) == ["a", "b"]
+    assert remote_dict["b"] == 2
+
+
+def test_netref_to_remote_object_and_operators(make_pair):
+    _, client = make_pair(server_config={"allow_public_attrs": True})
+    thing = client.root.make_thing(5)
+    assert thing.get() == 5
+    assert len(thing) == 5
+    with thing as entered:
+        assert entered.get() == 105
+    assert thing.get() == 5
+    assert "Thing" in repr(thing)
+    remote_list = client.root.make_list(1, 2)
+    assert list(remote_list * 2) == [1, 2, 1, 2]
+    assert remote_list == remote_list
+    assert hash(client.root.echo(("x", 1))) == hash(("x", 1))
+
+
+def test_local_object_travels_by_reference_and_back(pair):
+    _, client = pair
+    local = [1, 2, 3]
+    assert client.root.length(local) == 3
+    assert client.root.echo(local) is local
+
+
+def test_callback_runs_on_the_client(pair):
+    _, client = pair
+    seen = []
+
+    def callback(value):
+        seen.append(value)
+        return value * 2
+
+    assert client.root.call(callback, 21) == 42
+    assert seen == [21]
+
+
+def test_remote_exception_carries_remote_traceback(pair):
+    _, client = pair
+    with pytest.raises(ValueError, match="boom") as info:
+        client.root.fail()
+    assert "exposed_fail" in str(info.value)
+    with pytest.raises(KeyError):
+        client.root.raise_key()
+
+
+def test_async_request_delivers_value(pair):
+    _, client = pair
+    result = client.async_request(consts.HANDLE_CALLATTR, client.root, "echo", (5,), ())
+    assert isinstance(result, AsyncResult)
+    assert result.value == 5
+    assert result.ready and not result.error
+
+
+def test_async_results_are_gevent_waitable(pair):
+    _, client = pair
+    root = client.root
+    results = [
+        client.async_request(consts.HANDLE_CALLATTR, root, "sleep", (t,), ()) for t in (0.2, 0.01)
+    ]
+    done = gevent.wait(results, count=1, timeout=5)
+    assert done == [results[1]]
+    assert results[1].value == 0.01
+
+
+def test_async_result_expiry(pair):
+    _, client = pair
+    result = client.async_request(
+        consts.HANDLE_CALLATTR, client.root, "sleep", (1,), (), timeout=0.05
+    )
+    with pytest.raises(AsyncResultTimeout):
+        result.value
+    assert result.expired
+
+
+def test_ping_echoes(pair):
+    _, client = pair
+    client.ping()
+    client.ping(b"data", timeout=2)
+
+
+def test_ping_mismatch_raises_ping_error(make_pair):
+    class Twisted(Connection):
+        def _try_ping_inline(self, seq, boxed_args):
+            return False
+
+        def _handle_ping(self, data):
+            return "something else"
+
+    class TwistedService(TestService):
+        _protocol = Twisted
+
+    _, client = make_pair(server_service=TwistedService())
+    with pytest.raises(PingError, match="mismatch"):
+        client.ping("hello")
+
+
+def test_ping_raises_eof_when_peer_is_gone(pair):
+    server, client = pair
+    server._hub.shutdown(EOFError("gone"))
+    with pytest.raises(EOFError):
+        client.ping(timeout=2)
+
+
+def test_close_from_client_closes_both_sides(pair):
+    server, client = pair
+    client.close()
+    assert client.closed
+    assert server._hub.wait_closed(timeout=5)
+    assert server.closed
+    with pytest.raises(EOFError):
+        client.root.echo(1)
+
+
+def test_close_from_server_fails_client_calls_with_eof(pair):
+    server, client = pair
+    root = client.root
+    call = gevent.spawn(outcome_of, root.sleep, 5)
+    gevent.sleep(0.05)
+    server.close()
+    assert isinstance(call.get(timeout=1), EOFError)
+
+
+def test_private_attribute_is_refused(pair):
+    _, client = pair
+    thing = client.root.make_thing(1)
+    with pytest.raises(AttributeError, match="_secret"):
+        thing._secret
+    with pytest.raises(AttributeError, match="_secret"):
+        client.sync_request(consts.HANDLE_GETATTR, thing, "_secret")
+    with pytest.raises(AttributeError, match="allow_delattr"):
+        del thing.value
+
+
+def test_setattr_refused_by_default(pair):
+    _, client = pair
+    thing = client.root.make_thing(1)
+    with pytest.raises(AttributeError, match="allow_setattr"):
+        thing.value = 3
+
+
+def test_check_attr_maps_exposed_names():
+    class Obj:
+        def exposed_run(self):
+            return 1
+
+    config = dict(DEFAULT_CONFIG)
+    assert check_attr(config, Obj(), "run", "allow_getattr") == "exposed_run"
+    assert check_attr(config, Obj(), "__len__", "allow_getattr") == "__len__"
+    with pytest.raises(AttributeError):
+        check_attr(config, Obj(), "secret", "allow_getattr")
+    public = {**config, "allow_public_attrs": True}
+    assert check_attr(public, Obj(), "secret", "allow_getattr") == "secret"
+
+
+def test_200_greenlets_share_one_connection(pair):
+    _, client = pair
+    root = client.root
+    jobs = [gevent.spawn(root.add, i, 1000) for i in range(200)]
+    gevent.joinall(jobs, timeout=20, raise_error=True)
+    assert [job.value for job in jobs] == [i + 1000 for i in range(200)]
+
+
+def test_ten_sleeping_calls_overlap(pair):
+    _, client = pair
+    root = client.root
+    started = time.monotonic()
+    jobs = [gevent.spawn(root.sleep, 0.2) for _ in range(10)]
+    gevent.joinall(jobs, timeout=5, raise_error=True)
+    assert time.monotonic() - started < 0.8
+
+
+def test_slow_handler_does_not_delay_fast_one(pair):
+    _, client = pair
+    root = client.root
+    slow = gevent.spawn(root.sleep, 1.0)
+    gevent.sleep(0)
+    started = time.monotonic()
+    assert root.echo(1) == 1
+    assert time.monotonic() - started < 0.5
+    slow.kill()
+
+
+def test_nested_callbacks_depth_100(make_pair):
+    box = {}
+
+    class Client(Service):
+        def exposed_again(self, depth):
+            return box["root"].bounce(box["callback"], depth)
+
+    _, client = make_pair(client_service=Client())
+    box["root"] = client.root
+
+    def callback(depth):
+        return box["root"].bounce(callback, depth)
+
+    box["callback"] = callback
+    assert client.root.bounce(callback, 100) == 100
+
+
+def test_timed_out_call_reply_is_dropped(make_pair):
+    _, client = make_pair(client_config={"sync_request_timeout": 0.05})
+    root = client.root
+    with pytest.raises(AsyncResultTimeout):
+        root.sleep(0.3)
+    assert not client._hub.pending
+    gevent.sleep(0.4)
+    assert root.echo("after") == "after"
+    assert root.add(2, 3) == 5
+
+
+def test_exported_objects_released_when_proxies_die(pair):
+    server, client = pair
+    root = client.root
+    things = [root.make_thing(i) for i in range(50)]
+    assert len(server._local_objects) >= 50
+    del things
+    gc.collect()
+    assert root.echo(1) == 1
+    deadline = time.monotonic() + 5
+    while len(server._local_objects) > 1 and time.monotonic() < deadline:
+        server._hub.wait_frame(0.1)
+    assert len(server._local_objects) == 1  # only the root service remains
+
+
+def test_mass_proxy_deletion_under_full_socket_buffer(pair):
+    server, client = pair
+    root = client.root
+    payload = b"x" * (1 << 20)
+    things = [root.make_thing(i) for i in range(2000)]
+    blocker = gevent.spawn(root.echo, payload)  # fills buffers while DELs queue
+    del things
+    gc.collect()
+    assert blocker.get(timeout=10) == payload
+    assert root.echo(2) == 2
+    assert not client.closed and not server.closed
+
+
+def test_on_disconnect_runs_exactly_once(make_pair):
+    calls = []
+    closed = Event()
+
+    class Watcher(TestService):
+        def on_disconnect(self, conn):
+            calls.append(conn)
+            closed.set()
+
+    server, client = make_pair(server_service=Watcher())
+    client.root.echo(1)
+    client.close()
+    assert closed.wait(5)
+    server.close()
+    server._hub.shutdown(EOFError("again"))
+    assert len(calls) == 1
+
+
+def test_exports_released_on_close(pair):
+    server, client = pair
+    keep = client.root.make_thing(1)
+    assert server._local_objects
+    client.close()
+    assert server._hub.wait_closed(5)
+    assert server._local_objects == {}
+    del keep
+
+
+def test_call_from_foreign_os_thread(pair):
+    _, client = pair
+    root = client.root
+    outcome = []
+
+    def worker():
+        try:
+            outcome.append(root.add(20, 22))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while thread.is_alive() and time.monotonic() < deadline:
+        gevent.sleep(0.01)  # keep this hub running so it can serve the thread's call
+    thread.join(1)
+    assert outcome == [42]
+
+
+def test_serve_and_poll_wait_for_messages(pair):
+    server, client = pair
+    root = client.root
+    caller = gevent.spawn(root.echo, 1)
+    assert server.serve(2) is True
+    caller.get(timeout=2)
+    assert server.poll(0) is False
+    assert server.poll_all(0.05) is False
+
+
+def test_serve_all_returns_when_peer_closes(pair):
+    server, client = pair
+    waiter = gevent.spawn(server.serve_all)
+    gevent.sleep(0)
+    client.close()
+    waiter.get(timeout=5)
+    assert server.closed
+
+
+def test_too_many_requests_get_error_replies(make_pair):
+    _, client = make_pair(server_config={"max_concurrent_requests": 2, "max_queued_requests": 2})
+    root = client.root
+    jobs = [gevent.spawn(outcome_of, root.sleep, 0.3) for _ in range(8)]
+    gevent.joinall(jobs, timeout=5)
+    errors = [job.value for job in jobs if isinstance(job.value, Exception)]
+    assert len(errors) == 4
+    assert all("too many requests" in str(err) for err in errors)
+    assert root.echo(3) == 3
+
+
+def test_serialize_requests_runs_one_at_a_time_but_admits_nested(make_pair):
+    _, client = make_pair(server_config={"serialize_requests": True})
+    root = client.root
+    started = time.monotonic()
+    jobs = [gevent.spawn(root.sleep, 0.1) for _ in range(3)]
+    gevent.joinall(jobs, timeout=5, raise_error=True)
+    assert time.monotonic() - started >= 0.3
+    assert root.bounce(lambda depth: root.bounce(lambda d: 0, depth), 3) == 2
+
+
+def test_thing_class_is_cached_per_remote_class(pair):
+    _, client = pair
+    first = client.root.make_thing(1)
+    second = client.root.make_thing(2)
+    assert type(first) is type(second)
+    assert isinstance(Thing(), type(first)._local_class)
