@@ -518,13 +518,13 @@ def _check_load_outcome(value, instantiate_custom):
         assert isinstance(exc, GenericException) or type(exc).__module__ == "builtins"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=_dumpable, instantiate_custom=st.booleans())
 def test_load_of_any_dumpable_value_is_an_exception_or_vinegar_error(value, instantiate_custom):
     _check_load_outcome(value, instantiate_custom)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=_near_valid, instantiate_custom=st.booleans())
 def test_load_of_near_valid_values_is_an_exception_or_vinegar_error(value, instantiate_custom):
     _check_load_outcome(value, instantiate_custom)
