@@ -1,0 +1,666 @@
+"""Byte streams on gevent: TCP, TLS, Unix sockets and pipes (RPyC-compatible names).
+
+A stream moves bytes and knows nothing of frames (`grpyc.channel` does).
+Every blocking call waits in the gevent hub, with or without monkey
+patching: sockets are gevent sockets (a plain socket handed in is adopted),
+pipes are non-blocking descriptors watched by the hub.
+
+Invariants: whatever ends a stream (EOF, reset, broken pipe, local close),
+`read`, `read_some`, `read_into` and `write` raise `EOFError` and the
+stream is closed, as in RPyC. `close` is idempotent and wakes a greenlet
+blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+import gevent
+import gevent.socket as gsocket
+import gevent.ssl as gssl
+from gevent.monkey import get_original
+
+from grpyc.consts import STREAM_CHUNK
+
+__all__ = [
+    "PipeStream",
+    "SocketStream",
+    "Stream",
+    "TunneledSocketStream",
+    "set_keepalive",
+    "set_nodelay",
+]
+
+BytesLike = bytes | bytearray | memoryview
+
+# The unpatched classes: adopting a blocking socket, and a readiness check
+# that never blocks and, unlike select(), takes descriptors above 1023.
+_BlockingSocket = get_original("socket", "socket")
+_original_poll = get_original("select", "poll")
+
+# RPyC's `keepalive=True`: probe after 60 s idle, every 60 s, drop after 5 misses.
+_KEEPALIVE_SECONDS = 60
+_KEEPALIVE_COUNT = 5
+
+# libev/libuv event masks for io watchers.
+_READ = 1
+_WRITE = 2
+
+# IOV_MAX on Linux and macOS: the most buffers one sendmsg()/writev() takes.
+_MAX_VECTORS = 1024
+
+# Backoff before the next connect attempt after a timeout (RPyC retries too).
+_CONNECT_BACKOFF = 0.001
+_CONNECT_BACKOFF_MAX = 0.05
+
+
+def _wait_readable(fd: int, timeout: float | None) -> bool:
+    poller = _original_poll()
+    poller.register(fd, select.POLLIN)
+    # Any event counts: POLLHUP, POLLERR or POLLNVAL mean the next read
+    # reports the end of the stream, which is an answer too.
+    if poller.poll(0):
+        return True
+    if timeout is not None and timeout <= 0:
+        gevent.sleep(0)  # a poll(0) loop must still let other greenlets run
+        return False
+    try:
+        gsocket.wait_read(fd, timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Stream:
+    """Base of grpyc streams: RPyC's stream API plus buffer helpers.
+
+    Subclasses implement `closed`, `close`, `fileno`, `read_some`, `write`
+    and, when they can do better than the defaults, `read_into` and
+    `write_buffers`.
+    """
+
+    MAX_IO_CHUNK = STREAM_CHUNK
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream is closed. RPyC-compatible."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the stream, releasing its resources. RPyC-compatible."""
+        raise NotImplementedError
+
+    def fileno(self) -> int:
+        """The descriptor to poll for reading. RPyC-compatible.
+
+        Raises:
+            EOFError: the stream is closed.
+        """
+        raise NotImplementedError
+
+    def read_some(self, max_count: int) -> bytes:
+        """Between 1 and ``max_count`` bytes, waiting for at least one.
+
+        Raises:
+            EOFError: the stream ended or is closed.
+        """
+        raise NotImplementedError
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Fill the start of ``buffer`` with at least one byte; return the count.
+
+        Raises:
+            EOFError: the stream ended or is closed.
+        """
+        data = self.read_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, count: int) -> bytes:
+        """Exactly ``count`` bytes. RPyC-compatible.
+
+        Raises:
+            EOFError: the stream ended first or is closed.
+        """
+        chunks = []
+        while count > 0:
+            chunk = self.read_some(min(count, self.MAX_IO_CHUNK))
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    def write(self, data: BytesLike) -> None:
+        """Write all of ``data``. RPyC-compatible.
+
+        Raises:
+            EOFError: the stream broke or is closed.
+        """
+        raise NotImplementedError
+
+    def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
+        """Write the buffers in order, as if joined, without joining them."""
+        for data in buffers:
+            self.write(data)
+
+    def poll(self, timeout: float | None) -> bool:
+        """Whether data (or the end of the stream) is readable within ``timeout`` s.
+
+        ``None`` waits forever. RPyC-compatible.
+
+        Raises:
+            EOFError: the stream is closed.
+        """
+        return _wait_readable(self.fileno(), timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _write_vectored(write: Callable[[list[memoryview]], int], buffers: Sequence[BytesLike]) -> None:
+    views = [memoryview(data) for data in buffers if len(data)]
+    index = 0
+    while index < len(views):
+        sent = write(views[index : index + _MAX_VECTORS])
+        while sent:
+            head = views[index]
+            if sent < len(head):
+                views[index] = head[sent:]
+                break
+            sent -= len(head)
+            index += 1
+
+
+def set_nodelay(sock: Any) -> None:
+    """Turn on TCP_NODELAY, so a small frame leaves at once instead of up to 40 ms later."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def set_keepalive(
+    sock: Any,
+    idle: int = _KEEPALIVE_SECONDS,
+    interval: int = _KEEPALIVE_SECONDS,
+    count: int = _KEEPALIVE_COUNT,
+) -> None:
+    """Turn on TCP keepalive, so a peer that vanished without a FIN is noticed.
+
+    Args:
+        sock: a TCP socket, connected or accepted.
+        idle: seconds of silence before the first probe.
+        interval: seconds between probes.
+        count: unanswered probes before the connection is dropped.
+
+    Where the platform lacks an option, its system default stays.
+    """
+    for name, value in (("idle", idle), ("interval", interval), ("count", count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"keepalive {name} must be an int >= 1, got {value!r}")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # macOS calls the idle time TCP_KEEPALIVE.
+    idle_option = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+    options = (
+        (idle_option, idle),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (getattr(socket, "TCP_KEEPCNT", None), count),
+    )
+    for option, value in options:
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _apply_keepalive(sock: Any, keepalive: bool | int) -> None:
+    if keepalive is True:
+        set_keepalive(sock)
+    elif keepalive:
+        set_keepalive(sock, idle=keepalive, interval=keepalive)
+
+
+def _is_tcp(sock: Any) -> bool:
+    family = getattr(sock, "family", None)
+    return family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+
+
+def _cooperative(sock: Any) -> Any:
+    # A plain blocking socket would freeze every greenlet while it waits,
+    # so it is rebuilt as a gevent socket on the same descriptor.
+    if type(sock) is not _BlockingSocket:
+        return sock
+    timeout = sock.gettimeout()
+    adopted = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    adopted.settimeout(timeout)
+    return adopted
+
+
+def _connect_once(
+    address: Any, family: int, socktype: int, proto: int, timeout: float | None
+) -> gsocket.socket:
+    sock = gsocket.socket(family, socktype, proto)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_address(
+    address: tuple[Any, ...],
+    family: int,
+    socktype: int,
+    proto: int,
+    timeout: float | None,
+    attempts: int,
+) -> gsocket.socket:
+    for attempt in range(1, attempts):
+        try:
+            return _connect_once(address, family, socktype, proto, timeout)
+        except TimeoutError:
+            gevent.sleep(min(_CONNECT_BACKOFF * 2**attempt, _CONNECT_BACKOFF_MAX))
+    return _connect_once(address, family, socktype, proto, timeout)
+
+
+def _open_tcp(
+    host: str,
+    port: int,
+    family: int,
+    socktype: int,
+    proto: int,
+    timeout: float | None,
+    attempts: int,
+) -> gsocket.socket:
+    addresses = gsocket.getaddrinfo(host, port, family, socktype, proto)
+    error: OSError | None = None
+    for family_, socktype_, proto_, _, address in addresses:
+        try:
+            return _connect_address(address, family_, socktype_, proto_, timeout, attempts)
+        except OSError as exc:
+            error = exc
+    assert error is not None  # getaddrinfo returns at least one address or raises
+    raise error
+
+
+def _ssl_context(options: dict[str, Any]) -> gssl.SSLContext:
+    # Pops RPyC's ssl_kwargs keys; what is left goes to wrap_socket().
+    version = options.pop("ssl_version", None)
+    if version is None:
+        # What ssl.create_default_context() makes, but as gevent's class:
+        # gevent.ssl.create_default_context() returns a blocking stdlib
+        # context unless the process is monkey patched.
+        context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+        context.load_default_certs(gssl.Purpose.SERVER_AUTH)
+    else:
+        context = gssl.SSLContext(version)
+    certfile = options.pop("certfile", None)
+    keyfile = options.pop("keyfile", None)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile=keyfile)
+    ca_certs = options.pop("ca_certs", None)
+    if ca_certs is not None:
+        context.load_verify_locations(ca_certs)
+    ciphers = options.pop("ciphers", None)
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    # check_hostname must be off before verify_mode may become CERT_NONE.
+    check_hostname = options.pop("check_hostname", None)
+    if check_hostname is not None:
+        context.check_hostname = check_hostname
+    cert_reqs = options.pop("cert_reqs", None)
+    if cert_reqs is not None:
+        context.verify_mode = cert_reqs
+    return context
+
+
+class SocketStream(Stream):
+    """A stream over a connected socket (TCP, TLS or Unix). RPyC-compatible.
+
+    ``SocketStream(sock)`` takes an accepted or connected socket; a plain
+    blocking socket is adopted as a gevent socket on the same descriptor.
+    TCP_NODELAY is set on TCP sockets unless ``nodelay=False`` (RPyC leaves
+    it off on accepted sockets, which costs up to 40 ms per round trip).
+    """
+
+    def __init__(self, sock: Any, *, nodelay: bool = True) -> None:
+        self.sock = _cooperative(sock)
+        self._closed = False
+        # sendmsg() writes header, payload and newline in one syscall; TLS
+        # sockets have no vectored write.
+        self._vectored = (
+            isinstance(self.sock, gsocket.socket)
+            and not isinstance(self.sock, gssl.SSLSocket)
+            and hasattr(self.sock, "sendmsg")
+        )
+        if nodelay and _is_tcp(self.sock):
+            set_nodelay(self.sock)
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        ipv6: bool = False,
+        timeout: float | None = 3,
+        nodelay: bool = True,
+        keepalive: bool | int = False,
+        family: int = socket.AF_INET,
+        socktype: int = socket.SOCK_STREAM,
+        proto: int = 0,
+        attempts: int = 6,
+        socket_path: str | None = None,
+    ) -> Self:
+        """Connect to ``host``:``port`` over TCP. RPyC-compatible.
+
+        Args:
+            ipv6: use ``AF_INET6`` instead of ``family``.
+            timeout: seconds to wait for each connect attempt; reads and
+                writes have no timeout afterwards.
+            keepalive: ``True`` for RPyC's keepalive (60 s idle and interval,
+                5 probes), or the idle and interval seconds as an int.
+            family: address family for name resolution (``AF_UNSPEC`` tries
+                every address in order).
+            attempts: connect attempts per address after a timeout.
+            socket_path: connect to this Unix socket instead.
+
+        Raises:
+            OSError: the name does not resolve or no address accepts.
+        """
+        if socket_path is not None:
+            return cls.unix_connect(socket_path, timeout)
+        if ipv6:
+            family = socket.AF_INET6
+        sock = _open_tcp(host, port, family, socktype, proto, timeout, attempts)
+        try:
+            _apply_keepalive(sock, keepalive)
+            return cls(sock, nodelay=nodelay)
+        except BaseException:
+            sock.close()
+            raise
+
+    @classmethod
+    def unix_connect(cls, path: str, timeout: float | None = 3) -> Self:
+        """Connect to the Unix socket at ``path``. RPyC-compatible."""
+        sock = _connect_once(path, socket.AF_UNIX, socket.SOCK_STREAM, 0, timeout)
+        return cls(sock)
+
+    @classmethod
+    def ssl_connect(cls, host: str, port: int, ssl_kwargs: dict[str, Any], **kwargs: Any) -> Self:
+        """Connect over TLS. RPyC-compatible.
+
+        Args:
+            ssl_kwargs: RPyC's keys ``ssl_version``, ``certfile``, ``keyfile``,
+                ``ca_certs``, ``ciphers``, ``check_hostname``, ``cert_reqs``
+                build a ``gevent.ssl.SSLContext``; other keys go to its
+                ``wrap_socket``. The dict is not modified.
+            kwargs: as for `connect` (``timeout`` also bounds the handshake).
+        """
+        options = dict(ssl_kwargs)
+        context = _ssl_context(options)
+        options.setdefault("server_hostname", host)
+        timeout = kwargs.get("timeout", 3)
+        plain = cls.connect(host, port, **kwargs)
+        try:
+            plain.sock.settimeout(timeout)
+            sock = context.wrap_socket(plain.sock, **options)
+            sock.settimeout(None)
+        except BaseException:
+            plain.close()
+            raise
+        return cls(sock, nodelay=kwargs.get("nodelay", True))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        shutdown = getattr(self.sock, "shutdown", None)
+        if shutdown is not None:
+            # OSError: the peer is already gone or never connected; nothing to shut down.
+            with contextlib.suppress(OSError):
+                shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def fileno(self) -> int:
+        if self._closed:
+            raise EOFError("stream has been closed")
+        return int(self.sock.fileno())
+
+    def _broken(self, exc: OSError) -> EOFError:
+        self.close()
+        return EOFError(f"connection broken: {exc}")
+
+    def read_some(self, max_count: int) -> bytes:
+        while True:
+            if self._closed:
+                raise EOFError("stream has been closed")
+            try:
+                data: bytes = self.sock.recv(max_count)
+            except TimeoutError:
+                continue  # a timeout set on the socket by its owner does not end the stream
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            if not data:
+                self.close()
+                raise EOFError("connection closed by peer")
+            return data
+
+    def read_into(self, buffer: memoryview) -> int:
+        while True:
+            if self._closed:
+                raise EOFError("stream has been closed")
+            try:
+                count: int = self.sock.recv_into(buffer)
+            except TimeoutError:
+                continue  # a timeout set on the socket by its owner does not end the stream
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            if not count:
+                self.close()
+                raise EOFError("connection closed by peer")
+            return count
+
+    def write(self, data: BytesLike) -> None:
+        if self._closed:
+            raise EOFError("stream has been closed")
+        try:
+            # One plain send() usually takes it all; gevent's sendall() costs
+            # a getsockopt() and its chunking on every call.
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self.sock.sendall(memoryview(data)[sent:])
+        except OSError as exc:
+            raise self._broken(exc) from exc
+
+    def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
+        if not self._vectored or len(buffers) == 1:
+            for data in buffers:
+                self.write(data)
+            return
+        if self._closed:
+            raise EOFError("stream has been closed")
+        try:
+            _write_vectored(self.sock.sendmsg, buffers)
+        except OSError as exc:
+            raise self._broken(exc) from exc
+
+    def poll(self, timeout: float | None) -> bool:
+        if self._closed:
+            raise EOFError("stream has been closed")
+        # TLS may hold decrypted bytes that the descriptor no longer shows.
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        return super().poll(timeout)
+
+
+class TunneledSocketStream(SocketStream):
+    """A socket stream that also closes its tunnel (e.g. SSH) when closed. RPyC-compatible."""
+
+    def __init__(self, sock: Any, tun: Any = None, *, nodelay: bool = True) -> None:
+        super().__init__(sock, nodelay=nodelay)
+        self.tun = tun
+
+    def close(self) -> None:
+        super().close()
+        tun, self.tun = self.tun, None
+        if tun is not None:
+            tun.close()
+
+
+def _fd_of(pipe: Any) -> int:
+    return pipe if isinstance(pipe, int) else int(pipe.fileno())
+
+
+class PipeStream(Stream):
+    """A stream over two one-way pipes, one read and one written. RPyC-compatible.
+
+    ``incoming`` and ``outgoing`` are file objects or descriptors; the
+    stream owns and closes them. Their descriptors are switched to
+    non-blocking mode while the stream is open (the hub waits for them),
+    and switched back when it closes. POSIX only.
+    """
+
+    def __init__(self, incoming: Any, outgoing: Any) -> None:
+        flush = getattr(outgoing, "flush", None)
+        if flush is not None:
+            flush()
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self._in_fd = _fd_of(incoming)
+        self._out_fd = _fd_of(outgoing)
+        self._blocking = {fd: os.get_blocking(fd) for fd in (self._in_fd, self._out_fd)}
+        for fd in self._blocking:
+            os.set_blocking(fd, False)
+        self._closed = False
+        self._hub: Any = None
+        self._watchers: dict[int, Any] = {}
+
+    @classmethod
+    def from_std(cls) -> Self:
+        """A stream over this process's stdin and stdout. RPyC-compatible.
+
+        The stream takes copies of descriptors 0 and 1, which then point to
+        the null device, so stray prints (from Python or C) cannot corrupt
+        the frames.
+        """
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        incoming = os.fdopen(os.dup(0), "rb", buffering=0)
+        outgoing = os.fdopen(os.dup(1), "wb", buffering=0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+        finally:
+            os.close(devnull)
+        return cls(incoming, outgoing)
+
+    @classmethod
+    def create_pair(cls) -> tuple[Self, Self]:
+        """Two streams connected by a pair of new pipes. RPyC-compatible."""
+        read1, write1 = os.pipe()
+        read2, write2 = os.pipe()
+        side1 = cls(os.fdopen(read1, "rb", buffering=0), os.fdopen(write2, "wb", buffering=0))
+        side2 = cls(os.fdopen(read2, "rb", buffering=0), os.fdopen(write1, "wb", buffering=0))
+        return side1, side2
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        if self._hub is None:
+            self._close_pipes()
+            return
+        # Like gevent's sockets: throw into a waiting greenlet first and
+        # close the descriptors only after it has left the hub's wait.
+        error = EOFError("stream has been closed")
+        self._hub.cancel_waits_close_and_then(watchers, error, self._close_pipes)
+
+    def _close_pipes(self) -> None:
+        for fd, blocking in self._blocking.items():
+            # OSError: the descriptor is already closed; no mode to restore.
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+        for pipe in (self.incoming, self.outgoing):
+            if isinstance(pipe, int):
+                os.close(pipe)
+            else:
+                pipe.close()
+            if self.outgoing is self.incoming:
+                break
+
+    def fileno(self) -> int:
+        if self._closed:
+            raise EOFError("stream has been closed")
+        return self._in_fd
+
+    def _wait(self, fd: int, event: int) -> None:
+        if self._hub is None:
+            self._hub = gevent.get_hub()
+        watcher = self._watchers.get(event)
+        if watcher is None:
+            watcher = self._watchers[event] = self._hub.loop.io(fd, event)
+        self._hub.wait(watcher)
+
+    def _broken(self, exc: OSError) -> EOFError:
+        self.close()
+        return EOFError(f"pipe broken: {exc}")
+
+    def _read_with(self, read: Callable[[], Any]) -> Any:
+        while True:
+            if self._closed:
+                raise EOFError("stream has been closed")
+            try:
+                result = read()
+            except BlockingIOError:
+                self._wait(self._in_fd, _READ)
+                continue
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            if not result:
+                self.close()
+                raise EOFError("pipe closed by peer")
+            return result
+
+    def read_some(self, max_count: int) -> bytes:
+        data: bytes = self._read_with(lambda: os.read(self._in_fd, max_count))
+        return data
+
+    def read_into(self, buffer: memoryview) -> int:
+        count: int = self._read_with(lambda: os.readv(self._in_fd, [buffer]))
+        return count
+
+    def _writev(self, views: list[memoryview]) -> int:
+        while True:
+            try:
+                return os.writev(self._out_fd, views)
+            except BlockingIOError:
+                self._wait(self._out_fd, _WRITE)
+
+    def write(self, data: BytesLike) -> None:
+        self.write_buffers([data])
+
+    def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
+        if self._closed:
+            raise EOFError("stream has been closed")
+        try:
+            _write_vectored(self._writev, buffers)
+        except OSError as exc:
+            raise self._broken(exc) from exc

@@ -1,0 +1,582 @@
+"""grpyc.channel: the frame codec fed bytes, limits, older peers, and Channel over a socketpair."""
+
+import itertools
+import os
+import random
+import struct
+import time
+import tracemalloc
+import zlib
+
+import gevent
+import pytest
+from gevent import socket
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grpyc import channel as channel_module
+from grpyc.channel import (
+    COMPRESSION_THRESHOLD,
+    MAX_DECOMPRESSED_SIZE,
+    MAX_FRAME_SIZE,
+    Channel,
+    FrameDecoder,
+    FrameError,
+    check_message,
+    deflate,
+    encode_frame,
+    inflate,
+)
+from grpyc.stream import SocketStream
+
+TEXT = (
+    b"\x01 the quick brown fox jumps over the lazy dog; "
+    b"pack my box with five dozen liquor jugs. " * 2000
+)
+
+
+def frame_bytes(payload, compress=False):
+    return b"".join(bytes(part) for part in encode_frame(payload, compress))
+
+
+def raw_frame(payload, flag=0, trailer=b"\n"):
+    return struct.pack("!LB", len(payload), flag) + payload + trailer
+
+
+def drain(decoder):
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def random_chunks(data, rng, max_chunk):
+    pos = 0
+    while pos < len(data):
+        size = rng.randint(1, max_chunk)
+        yield data[pos : pos + size]
+        pos += size
+
+
+def test_defaults_are_64_mib():
+    assert MAX_FRAME_SIZE == 64 * 1024 * 1024
+    assert MAX_DECOMPRESSED_SIZE == 64 * 1024 * 1024
+    decoder = FrameDecoder()
+    assert (decoder.max_frame_size, decoder.max_decompressed_size) == (2**26, 2**26)
+
+
+# --------------------------------------------------------------------- encoder
+
+
+def test_small_frame_is_one_joined_buffer_with_exact_bytes():
+    assert encode_frame(b"\x01abc") == [b"\x00\x00\x00\x04\x00\x01abc\n"]
+
+
+def test_empty_payload_frame():
+    assert encode_frame(b"") == [b"\x00\x00\x00\x00\x00\n"]
+
+
+def test_large_frame_keeps_the_payload_object_uncopied():
+    payload = os.urandom(100_000)
+    header, body, trailer = encode_frame(payload)
+    assert header == struct.pack("!LB", 100_000, 0)
+    assert body is payload
+    assert trailer == b"\n"
+
+
+def test_compress_true_follows_rpyc_threshold():
+    at_threshold = TEXT[:COMPRESSION_THRESHOLD]
+    assert deflate(at_threshold, True) == (at_threshold, False)
+    over = TEXT[: COMPRESSION_THRESHOLD + 1]
+    data, compressed = deflate(over, True)
+    assert compressed is True
+    assert zlib.decompress(data) == over
+
+
+def test_compress_true_sends_incompressible_payload_as_is():
+    payload = os.urandom(10_000)
+    assert deflate(payload, True) == (payload, False)
+
+
+def test_compress_false_never_compresses():
+    assert deflate(TEXT, False) == (TEXT, False)
+
+
+def test_auto_compresses_text_and_skips_random_data():
+    data, compressed = deflate(TEXT, "auto")
+    assert compressed is True
+    assert zlib.decompress(data) == TEXT
+    noise = os.urandom(200_000)
+    assert deflate(noise, "auto") == (noise, False)
+
+
+def test_auto_skips_a_payload_whose_middle_does_not_compress():
+    # Compressible head, random middle: the sample decides.
+    payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
+    assert deflate(payload, "auto") == (payload, False)
+
+
+def test_encode_frame_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match=r"compress must be True, False or 'auto', got 'yes'"):
+        encode_frame(b"\x01", "yes")
+
+
+def test_compressed_frame_has_flag_one_and_zlib_body():
+    wire = frame_bytes(TEXT, True)
+    length, flag = struct.unpack("!LB", wire[:5])
+    assert flag == 1
+    assert zlib.decompress(wire[5 : 5 + length]) == TEXT
+    assert wire[5 + length :] == b"\n"
+
+
+# --------------------------------------------------------------------- decoder
+
+
+@pytest.mark.parametrize("compress", [False, True, "auto"])
+@pytest.mark.parametrize("size", [0, 1, 100, 3000, 3001, 20_000, 300_000])
+def test_decoder_round_trip_fed_at_once(size, compress):
+    payload = (TEXT * (size // len(TEXT) + 1))[:size]
+    decoder = FrameDecoder()
+    decoder.feed(frame_bytes(payload, compress))
+    assert decoder.next_frame() == payload
+    assert decoder.next_frame() is None
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_decoder_fed_byte_by_byte(compress):
+    payloads = [b"\x01", TEXT[:5000], b"\x02xyz", TEXT[:3001]]
+    wire = b"".join(frame_bytes(p, compress) for p in payloads)
+    decoder = FrameDecoder()
+    frames = []
+    for i in range(len(wire)):
+        decoder.feed(wire[i : i + 1])
+        frames.extend(drain(decoder))
+    assert frames == payloads
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_decoder_fed_in_random_chunks(seed):
+    rng = random.Random(seed)
+    payloads = [rng.randbytes(rng.choice([0, 1, 50, 4000, 70_000, 400_000])) for _ in range(30)] + [
+        TEXT
+    ]
+    wire = b"".join(frame_bytes(p, rng.choice([False, True, "auto"])) for p in payloads)
+    decoder = FrameDecoder()
+    frames = []
+    for chunk in random_chunks(wire, rng, 100_000):
+        decoder.feed(bytearray(chunk) if rng.random() < 0.3 else chunk)
+        frames.extend(drain(decoder))
+    assert frames == payloads
+
+
+def test_feed_copies_a_mutable_buffer():
+    data = bytearray(frame_bytes(b"\x01abc"))
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    data[5:9] = b"XXXX"
+    assert decoder.next_frame() == b"\x01abc"
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_every_truncation_waits_for_more(compress):
+    wire = frame_bytes(TEXT[:4000], compress)
+    for cut in range(len(wire)):
+        decoder = FrameDecoder()
+        decoder.feed(wire[:cut])
+        assert decoder.next_frame() is None, cut
+        assert decoder.has_frame() is False, cut
+        decoder.feed(wire[cut:])
+        assert decoder.has_frame() is True, cut
+        assert decoder.next_frame() == TEXT[:4000], cut
+
+
+@pytest.mark.parametrize("length", [MAX_FRAME_SIZE + 1, 2**31, 2**32 - 1])
+def test_header_over_max_frame_size_fails_before_any_body(length):
+    tracemalloc.start()
+    try:
+        decoder = FrameDecoder()
+        decoder.feed(struct.pack("!LB", length, 0))
+        assert decoder.has_frame() is True
+        with pytest.raises(
+            FrameError, match=rf"^frame of {length} bytes exceeds max_frame_size=67108864$"
+        ):
+            decoder.next_frame()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024
+
+
+def test_max_frame_size_is_per_decoder():
+    decoder = FrameDecoder(max_frame_size=10)
+    decoder.feed(raw_frame(b"\x01" * 10))
+    assert decoder.next_frame() == b"\x01" * 10
+    decoder.feed(raw_frame(b"\x01" * 11))
+    with pytest.raises(FrameError, match=r"^frame of 11 bytes exceeds max_frame_size=10$"):
+        decoder.next_frame()
+
+
+@pytest.mark.parametrize("flag", [2, 0x12, 255])
+def test_invalid_compressed_flag(flag):
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(b"\x01", flag=flag))
+    with pytest.raises(FrameError, match=rf"^frame compressed flag is {flag}, expected 0 or 1$"):
+        decoder.next_frame()
+
+
+@pytest.mark.parametrize("trailer", [b"X", b"\r", b"\x00"])
+def test_wrong_trailing_byte(trailer):
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(b"\x01ab", trailer=trailer))
+    with pytest.raises(
+        FrameError,
+        match=rf"^frame of 3 bytes ends with byte 0x{trailer[0]:02x}, expected a newline \(0x0a\)$",
+    ):
+        decoder.next_frame()
+
+
+def test_missing_trailer_is_seen_as_the_next_header_byte():
+    # Without its newline the next frame's first header byte takes its place.
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(b"\x01ab", trailer=b"") + raw_frame(b"\x01cd"))
+    with pytest.raises(FrameError, match=r"ends with byte 0x00, expected a newline"):
+        decoder.next_frame()
+
+
+def test_decoder_stays_failed_after_an_error():
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(b"\x01", flag=7))
+    with pytest.raises(FrameError, match="flag is 7"):
+        decoder.next_frame()
+    decoder.feed(raw_frame(b"\x01ok"))
+    assert decoder.has_frame() is True
+    with pytest.raises(FrameError, match="flag is 7"):
+        decoder.next_frame()
+
+
+def test_compressed_frame_with_garbage_body():
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(b"not zlib at all", flag=1))
+    with pytest.raises(FrameError, match=r"^compressed frame of 15 bytes is not valid zlib: "):
+        decoder.next_frame()
+
+
+def test_compressed_frame_with_truncated_zlib_stream():
+    body = zlib.compress(TEXT)[:-10]
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(body, flag=1))
+    with pytest.raises(FrameError, match=rf"^compressed frame of {len(body)} bytes ends inside"):
+        decoder.next_frame()
+
+
+def test_compressed_frame_with_bytes_after_the_zlib_stream():
+    body = zlib.compress(b"\x01abc") + b"junk"
+    with pytest.raises(FrameError, match=r"has 4 bytes after its zlib stream$"):
+        inflate(body, 100)
+
+
+def test_decompressed_size_limit_is_inclusive():
+    payload = b"\x01" + bytes(999)
+    assert inflate(zlib.compress(payload), 1000) == payload
+    with pytest.raises(FrameError, match=r"inflates past max_decompressed_size=999$"):
+        inflate(zlib.compress(payload), 999)
+
+
+def zeros_deflated(mebibytes):
+    """A valid zlib stream of ``mebibytes`` MiB of zeros, built in milliseconds.
+
+    Full flushes make every 1 MiB block stand alone, so one block is repeated;
+    the Adler-32 of n zero bytes is ((n mod 65521) << 16) | 1.
+    """
+    deflater = zlib.compressobj(9)
+    zeros = bytes(1 << 20)
+    first = deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)
+    middle = deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)
+    last = deflater.compress(zeros) + deflater.flush()
+    adler = (((mebibytes << 20) % 65521) << 16) | 1
+    return first + middle * (mebibytes - 2) + last[:-4] + struct.pack("!L", adler)
+
+
+def test_zeros_deflated_is_valid_zlib():
+    assert zlib.decompress(zeros_deflated(5)) == bytes(5 << 20)
+
+
+@pytest.fixture(scope="module")
+def zlib_bomb():
+    """1 GiB of zeros deflated to about 1 MB."""
+    return zeros_deflated(1024)
+
+
+@pytest.mark.parametrize("limit", [1 << 20, MAX_DECOMPRESSED_SIZE])
+def test_zlib_bomb_is_refused_fast_with_bounded_memory(zlib_bomb, limit):
+    assert len(zlib_bomb) < 1_100_000
+    decoder = FrameDecoder(max_decompressed_size=limit)
+    decoder.feed(raw_frame(zlib_bomb, flag=1))
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(FrameError, match=rf"inflates past max_decompressed_size={limit}$"):
+            decoder.next_frame()
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 2.0
+    assert peak < limit + 4 * 1024 * 1024
+
+
+def test_limits_must_be_positive_ints():
+    with pytest.raises(ValueError, match=r"^max_frame_size must be a positive int, got 0$"):
+        FrameDecoder(max_frame_size=0)
+    with pytest.raises(
+        ValueError, match=r"^max_decompressed_size must be a positive int, got 1.5$"
+    ):
+        FrameDecoder(max_decompressed_size=1.5)
+
+
+def test_take_and_put_body_round_trip():
+    payload = os.urandom(50_000)
+    wire = frame_bytes(payload)
+    decoder = FrameDecoder()
+    decoder.feed(wire[:1005])
+    assert decoder.next_frame() is None
+    assert decoder.take_body(min_size=60_000) is None  # smaller than asked for
+    prefix, length = decoder.take_body()
+    assert (bytes(prefix), length) == (payload[:1000], 50_000)
+    assert decoder.next_frame() is None
+    assert decoder.has_frame() is False
+    decoder.put_body(payload)
+    assert decoder.next_frame() is None  # the trailer has not arrived
+    decoder.feed(b"\n" + frame_bytes(b"\x02next"))
+    assert drain(decoder) == [payload, b"\x02next"]
+
+
+def test_take_body_declines_when_the_body_is_all_here():
+    decoder = FrameDecoder()
+    decoder.feed(frame_bytes(b"\x01" * 20_000)[:-1])
+    assert decoder.next_frame() is None
+    assert decoder.take_body() is None
+
+
+def test_taken_body_must_come_back_whole_and_before_more_input():
+    decoder = FrameDecoder()
+    decoder.feed(frame_bytes(b"\x01" * 20_000)[:100])
+    decoder.next_frame()
+    assert decoder.take_body() is not None
+    with pytest.raises(RuntimeError, match=r"feed\(\) while a body taken by take_body\(\)"):
+        decoder.feed(b"x")
+    with pytest.raises(ValueError, match=r"^put_body\(\) got 3 bytes, the frame body has 20000$"):
+        decoder.put_body(b"abc")
+    decoder.put_body(b"\x01" * 20_000)
+    with pytest.raises(RuntimeError, match=r"put_body\(\) without a body taken"):
+        decoder.put_body(b"\x01" * 20_000)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=8))
+def test_arbitrary_bytes_give_frames_or_frame_error(data, cuts):
+    decoder = FrameDecoder(max_frame_size=500, max_decompressed_size=2000)
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    try:
+        for start, end in itertools.pairwise(bounds):
+            decoder.feed(data[start:end])
+            for frame in drain(decoder):
+                assert isinstance(frame, bytes)
+                assert len(frame) <= 2000
+    except FrameError:
+        with pytest.raises(FrameError):
+            decoder.next_frame()
+
+
+@settings(max_examples=100, deadline=None)
+@given(payloads=st.lists(st.binary(max_size=5000), max_size=6), seed=st.integers(0, 2**32))
+def test_any_payload_sequence_round_trips(payloads, seed):
+    rng = random.Random(seed)
+    wire = b"".join(frame_bytes(p, rng.choice([False, True, "auto"])) for p in payloads)
+    decoder = FrameDecoder()
+    frames = []
+    for chunk in random_chunks(wire, rng, 3000):
+        decoder.feed(chunk)
+        frames.extend(drain(decoder))
+    assert frames == payloads
+
+
+# ------------------------------------------------------------- message check
+
+
+def test_rpyc6_message_types_pass():
+    for first in (1, 2, 3):
+        check_message(bytes([first]) + b"\x11\x20\x00")
+
+
+def test_rpyc5_message_is_refused_by_name():
+    # brine of (MSG_REQUEST, seq 0, (HANDLE_GETROOT, ())): a 3-tuple, small ints.
+    rpyc5_getroot = bytes([0x12, 0x51, 0x50, 0x11, 0x53, 0x02])
+    with pytest.raises(FrameError, match=r"an RPyC 5\.x peer"):
+        check_message(rpyc5_getroot)
+
+
+def test_bind_threads_prefix_is_refused_by_name():
+    payload = struct.pack("!QQ", 140_000_000_000_000, 0) + b"\x01\x11\x50\x02"
+    with pytest.raises(FrameError, match=r"a bind_threads peer"):
+        check_message(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", r"^unknown message type: empty frame payload$"),
+        (b"\x07abc", r"^unknown message type 7 in frame payload \(expected 1, 2 or 3\)$"),
+        (b"\x00" * 16, r"^unknown message type 0 in frame payload"),
+    ],
+)
+def test_unknown_message_type(payload, message):
+    with pytest.raises(FrameError, match=message):
+        check_message(payload)
+
+
+# --------------------------------------------------------------------- Channel
+
+
+@pytest.fixture
+def channels():
+    left, right = socket.socketpair()
+    pair = Channel(SocketStream(left)), Channel(SocketStream(right))
+    yield pair
+    for channel in pair:
+        channel.close()
+
+
+def test_channel_defaults_and_rpyc_attributes(channels):
+    channel = channels[0]
+    assert channel.compress == "auto"
+    assert (channel.max_frame_size, channel.max_decompressed_size) == (2**26, 2**26)
+    assert Channel.COMPRESSION_THRESHOLD == 3000
+    assert Channel.COMPRESSION_LEVEL == 1
+    assert Channel.FLUSHER == b"\n"
+    assert Channel.FRAME_HEADER.format == "!LB"
+    assert channel.fileno() == channel.stream.sock.fileno()
+    assert channel.closed is False
+
+
+def test_channel_compress_is_checked_when_set(channels):
+    channel = channels[0]
+    channel.compress = False
+    assert channel.compress is False
+    with pytest.raises(ValueError, match=r"got 'zlib'"):
+        channel.compress = "zlib"
+    with pytest.raises(ValueError, match=r"got None"):
+        Channel(channel.stream, compress=None)
+
+
+@pytest.mark.parametrize("compress", [False, True, "auto"])
+def test_channel_round_trip(channels, compress):
+    sender, receiver = channels
+    sender.compress = compress
+    payloads = [b"\x01", TEXT, b"\x03" + os.urandom(300_000), b"\x02" + bytes(10)]
+    writer = gevent.spawn(lambda: [sender.send(p) for p in payloads])
+    assert [receiver.recv() for _ in payloads] == payloads
+    writer.get(timeout=10)
+
+
+def test_send_many_keeps_order_and_frames(channels):
+    sender, receiver = channels
+    payloads = [b"\x01a", TEXT, b"\x02" + os.urandom(100_000), b"\x03b", b"\x01c"]
+    writer = gevent.spawn(sender.send_many, payloads)
+    assert [receiver.recv() for _ in payloads] == payloads
+    writer.get(timeout=10)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_big_round_trip(channels, compress):
+    sender, receiver = channels
+    sender.compress = compress
+    size = 16 * 1024 * 1024
+    payload = (b"\x02" + os.urandom(size // 2)) + (TEXT * (size // 2 // len(TEXT) + 1))[: size // 2]
+    writer = gevent.spawn(sender.send, payload)
+    assert receiver.recv() == payload
+    writer.get(timeout=20)
+
+
+def test_poll_sees_frames_already_buffered(channels):
+    sender, receiver = channels
+    assert receiver.poll(0) is False
+    sender.send_many([b"\x01one", b"\x01two"])
+    assert receiver.poll(1) is True
+    assert receiver.recv() == b"\x01one"
+    # The second frame came in with the first read: the socket is empty now.
+    assert receiver.stream.poll(0) is False
+    assert receiver.poll(0) is True
+    assert receiver.recv() == b"\x01two"
+    assert receiver.poll(0.01) is False
+
+
+def test_recv_refuses_an_older_peer_and_closes_the_stream(channels):
+    sender, receiver = channels
+    sender.stream.write(raw_frame(bytes([0x12, 0x51, 0x50, 0x11, 0x53, 0x02])))
+    with pytest.raises(FrameError, match=r"RPyC 5\.x peer"):
+        receiver.recv()
+    assert receiver.closed is True
+    with pytest.raises(EOFError):
+        sender.recv()
+
+
+def test_recv_over_limit_closes_the_stream():
+    left, right = socket.socketpair()
+    sender = Channel(SocketStream(left))
+    receiver = Channel(SocketStream(right), max_frame_size=1000)
+    try:
+        sender.send(b"\x01" + bytes(1000))
+        with pytest.raises(FrameError, match=r"^frame of 1001 bytes exceeds max_frame_size=1000$"):
+            receiver.recv()
+        assert receiver.closed is True
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_recv_eof_between_frames(channels):
+    sender, receiver = channels
+    sender.send(b"\x01last")
+    sender.close()
+    assert receiver.recv() == b"\x01last"
+    with pytest.raises(EOFError, match="connection closed by peer"):
+        receiver.recv()
+    assert receiver.closed is True
+
+
+@pytest.mark.parametrize("size", [100, 1_000_000])
+def test_recv_eof_inside_a_frame(channels, size):
+    sender, receiver = channels
+    wire = frame_bytes(b"\x01" * size)
+
+    def write_half_and_close():
+        sender.stream.write(wire[: len(wire) // 2])
+        sender.close()
+
+    writer = gevent.spawn(write_half_and_close)
+    with pytest.raises(EOFError, match="connection closed by peer"):
+        receiver.recv()
+    writer.get(timeout=10)
+
+
+def test_send_on_closed_channel_raises_eof(channels):
+    sender, _ = channels
+    sender.close()
+    assert sender.closed is True
+    with pytest.raises(EOFError, match="stream has been closed"):
+        sender.send(b"\x01")
+
+
+def test_large_body_is_read_in_one_piece_even_when_split(channels, monkeypatch):
+    # The body read into its final bytes object starts with bytes that came
+    # in with the header; those must land first.
+    monkeypatch.setattr(channel_module, "_LARGE_BODY", 1000)
+    sender, receiver = channels
+    payload = b"\x01" + os.urandom(50_000)
+    wire = frame_bytes(payload)
+    sender.stream.write(wire[:300])
+    assert receiver.poll(1) is True
+    writer = gevent.spawn(sender.stream.write, wire[300:])
+    assert receiver.recv() == payload
+    writer.get(timeout=10)

@@ -1,0 +1,580 @@
+"""grpyc.stream: sockets (pair, TCP, IPv6, Unix, TLS), pipes, EOF/reset, options, closing."""
+
+import os
+import socket as stdlib_socket
+import ssl
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gevent
+import gevent.ssl
+import pytest
+from gevent import socket
+from gevent.event import Event
+
+from grpyc.stream import (
+    PipeStream,
+    SocketStream,
+    Stream,
+    TunneledSocketStream,
+    set_keepalive,
+)
+from tests.certs import make_pki
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pair():
+    left, right = socket.socketpair()
+    streams = SocketStream(left), SocketStream(right)
+    yield streams
+    for stream in streams:
+        stream.close()
+
+
+@pytest.fixture
+def pipes():
+    streams = PipeStream.create_pair()
+    yield streams
+    for stream in streams:
+        stream.close()
+
+
+@pytest.fixture
+def listener():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    yield sock
+    sock.close()
+
+
+def tcp_pair(listener, **connect_kwargs):
+    """(client stream, accepted server stream) over 127.0.0.1."""
+    port = listener.getsockname()[1]
+    accepting = gevent.spawn(listener.accept)
+    client = SocketStream.connect("127.0.0.1", port, **connect_kwargs)
+    accepted, _ = accepting.get(timeout=5)
+    return client, SocketStream(accepted)
+
+
+def nodelay(stream):
+    return stream.sock.getsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY)
+
+
+def round_trip(a, b, data):
+    writer = gevent.spawn(a.write, data)
+    got = b.read(len(data))
+    writer.get(timeout=10)
+    return got
+
+
+# ------------------------------------------------------------------ socketpair
+
+
+def test_read_returns_exactly_count(pair):
+    a, b = pair
+    a.write(b"hello world")
+    assert b.read(5) == b"hello"
+    assert b.read(6) == b" world"
+    assert b.read(0) == b""
+
+
+def test_read_some_and_read_into(pair):
+    a, b = pair
+    a.write(b"abcdef")
+    assert b.read_some(4) == b"abcd"
+    buffer = bytearray(10)
+    count = b.read_into(memoryview(buffer))
+    assert (count, bytes(buffer[:count])) == (2, b"ef")
+
+
+def test_write_buffers_in_order(pair):
+    a, b = pair
+    big = os.urandom(1_000_000)
+    writer = gevent.spawn(a.write_buffers, [b"head", big, b"", memoryview(b"tail")])
+    assert b.read(8 + len(big)) == b"head" + big + b"tail"
+    writer.get(timeout=10)
+
+
+def test_many_buffers_exceeding_iov_max(pair):
+    a, b = pair
+    parts = [bytes([i % 256]) * 3 for i in range(3000)]
+    writer = gevent.spawn(a.write_buffers, parts)
+    assert b.read(9000) == b"".join(parts)
+    writer.get(timeout=10)
+
+
+def test_big_write_and_read_are_cooperative(pair):
+    a, b = pair
+    data = os.urandom(8 * 1024 * 1024)
+    assert round_trip(a, b, data) == data
+
+
+def test_poll(pair):
+    a, b = pair
+    assert b.poll(0) is False
+    assert b.poll(0.01) is False
+    later = gevent.spawn_later(0.01, a.write, b"x")
+    assert b.poll(5) is True
+    later.get(timeout=5)
+    assert b.read(1) == b"x"
+
+
+def test_poll_reports_eof_as_readable(pair):
+    a, b = pair
+    a.close()
+    assert b.poll(1) is True
+    with pytest.raises(EOFError, match="connection closed by peer"):
+        b.read(1)
+
+
+def test_eof_closes_the_stream(pair):
+    a, b = pair
+    a.write(b"ab")
+    a.close()
+    with pytest.raises(EOFError, match="connection closed by peer"):
+        b.read(3)
+    assert b.closed is True
+    with pytest.raises(EOFError, match="stream has been closed"):
+        b.read(1)
+
+
+def test_local_close_then_every_operation_raises_eof(pair):
+    a, _ = pair
+    a.close()
+    a.close()  # idempotent
+    assert a.closed is True
+    for operation in (
+        lambda: a.read(1),
+        lambda: a.read_some(1),
+        lambda: a.read_into(memoryview(bytearray(1))),
+        lambda: a.write(b"x"),
+        lambda: a.write_buffers([b"x", b"y"]),
+        a.fileno,
+        lambda: a.poll(0),
+    ):
+        with pytest.raises(EOFError, match="stream has been closed"):
+            operation()
+
+
+def test_write_to_a_closed_peer_raises_eof(pair):
+    a, b = pair
+    b.close()
+    with pytest.raises(EOFError, match="connection broken"):
+        a.write(b"x" * 100)
+    assert a.closed is True
+
+
+def test_close_wakes_a_blocked_reader(pair):
+    _, b = pair
+    started = Event()
+
+    def read():
+        started.set()
+        try:
+            b.read(1)
+        except EOFError as exc:
+            return str(exc)
+        return "no error"
+
+    reader = gevent.spawn(read)
+    assert started.wait(5)
+    gevent.sleep(0)  # let the reader block in recv
+    b.close()
+    assert reader.get(timeout=5) != "no error"
+
+
+def test_context_manager_closes(pair):
+    a, _ = pair
+    with a as stream:
+        assert stream is a
+    assert a.closed is True
+
+
+def test_plain_blocking_socket_is_adopted_as_gevent_socket():
+    left, right = stdlib_socket.socketpair()
+    a, b = SocketStream(left), SocketStream(right)
+    try:
+        assert isinstance(a.sock, socket.socket)
+        # A blocking read would stall the hub; here another greenlet writes meanwhile.
+        writer = gevent.spawn_later(0.01, a.write, b"ping")
+        assert b.read(4) == b"ping"
+        writer.get(timeout=5)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_stream_base_is_abstract():
+    stream = Stream()
+    with pytest.raises(NotImplementedError):
+        stream.read_some(1)
+    with pytest.raises(NotImplementedError):
+        stream.write(b"x")
+
+
+def test_tunneled_stream_closes_its_tunnel_once():
+    class Tunnel:
+        closes = 0
+
+        def close(self):
+            self.closes += 1
+
+    left, right = socket.socketpair()
+    tunnel = Tunnel()
+    stream = TunneledSocketStream(left, tunnel)
+    stream.close()
+    stream.close()
+    right.close()
+    assert tunnel.closes == 1
+    assert stream.closed is True
+
+
+# ------------------------------------------------------------------------- TCP
+
+
+def test_tcp_connect_and_accept_both_set_nodelay(listener):
+    client, server = tcp_pair(listener)
+    try:
+        assert nodelay(client) != 0
+        assert nodelay(server) != 0
+        assert round_trip(client, server, b"to server") == b"to server"
+        assert round_trip(server, client, b"to client") == b"to client"
+    finally:
+        client.close()
+        server.close()
+
+
+def test_nodelay_can_be_left_off(listener):
+    client, server = tcp_pair(listener, nodelay=False)
+    try:
+        assert nodelay(client) == 0
+    finally:
+        client.close()
+        server.close()
+
+
+def test_connect_with_keepalive_seconds(listener):
+    client, server = tcp_pair(listener, keepalive=7)
+    try:
+        sock = client.sock
+        assert sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE) != 0
+        if hasattr(stdlib_socket, "TCP_KEEPIDLE"):
+            get = sock.getsockopt
+            assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPIDLE) == 7
+            assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPINTVL) == 7
+            assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPCNT) == 5
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.skipif(not hasattr(stdlib_socket, "TCP_KEEPIDLE"), reason="no TCP_KEEPIDLE here")
+def test_set_keepalive_on_an_accepted_socket(listener):
+    client, server = tcp_pair(listener)
+    try:
+        set_keepalive(server.sock, idle=11, interval=3, count=2)
+        get = server.sock.getsockopt
+        assert get(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE) != 0
+        assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPIDLE) == 11
+        assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPINTVL) == 3
+        assert get(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_KEEPCNT) == 2
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize(("key", "value"), [("idle", 0), ("interval", -1), ("count", 1.5)])
+def test_set_keepalive_rejects_bad_values(key, value):
+    sock = socket.socket()
+    try:
+        with pytest.raises(
+            ValueError, match=rf"^keepalive {key} must be an int >= 1, got {value}$"
+        ):
+            set_keepalive(sock, **{key: value})
+    finally:
+        sock.close()
+
+
+def test_connect_refused_raises_oserror():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(ConnectionRefusedError):
+        SocketStream.connect("127.0.0.1", port)
+
+
+def test_tcp_reset_reads_as_eof(listener):
+    client, server = tcp_pair(listener)
+    try:
+        # SO_LINGER with zero timeout: close() sends RST instead of FIN.
+        server.sock.setsockopt(
+            stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        server.sock.close()
+        with pytest.raises(EOFError, match=r"connection broken: .*reset"):
+            client.read(1)
+        assert client.closed is True
+    finally:
+        client.close()
+        server.close()
+
+
+def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("Python was built without IPv6 support")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.bind(("::1", 0))
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"cannot bind to ::1 (no IPv6 loopback here): {exc}")
+    sock.listen(1)
+    try:
+        accepting = gevent.spawn(sock.accept)
+        client = SocketStream.connect("::1", sock.getsockname()[1], ipv6=True)
+        accepted, _ = accepting.get(timeout=5)
+        server = SocketStream(accepted)
+        try:
+            assert client.sock.family == socket.AF_INET6
+            assert nodelay(client) != 0
+            assert nodelay(server) != 0
+            assert round_trip(client, server, b"six") == b"six"
+        finally:
+            client.close()
+            server.close()
+    finally:
+        sock.close()
+
+
+# ------------------------------------------------------------------------ Unix
+
+
+@pytest.mark.parametrize("how", ["unix_connect", "socket_path"])
+def test_unix_socket(tmp_path, how):
+    path = str(tmp_path / "s.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(1)
+    try:
+        accepting = gevent.spawn(listening.accept)
+        if how == "unix_connect":
+            client = SocketStream.unix_connect(path)
+        else:
+            client = SocketStream.connect("ignored", 0, socket_path=path)
+        server = SocketStream(accepting.get(timeout=5)[0])
+        try:
+            assert client.sock.family == socket.AF_UNIX
+            assert round_trip(server, client, b"unix") == b"unix"
+        finally:
+            client.close()
+            server.close()
+    finally:
+        listening.close()
+
+
+def test_unix_connect_to_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        SocketStream.unix_connect(str(tmp_path / "missing.sock"))
+
+
+# ------------------------------------------------------------------------- TLS
+
+
+def tls_server(listener, pki):
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+
+    def serve():
+        sock, _ = listener.accept()
+        stream = SocketStream(context.wrap_socket(sock, server_side=True))
+        try:
+            stream.write(stream.read(5)[::-1])
+        finally:
+            stream.close()
+
+    return gevent.spawn(serve)
+
+
+def test_ssl_connect_verifies_and_round_trips(listener, tmp_path):
+    pki = make_pki(tmp_path)
+    server = tls_server(listener, pki)
+    ssl_kwargs = {"ca_certs": str(pki.ca_cert)}
+    client = SocketStream.ssl_connect("127.0.0.1", listener.getsockname()[1], ssl_kwargs)
+    try:
+        assert ssl_kwargs == {"ca_certs": str(pki.ca_cert)}  # not consumed
+        assert isinstance(client.sock, gevent.ssl.SSLSocket)
+        assert nodelay(client) != 0
+        client.write_buffers([b"he", b"llo"])
+        assert client.read(5) == b"olleh"
+        server.get(timeout=5)
+    finally:
+        client.close()
+
+
+def test_ssl_connect_with_rpyc_factory_kwargs(listener, tmp_path):
+    # What rpyc.utils.factory.ssl_connect passes when given no CA.
+    pki = make_pki(tmp_path)
+    server = tls_server(listener, pki)
+    ssl_kwargs = {"server_side": False, "cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    client = SocketStream.ssl_connect("127.0.0.1", listener.getsockname()[1], ssl_kwargs)
+    try:
+        client.write(b"abcde")
+        assert client.read(5) == b"edcba"
+        server.get(timeout=5)
+    finally:
+        client.close()
+
+
+def test_ssl_connect_refuses_an_unknown_ca(listener, tmp_path):
+    pki = make_pki(tmp_path)
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+
+    def serve():
+        sock, _ = listener.accept()
+        try:
+            context.wrap_socket(sock, server_side=True)
+        except ssl.SSLError as exc:
+            return type(exc).__name__
+        finally:
+            sock.close()
+        return "handshake completed"
+
+    server = gevent.spawn(serve)
+    ssl_kwargs = {"ca_certs": str(pki.other_ca_cert)}
+    with pytest.raises(ssl.SSLCertVerificationError):
+        SocketStream.ssl_connect("127.0.0.1", listener.getsockname()[1], ssl_kwargs)
+    assert server.get(timeout=5) != "handshake completed"
+
+
+# ----------------------------------------------------------------------- pipes
+
+
+def test_pipe_pair_round_trip_both_ways(pipes):
+    a, b = pipes
+    data = os.urandom(3 * 1024 * 1024)
+    assert round_trip(a, b, data) == data
+    assert round_trip(b, a, b"back") == b"back"
+
+
+def test_pipe_read_into_and_write_buffers(pipes):
+    a, b = pipes
+    a.write_buffers([b"ab", b"cd"])
+    buffer = bytearray(8)
+    count = b.read_into(memoryview(buffer))
+    assert bytes(buffer[:count]) == b"abcd"[:count]
+    assert b.read(4 - count) == b"abcd"[count:]
+
+
+def test_pipe_poll(pipes):
+    a, b = pipes
+    assert b.poll(0) is False
+    a.write(b"x")
+    assert b.poll(1) is True
+    assert b.fileno() == b.incoming.fileno()
+
+
+def test_pipe_eof_when_peer_closes(pipes):
+    a, b = pipes
+    a.write(b"last")
+    a.close()
+    assert b.read(4) == b"last"
+    with pytest.raises(EOFError, match="pipe closed by peer"):
+        b.read(1)
+    assert b.closed is True
+
+
+def test_pipe_write_to_closed_peer_raises_eof(pipes):
+    a, b = pipes
+    b.close()
+    with pytest.raises(EOFError, match="pipe broken"):
+        a.write(b"x")
+
+
+def test_pipe_close_wakes_blocked_reader_and_writer(pipes):
+    a, _ = pipes
+    outcomes = []
+
+    def run(operation):
+        try:
+            operation()
+        except EOFError as exc:
+            outcomes.append(str(exc))
+
+    reader = gevent.spawn(run, lambda: a.read(1))
+    writer = gevent.spawn(run, lambda: a.write(b"x" * (16 * 1024 * 1024)))
+    gevent.sleep(0)  # both block: nothing to read, the pipe buffer is full
+    assert outcomes == []
+    a.close()
+    gevent.joinall([reader, writer], timeout=5, raise_error=True)
+    assert outcomes == ["stream has been closed"] * 2
+
+
+def test_pipe_descriptors_get_their_blocking_mode_back():
+    read_fd, write_fd = os.pipe()
+    spare = os.dup(read_fd)  # shares the open file description with read_fd
+    stream = PipeStream(read_fd, write_fd)
+    assert os.get_blocking(spare) is False
+    stream.close()
+    assert os.get_blocking(spare) is True
+    os.close(spare)
+
+
+def run_python(code, stdin=b"", timeout=30):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+
+
+def test_from_std_shields_the_stream_from_prints():
+    child = run_python(
+        """
+        import os
+        from grpyc.stream import PipeStream
+        stream = PipeStream.from_std()
+        print("stray print")
+        os.write(1, b"stray C-level write")
+        stream.write(stream.read(5)[::-1])
+        stream.close()
+        """,
+        stdin=b"hello",
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    assert child.stdout == b"olleh"
+
+
+def test_channel_round_trip_under_monkey_patching():
+    child = run_python(
+        """
+        from gevent import monkey
+        monkey.patch_all()
+        import socket, threading
+        from grpyc.channel import Channel
+        from grpyc.stream import SocketStream
+        left, right = socket.socketpair()
+        a, b = Channel(SocketStream(left)), Channel(SocketStream(right))
+        payload = b"\\x01" + bytes(5_000_000)
+        sender = threading.Thread(target=a.send, args=(payload,))
+        sender.start()
+        assert b.recv() == payload
+        sender.join()
+        a.close()
+        b.close()
+        print("ok")
+        """
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    assert child.stdout == b"ok\n"
