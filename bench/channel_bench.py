@@ -1,6 +1,7 @@
 """Throughput of grpyc.channel.Channel over a socketpair, next to stock rpyc's Channel.
 
-Run: .venv/bin/python bench/channel_bench.py [--size MiB] [--repeat N] [--variants]
+Run from the repository root:
+    PYTHONPATH=. .venv/bin/python bench/channel_bench.py [--size MiB] [--repeat N] [--variants]
 
 Prints MB/s of payload moved one way (send in one greenlet, recv in another)
 for big frames with compression off, on and "auto", on random and on
