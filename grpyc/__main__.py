@@ -1,0 +1,7 @@
+"""``python -m grpyc``: the grpyc command."""
+
+import sys
+
+from grpyc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""grpyc <-> stock rpyc 6.0.2 over TCP, both directions."""
+
+import signal
+import time
+
+import gevent
+import pytest
+import rpyc
+
+import grpyc.factory
+from grpyc.service import Service
+from tests.interop.conftest import in_os_thread, start_rpyc_server, stop_process
+
+
+@pytest.fixture
+def to_rpyc(rpyc_server):
+    conn = grpyc.factory.connect("127.0.0.1", rpyc_server)
+    yield conn
+    conn.close()
+
+
+# ------------------------------------------------- grpyc client -> rpyc server
+def test_grpyc_calls_rpyc_root_with_values_and_kwargs(to_rpyc):
+    assert to_rpyc.root.echo(42) == 42
+    assert to_rpyc.root.add(1, 2, c=3) == 6
+    assert to_rpyc.root.echo(("x", b"y", 2.5, None)) == ("x", b"y", 2.5, None)
+
+
+def test_grpyc_uses_rpyc_netrefs(to_rpyc):
+    remote_list = to_rpyc.root.make_list(3, 1, 2)
+    assert len(remote_list) == 3
+    assert list(remote_list) == [3, 1, 2]
+    remote_list.append(4)
+    assert remote_list[-1] == 4
+    remote_dict = to_rpyc.root.make_dict(a=1)
+    assert remote_dict["a"] == 1
+    thing = to_rpyc.root.make_thing(7)
+    assert thing.get() == 7
+
+
+def test_rpyc_server_calls_grpyc_callback(to_rpyc):
+    assert to_rpyc.root.call(lambda x: x * 3, 5) == 15
+    assert to_rpyc.root.length([1, 2, 3, 4]) == 4
+
+
+def test_nested_callbacks_with_rpyc_server(to_rpyc):
+    root = to_rpyc.root
+
+    def callback(depth):
+        return root.bounce(callback, depth)
+
+    assert root.bounce(callback, 20) == 20
+
+
+def test_rpyc_exception_reaches_grpyc_with_traceback(to_rpyc):
+    with pytest.raises(ValueError, match="boom") as info:
+        to_rpyc.root.fail()
+    assert "exposed_fail" in str(info.value)
+
+
+def test_grpyc_async_request_and_ping_to_rpyc(to_rpyc):
+    from grpyc import consts
+
+    result = to_rpyc.async_request(consts.HANDLE_CALLATTR, to_rpyc.root, "add", (2, 3), ())
+    assert result.value == 5
+    to_rpyc.ping()
+    assert to_rpyc.root.ping_peer() is True
+
+
+def test_rpyc_policy_refuses_private_attribute(to_rpyc):
+    thing = to_rpyc.root.make_thing(1)
+    with pytest.raises(AttributeError):
+        thing._secret
+
+
+def test_grpyc_close_is_answered_by_rpyc(rpyc_server):
+    conn = grpyc.factory.connect("127.0.0.1", rpyc_server)
+    assert conn.root.echo(1) == 1
+    started = time.monotonic()
+    conn.close()
+    assert conn.closed
+    assert time.monotonic() - started < 2
+
+
+def test_killed_rpyc_server_fails_pending_calls_fast():
+    proc, port = start_rpyc_server()
+    try:
+        conn = grpyc.factory.connect("127.0.0.1", port)
+        root = conn.root
+
+        def attempt():
+            try:
+                return root.sleep(10)
+            except EOFError as exc:
+                return exc
+
+        calls = [gevent.spawn(attempt) for _ in range(5)]
+        gevent.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        gevent.joinall(calls, timeout=5)
+        assert all(isinstance(call.value, EOFError) for call in calls)
+        assert time.monotonic() - started < 1
+    finally:
+        proc.kill()
+        stop_process(proc)
+
+
+# ------------------------------------------------- rpyc client -> grpyc server
+class ClientSide(rpyc.Service):
+    def exposed_triple(self, value):
+        return value * 3
+
+
+def _rpyc_client_session(port):
+    conn = rpyc.connect("127.0.0.1", port, service=ClientSide, config={"allow_public_attrs": True})
+    try:
+        root = conn.root
+        out = {
+            "echo": root.echo(42),
+            "add": root.add(1, 2, c=3),
+            "list": list(root.make_list(1, 2, 3)),
+            "len": len(root.make_list(1, 2)),
+            "dict": root.make_dict(a=1)["a"],
+            "thing": root.make_thing(9).get(),
+            "callback": root.call(conn.root.echo, 5),
+            "local_ref": root.length([1, 2, 3]),
+            "bounce": root.bounce(lambda depth: root.bounce(lambda d: 0, depth), 3),
+        }
+        try:
+            root.fail()
+        except ValueError as exc:
+            out["error"] = str(exc)
+        try:
+            root.make_thing(1)._secret
+        except AttributeError:
+            out["policy"] = "refused"
+        res = conn.async_request(rpyc.core.consts.HANDLE_CALLATTR, root, "add", (4, 5), ())
+        out["async"] = res.value
+        conn.ping()
+        out["ping"] = True
+        return out
+    finally:
+        conn.close()
+
+
+def test_rpyc_client_against_grpyc_server(grpyc_server):
+    out = in_os_thread(_rpyc_client_session, grpyc_server.port)
+    assert out["echo"] == 42
+    assert out["add"] == 6
+    assert out["list"] == [1, 2, 3]
+    assert out["len"] == 2
+    assert out["dict"] == 1
+    assert out["thing"] == 9
+    assert out["callback"] == 5
+    assert out["local_ref"] == 3
+    assert out["bounce"] == 2
+    assert out["error"].startswith("boom")
+    assert "exposed_fail" in out["error"]
+    assert out["policy"] == "refused"
+    assert out["async"] == 9
+    assert out["ping"] is True
+
+
+def test_grpyc_server_calls_rpyc_client_service(grpyc_server):
+    calls = []
+
+    class Recorder(Service):
+        def on_connect(self, conn):
+            calls.append(conn)
+
+    def session(port):
+        conn = rpyc.connect("127.0.0.1", port, service=ClientSide)
+        try:
+            # the server-side connection calls back into our service
+            return conn.root.call(conn.root.echo, 11)
+        finally:
+            conn.close()
+
+    assert in_os_thread(session, grpyc_server.port) == 11
+
+
+def test_grpyc_server_closes_rpyc_client(grpyc_server):
+    def session(port):
+        conn = rpyc.connect("127.0.0.1", port)
+        conn.root.echo(1)
+        return conn
+
+    conn = in_os_thread(session, grpyc_server.port)
+    deadline = time.monotonic() + 5
+    while not grpyc_server.clients and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    for server_conn in list(grpyc_server.clients):
+        server_conn.close()
+
+    def closed_seen(conn):
+        try:
+            conn.root.echo(2)
+        except EOFError:
+            return "eof"
+        return "open"
+
+    assert in_os_thread(closed_seen, conn) == "eof"
