@@ -1,0 +1,354 @@
+"""RPyC programs on grpyc: top-level names, `install_as_rpyc`, a real program, the example.
+
+Everything runs in fresh interpreters: this test process has stock rpyc
+imported for the interop tests, and the import checks need a clean start.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gevent
+import pytest
+from gevent import subprocess as gsubprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAM = ROOT / "tests" / "dropin_program"
+EXAMPLES = ROOT / "examples"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_python(code, timeout=30):
+    """Run ``python -c code`` in a fresh interpreter; its stdout (stderr shown on failure)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# ------------------------------------------------------------ top-level names
+def test_top_level_names_keep_rpyc_meaning_after_every_submodule_import():
+    out = run_python(
+        "import grpyc.service, grpyc.async_, importlib, pkgutil, json\n"
+        "import grpyc\n"
+        "for info in pkgutil.iter_modules(grpyc.__path__):\n"
+        "    if info.name != '__main__':\n"
+        "        importlib.import_module('grpyc.' + info.name)\n"
+        "import grpyc.service\n"
+        "import grpyc.async_\n"
+        "from grpyc import helpers, service, async_\n"
+        "print(json.dumps({\n"
+        "    'service': grpyc.service is helpers.service,\n"
+        "    'async_': grpyc.async_ is helpers.async_,\n"
+        "    'from_import': (service, async_) == (helpers.service, helpers.async_),\n"
+        "    'modules': [importlib.import_module(n).__name__ for n in ('grpyc.service',\n"
+        "                'grpyc.async_')],\n"
+        "    'version': type(grpyc.version).__name__,\n"
+        "    'classic': grpyc.classic.__name__,\n"
+        "    'all_resolve': all(hasattr(grpyc, n) for n in grpyc.__all__),\n"
+        "}))\n"
+    )
+    assert json.loads(out) == {
+        "service": True,
+        "async_": True,
+        "from_import": True,
+        "modules": ["grpyc.service", "grpyc.async_"],
+        "version": "module",
+        "classic": "grpyc.classic",
+        "all_resolve": True,
+    }
+
+
+def test_top_level_exports_what_rpyc_exports():
+    out = run_python(
+        "import json, rpyc, grpyc, grpyc.lib, grpyc.server\n"
+        "public = [n for n in dir(rpyc) if not n.startswith('_') and n not in ('core', 'utils',\n"
+        "          'lib', 'cli', 'async')]\n"
+        "missing = sorted(n for n in public if not hasattr(grpyc, n))\n"
+        "not_written = sorted(n for n in missing\n"
+        "                     if not hasattr(grpyc.server, n) and not hasattr(grpyc.lib, n))\n"
+        "print(json.dumps([missing, not_written]))\n"
+    )
+    missing, not_written = json.loads(out)
+    # Only names that no grpyc module defines yet may be missing: RPyC's
+    # OneShotServer and ForkingServer, and its logging helper.
+    assert missing == not_written
+    assert set(missing) <= {"ForkingServer", "OneShotServer", "setup_logger"}
+
+
+def _dependencies_of_grpyc():
+    out = run_python(
+        "import sys, json; before = set(sys.modules); import grpyc\n"
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before\n"
+        "                        if m != 'grpyc' and not m.startswith('grpyc.'))))\n"
+    )
+    return json.loads(out)
+
+
+def test_importing_grpyc_has_no_side_effects():
+    dependencies = _dependencies_of_grpyc()
+    out = run_python(
+        "import importlib, json, os, sys, threading\n"
+        f"for name in {dependencies!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:  # cython's pseudo-modules are not importable by name\n"
+        "        pass\n"
+        "environ_type = type(os.environ)\n"
+        "read = []\n"
+        "real_getitem = environ_type.__getitem__\n"
+        "def spy(self, key):\n"
+        "    read.append(key)\n"
+        "    return real_getitem(self, key)\n"
+        "environ_type.__getitem__ = spy\n"
+        "fds = sorted(os.listdir('/proc/self/fd'))\n"
+        "meta_path = list(sys.meta_path)\n"
+        "import grpyc\n"
+        "environ_type.__getitem__ = real_getitem\n"
+        "import gevent.monkey, gevent._hub_local\n"
+        "print(json.dumps({\n"
+        "    'env_read': read,\n"
+        "    'new_fds': sorted(set(os.listdir('/proc/self/fd')) - set(fds)),\n"
+        "    'threads': threading.active_count(),\n"
+        "    'hub': gevent._hub_local.get_hub_if_exists() is not None,\n"
+        "    'patched': gevent.monkey.is_anything_patched(),\n"
+        "    'meta_path_same': sys.meta_path == meta_path,\n"
+        "    'loaded': [m for m in ('rpyc', 'plumbum', 'redis', 'multiprocessing',\n"
+        "               'gevent.subprocess') if m in sys.modules],\n"
+        "}))\n"
+    )
+    assert json.loads(out) == {
+        "env_read": [],
+        "new_fds": [],
+        "threads": 1,
+        "hub": False,
+        "patched": False,
+        "meta_path_same": True,
+        "loaded": [],
+    }
+
+
+# ------------------------------------------------------------- install_as_rpyc
+@pytest.fixture(scope="module")
+def installed():
+    """What a fresh interpreter sees after ``grpyc.install_as_rpyc()`` (one run for all)."""
+    out = run_python(
+        "import importlib, json, sys\n"
+        "import grpyc\n"
+        "from grpyc import helpers, protocol\n"
+        "from grpyc._dropin import PROVIDED_MODULES, _UnprovidedModuleFinder\n"
+        "installed = grpyc.install_as_rpyc()\n"
+        "again = grpyc.install_as_rpyc()\n"
+        "import rpyc\n"
+        "import rpyc.utils.server\n"
+        "import rpyc.core.protocol\n"
+        "from rpyc.utils.server import ThreadedServer\n"
+        "from rpyc.utils import classic as utils_classic\n"
+        "from rpyc.core import brine\n"
+        "core_names = ['SocketStream', 'TunneledSocketStream', 'PipeStream', 'Channel',\n"
+        "              'Connection', 'BaseNetref', 'AsyncResult', 'AsyncResultTimeout',\n"
+        "              'Service', 'VoidService', 'SlaveService', 'MasterService',\n"
+        "              'ClassicService', 'GenericException']\n"
+        "print(json.dumps({\n"
+        "    'same_package': installed is again is rpyc is sys.modules['rpyc'],\n"
+        "    'finders': sum(isinstance(f, _UnprovidedModuleFinder) for f in sys.meta_path),\n"
+        "    'modules': {name: importlib.import_module(name).__name__\n"
+        "                for name in PROVIDED_MODULES},\n"
+        "    'same_objects': all(importlib.import_module(name) is sys.modules[target]\n"
+        "                        for name, target in PROVIDED_MODULES.items()),\n"
+        "    'attribute_paths': [rpyc.utils.server is sys.modules['grpyc.server'],\n"
+        "                        rpyc.core.protocol is sys.modules['grpyc.protocol'],\n"
+        "                        ThreadedServer is grpyc.ThreadedServer,\n"
+        "                        utils_classic is rpyc.classic is grpyc.classic,\n"
+        "                        brine is sys.modules['grpyc.brine']],\n"
+        "    'top': [rpyc.connect is grpyc.connect, rpyc.async_ is helpers.async_,\n"
+        "            getattr(rpyc, 'async') is helpers.async_, rpyc.service is helpers.service,\n"
+        "            rpyc.timed is helpers.timed, rpyc.version.__version__ == grpyc.__version__,\n"
+        "            rpyc.__version__ == grpyc.__version__, rpyc.lib.spawn is grpyc.spawn],\n"
+        "    'core': [getattr(rpyc.core, n) is getattr(grpyc, n) for n in core_names],\n"
+        "    'core_config': rpyc.core.DEFAULT_CONFIG is protocol.DEFAULT_CONFIG,\n"
+        "    'utils': [rpyc.utils.service is helpers.service,\n"
+        "              rpyc.utils.exposed is helpers.exposed,\n"
+        "              rpyc.utils.DEFAULT_CONFIG is protocol.DEFAULT_CONFIG],\n"
+        "}))\n"
+    )
+    return json.loads(out)
+
+
+def test_install_as_rpyc_serves_every_rpyc_module_from_grpyc(installed):
+    assert installed["modules"] == {
+        "rpyc.core.async_": "grpyc.async_",
+        "rpyc.core.brine": "grpyc.brine",
+        "rpyc.core.channel": "grpyc.channel",
+        "rpyc.core.consts": "grpyc.consts",
+        "rpyc.core.netref": "grpyc.netref",
+        "rpyc.core.protocol": "grpyc.protocol",
+        "rpyc.core.service": "grpyc.service",
+        "rpyc.core.stream": "grpyc.stream",
+        "rpyc.core.vinegar": "grpyc.vinegar",
+        "rpyc.lib": "grpyc.lib",
+        "rpyc.utils.authenticators": "grpyc.authenticators",
+        "rpyc.utils.classic": "grpyc.classic",
+        "rpyc.utils.factory": "grpyc.factory",
+        "rpyc.utils.helpers": "grpyc.helpers",
+        "rpyc.utils.registry": "grpyc.registry",
+        "rpyc.utils.server": "grpyc.server",
+        "rpyc.utils.teleportation": "grpyc.teleportation",
+        "rpyc.version": "grpyc.version",
+    }
+    assert installed["same_objects"] is True
+    assert installed["attribute_paths"] == [True, True, True, True, True]
+
+
+def test_install_as_rpyc_packages_carry_rpyc_attributes(installed):
+    assert installed["top"] == [True] * 8
+    assert installed["core"] == [True] * 14
+    assert installed["core_config"] is True
+    assert installed["utils"] == [True, True, True]
+
+
+def test_install_as_rpyc_twice_is_harmless(installed):
+    assert installed["same_package"] is True
+    assert installed["finders"] == 1
+
+
+def test_install_as_rpyc_refuses_when_real_rpyc_is_imported():
+    out = run_python(
+        "import rpyc, sys, grpyc\n"
+        "real = sys.modules['rpyc']\n"
+        "try:\n"
+        "    grpyc.install_as_rpyc()\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+        "print(sys.modules['rpyc'] is real, 'grpyc' in repr(sys.modules['rpyc.core.protocol']))\n"
+    )
+    message, untouched = out.splitlines()
+    assert message.startswith(
+        "grpyc.install_as_rpyc(): the real rpyc is already imported in this process (rpyc, "
+    )
+    assert message.endswith("call install_as_rpyc() before anything imports rpyc")
+    assert untouched == "True False"
+
+
+def test_unprovided_rpyc_modules_fail_with_a_clear_error():
+    out = run_python(
+        "import grpyc\n"
+        "grpyc.install_as_rpyc()\n"
+        "for name in ('rpyc.utils.zerodeploy', 'rpyc.lib.compat'):\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        print(type(exc).__name__, exc.name, '|', exc)\n"
+    )
+    zerodeploy, compat = out.splitlines()
+    assert zerodeploy.startswith(
+        "ModuleNotFoundError rpyc.utils.zerodeploy | rpyc.utils.zerodeploy is not provided "
+        "by grpyc's RPyC drop-in (grpyc.install_as_rpyc); it provides rpyc, rpyc.core, "
+        "rpyc.utils, rpyc.core.async_, "
+    )
+    assert compat == (
+        "ModuleNotFoundError rpyc.lib.compat | "
+        "No module named 'rpyc.lib.compat'; 'rpyc.lib' is not a package"
+    )
+
+
+# ------------------------------------------------ the drop-in program, both ways
+def _start(args):
+    return gsubprocess.Popen(
+        [sys.executable, *args],
+        cwd=PROGRAM,
+        env=ENV,
+        stdout=gsubprocess.PIPE,
+        stderr=gsubprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_line(proc, timeout=15):
+    with gevent.Timeout(timeout, AssertionError(f"no output from {proc.args!r}")):
+        return proc.stdout.readline().rstrip("\n")
+
+
+def _stop(proc):
+    proc.terminate()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+EXPECTED_CLIENT_OUTPUT = [
+    "add: 5",
+    "apply with callback: (10, 20, 30)",
+    "async ready at once: False",
+    "async value: 49",
+    "timed: expired",
+    "remote error: ZeroDivisionError",
+    "classic eval: 42",
+    "classic runs elsewhere: True",
+    "classic upload: uploaded by the client",
+    "client: done",
+]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "connection_class"),
+    [
+        (["run_on_grpyc.py"], "grpyc.protocol.Connection"),
+        ([], "rpyc.core.protocol.Connection"),
+    ],
+    ids=["grpyc", "stock-rpyc"],
+)
+def test_rpyc_program_runs_unchanged(launcher, connection_class):
+    calc = _start([*launcher, "server.py"])
+    classic = _start([*launcher, "server.py", "classic"])
+    try:
+        calc_port = int(_read_line(calc).removeprefix("server: listening on port "))
+        classic_port = int(_read_line(classic).removeprefix("server: listening on port "))
+        client = _start([*launcher, "client.py", str(calc_port), str(classic_port)])
+        with gevent.Timeout(20, AssertionError("client did not finish")):
+            output, errors = client.communicate()
+        assert client.returncode == 0, errors
+        assert output.splitlines() == [
+            f"connection class: {connection_class}",
+            *EXPECTED_CLIENT_OUTPUT,
+        ]
+        assert _read_line(calc) == "server: client connected"
+        assert _read_line(calc) == "server: client disconnected"
+    finally:
+        _stop(calc)
+        _stop(classic)
+
+
+# ------------------------------------------------------------------ the example
+def test_rpyc_style_example_runs_and_reports_every_step():
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "rpyc_style.py")],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "join: welcome, ada",
+        "say: reached 1 listener(s); the callback got ['HELLO']",
+        "async_: ready at once? False",
+        "async_: value 'later'",
+        "timed: expired? True",
+        "remote exception: AttributeError",
+        "classic upload: 'sent with rpyc.classic.upload\\n'",
+        "classic eval: 1024",
+        "classic server pid differs: True",
+        "all steps as expected",
+    ]
