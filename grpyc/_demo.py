@@ -66,7 +66,8 @@ def _session(port: int, out: TextIO) -> None:
 
     stock = root.inventory()
     stock["plums"] = 7
-    _say(out, f"netref:    remote dict after adding plums -> {sorted(stock.items())}")
+    contents = {key: stock[key] for key in stock}
+    _say(out, f"netref:    remote dict, proxied, after adding plums -> {contents}")
 
     def countdown(depth: int) -> int:
         return root.countdown(countdown, depth)
