@@ -1,0 +1,97 @@
+"""grpyc.brine against stock rpyc 6.0.2's brine: same bytes, both directions."""
+
+import sys
+
+import pytest
+from hypothesis import given, settings
+from rpyc.core import brine as stock_brine
+
+from grpyc import brine
+from tests.test_brine import (
+    CORPUS,
+    NOT_DUMPABLE,
+    TYPICAL_MESSAGES,
+    canonical,
+    dumpable_values,
+    nested,
+)
+
+VALUE_IDS = {"ids": lambda value: repr(value)[:40]}
+
+
+@pytest.fixture
+def unlimited_int_digits():
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    yield
+    sys.set_int_max_str_digits(limit)
+
+
+@pytest.mark.parametrize("value", CORPUS, **VALUE_IDS)
+def test_dump_is_byte_identical_to_stock(value):
+    assert brine.dump(value) == stock_brine.dump(value)
+
+
+@pytest.mark.parametrize("value", CORPUS, **VALUE_IDS)
+def test_stock_loads_what_grpyc_dumps(value):
+    assert canonical(stock_brine.load(brine.dump(value))) == canonical(value)
+
+
+@pytest.mark.parametrize("value", CORPUS, **VALUE_IDS)
+def test_grpyc_loads_what_stock_dumps(value):
+    assert canonical(brine.load(stock_brine.dump(value))) == canonical(value)
+
+
+@pytest.mark.parametrize("value", [*CORPUS, *NOT_DUMPABLE], **VALUE_IDS)
+def test_dumpable_agrees_with_stock(value):
+    assert brine.dumpable(value) is stock_brine.dumpable(value)
+
+
+@pytest.mark.parametrize("value", NOT_DUMPABLE, **VALUE_IDS)
+def test_stock_refuses_to_dump_what_grpyc_refuses(value):
+    with pytest.raises(TypeError):
+        stock_brine.dump(value)
+    with pytest.raises(TypeError):
+        brine.dump(value)
+
+
+def test_huge_ints_cross_both_ways(unlimited_int_digits):
+    for value in (10**5000, -(10**5000), 3**20000):
+        assert brine.dump(value) == stock_brine.dump(value)
+        assert stock_brine.load(brine.dump(value)) == value
+        assert brine.load(stock_brine.dump(value)) == value
+
+
+def test_nesting_stock_can_handle_crosses_both_ways():
+    value = nested(400, leaf=("x", 1.5), wrap=lambda inner: (1, inner))
+    assert brine.dump(value) == stock_brine.dump(value)
+    assert brine.dump(stock_brine.load(brine.dump(value))) == brine.dump(value)
+    assert brine.dump(brine.load(stock_brine.dump(value))) == brine.dump(value)
+
+
+def test_stock_docstring_example_loads():
+    encoded = bytes.fromhex(
+        "140e0b686557080c6c6c6f580216033930300003061840323333333333331b402a0000"
+        "00000000403233333333333319125152531a1255565705"
+    )
+    expected = stock_brine.load(encoded)
+    assert brine.load(encoded) == expected
+    assert brine.dump(expected) == stock_brine.dump(expected)
+
+
+@pytest.mark.parametrize("message", TYPICAL_MESSAGES, **VALUE_IDS)
+def test_typical_messages_are_byte_identical(message):
+    encoded = stock_brine.dump(message)
+    assert brine.dump(message) == encoded
+    assert brine.load(encoded) == message
+
+
+@settings(max_examples=150, deadline=None)
+@given(dumpable_values)
+def test_any_dumpable_value_crosses_both_ways(value):
+    ours = brine.dump(value)
+    theirs = stock_brine.dump(value)
+    assert ours == theirs
+    assert canonical(stock_brine.load(ours)) == canonical(value)
+    assert canonical(brine.load(theirs)) == canonical(value)
+    assert brine.dumpable(value) is stock_brine.dumpable(value) is True

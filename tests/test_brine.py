@@ -1,0 +1,641 @@
+"""grpyc.brine: exact encodings, round trips, and hostile input (PROTOCOL.md section 3).
+
+Stock-rpyc interop lives in tests/interop/test_brine_interop.py, which reuses
+CORPUS, canonical and the strategies defined here.
+"""
+
+import ast
+import contextlib
+import enum
+import struct
+import sys
+import time
+import tracemalloc
+from collections import namedtuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grpyc import brine
+from grpyc.brine import DEFAULT_MAX_DEPTH, I4, BrineError, dump, dumpable, load
+
+
+def canonical(value):
+    """A hashable form that compares floats by bit pattern (NaN-aware, -0.0 apart)."""
+    kind = type(value)
+    if kind is float:
+        return ("float", struct.pack("!d", value))
+    if kind is complex:
+        return ("complex", struct.pack("!dd", value.real, value.imag))
+    if kind is tuple:
+        return ("tuple", tuple(canonical(item) for item in value))
+    if kind is frozenset:
+        return ("frozenset", frozenset(canonical(item) for item in value))
+    if kind is slice:
+        return ("slice", canonical(value.start), canonical(value.stop), canonical(value.step))
+    return (kind.__name__, value)
+
+
+def nested(depth, leaf=None, wrap=lambda inner: (inner,)):
+    value = leaf
+    for _ in range(depth):
+        value = wrap(value)
+    return value
+
+
+TYPICAL_MESSAGES = [
+    (17, (8, (2, ((4, ("mod.Cls", 140234, 140567)), (1, "echo"), (2, ((1, 42),)), (2, ()))))),
+    (17, (1, None)),
+    (123456, (4, ("builtins.dict", 140234567, 140567890))),
+    ("RPYC", "QUERY", ("ECHO",)),
+]
+
+# Values at every tag and length boundary of PROTOCOL.md section 3.
+CORPUS = [
+    None,
+    True,
+    False,
+    NotImplemented,
+    Ellipsis,
+    *[b"x" * n for n in (0, 1, 2, 3, 4, 5, 255, 256)],
+    bytes(range(256)),
+    "",
+    "a",
+    "héllo wörld",
+    "日本語 🐍",
+    "\x00",
+    "s" * 255,
+    "é" * 128,
+    "long" * 300,
+    *[-(10**9), -50, -49, -48, -47, -1, 0, 1, 100, 158, 159, 160, 161, 2**31, 2**64],
+    int("9" * 255),
+    int("9" * 256),
+    -int("9" * 254),
+    -int("9" * 255),
+    0.0,
+    -0.0,
+    1.5,
+    -2.75e-300,
+    5e-324,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    1 + 2j,
+    complex(-0.0, float("nan")),
+    complex(float("inf"), -1),
+    slice(None),
+    slice(1, 2, 3),
+    slice(None, -1, None),
+    slice("a", (1, 2), b"c"),
+    *[tuple(range(n)) for n in (0, 1, 2, 3, 4, 5, 255, 256)],
+    (None, True, "x", b"y", 1.0, 2j, ..., NotImplemented),
+    ((), ((),), (((),),)),
+    nested(40, leaf="deep"),
+    frozenset(),
+    frozenset({1, 2, 3}),
+    frozenset({frozenset(), frozenset({frozenset({"x"})})}),
+    frozenset({(1, "a"), (2, (b"b", None))}),
+    (frozenset({1}), slice(1, None), (frozenset(),)),
+    *TYPICAL_MESSAGES,
+]
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.complex_numbers(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.binary(max_size=80)
+    | st.sampled_from([NotImplemented, Ellipsis])
+)
+_hashable = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=6).map(tuple) | st.frozensets(inner, max_size=4),
+    max_leaves=8,
+)
+dumpable_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6).map(tuple)
+        | st.frozensets(_hashable, max_size=4)
+        | st.builds(slice, inner, inner, inner)
+    ),
+    max_leaves=20,
+)
+
+
+@pytest.fixture
+def unlimited_int_digits():
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    yield
+    sys.set_int_max_str_digits(limit)
+
+
+def peak_allocation(func):
+    """Bytes at the peak of traced allocations while func runs."""
+    tracemalloc.start()
+    try:
+        func()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+# ------------------------------------------------------------ exact encodings
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (None, b"\x00"),
+        (b"", b"\x01"),
+        ((), b"\x02"),
+        (True, b"\x03"),
+        (False, b"\x04"),
+        (NotImplemented, b"\x05"),
+        (Ellipsis, b"\x06"),
+        ("", b"\x08\x01"),
+        ("é", b"\x08\x0b\xc3\xa9"),
+        (b"a", b"\x0aa"),
+        (b"abcd", b"\x0dabcd"),
+        (b"abcde", b"\x0e\x05abcde"),
+        (b"x" * 255, b"\x0e\xff" + b"x" * 255),
+        (b"x" * 256, b"\x0f\x00\x00\x01\x00" + b"x" * 256),
+        ("y" * 256, b"\x08\x0f\x00\x00\x01\x00" + b"y" * 256),
+        ((1,), b"\x10\x51"),
+        ((1, 2, 3, 4), b"\x13\x51\x52\x53\x54"),
+        (tuple([None] * 5), b"\x14\x05" + b"\x00" * 5),
+        (tuple([None] * 256), b"\x15\x00\x00\x01\x00" + b"\x00" * 256),
+        (-48, b"\x20"),
+        (0, b"\x50"),
+        (159, b"\xef"),
+        (-49, b"\x16\x03-49"),
+        (160, b"\x16\x03160"),
+        (int("9" * 255), b"\x16\xff" + b"9" * 255),
+        (int("9" * 256), b"\x17\x00\x00\x01\x00" + b"9" * 256),
+        (1.0, b"\x18\x3f\xf0\x00\x00\x00\x00\x00\x00"),
+        (-0.0, b"\x18\x80" + b"\x00" * 7),
+        (slice(1, None, 2), b"\x19\x12\x51\x00\x52"),
+        (frozenset(), b"\x1a\x02"),
+        (frozenset({7}), b"\x1a\x10\x57"),
+        (1 + 2j, b"\x1b\x3f\xf0" + b"\x00" * 6 + b"\x40" + b"\x00" * 7),
+    ],
+)
+def test_encoding_follows_the_tag_table(value, encoded):
+    assert dump(value) == encoded
+    assert canonical(load(encoded)) == canonical(value)
+
+
+def test_struct_helpers_are_big_endian():
+    assert brine.I1.pack(255) == b"\xff"
+    assert I4.pack(1) == b"\x00\x00\x00\x01"
+    assert brine.F8.pack(1.0) == b"\x3f\xf0" + b"\x00" * 6
+    assert brine.C16.unpack(brine.C16.pack(1.0, -2.0)) == (1.0, -2.0)
+
+
+def test_public_names():
+    assert sorted(brine.__all__) == sorted(
+        ["BrineError", "C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable", "load"]
+    )
+    assert issubclass(BrineError, ValueError)
+    assert DEFAULT_MAX_DEPTH == 1000
+
+
+def test_brine_imports_nothing_but_the_standard_library_basics():
+    source = brine.__loader__.get_source(brine.__name__)
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported == {"__future__", "struct", "sys", "collections.abc", "types", "typing"}
+
+
+# ------------------------------------------------------------ round trips
+
+
+@pytest.mark.parametrize("value", CORPUS, ids=lambda value: repr(value)[:40])
+def test_round_trip(value):
+    assert canonical(load(dump(value))) == canonical(value)
+
+
+@pytest.mark.parametrize("value", CORPUS, ids=lambda value: repr(value)[:40])
+def test_everything_in_the_corpus_is_dumpable(value):
+    assert dumpable(value) is True
+
+
+def test_big_bytes_round_trip():
+    payload = bytes(range(256)) * 4096
+    encoded = dump(payload)
+    assert encoded[:5] == b"\x0f" + I4.pack(len(payload))
+    assert load(encoded) == payload
+    assert load(dump((1, payload, "x"))) == (1, payload, "x")
+
+
+def test_huge_ints_round_trip(unlimited_int_digits):
+    for value in (10**5000, -(10**5000), 7**9000):
+        digits = str(value).encode()
+        assert dump(value) == b"\x17" + I4.pack(len(digits)) + digits
+        assert load(dump(value)) == value
+
+
+def test_dump_of_an_int_past_the_digit_limit_fails_as_in_python():
+    with pytest.raises(ValueError, match="Exceeds the limit"):
+        dump(10**5000)
+
+
+def test_bool_is_not_encoded_as_int():
+    assert dump((True, 1, False, 0)) == b"\x13\x03\x51\x04\x50"
+    assert [type(item) for item in load(b"\x13\x03\x51\x04\x50")] == [bool, int, bool, int]
+
+
+@pytest.mark.parametrize("data_type", [bytes, bytearray, memoryview])
+def test_load_takes_any_bytes_like_buffer(data_type):
+    encoded = dump(TYPICAL_MESSAGES[0])
+    assert load(data_type(encoded)) == TYPICAL_MESSAGES[0]
+    assert load(memoryview(b"\x01" + encoded)[1:]) == TYPICAL_MESSAGES[0]
+
+
+@pytest.mark.parametrize("bad_input", ["\x00", 3, None, [0]])
+def test_load_rejects_non_buffers(bad_input):
+    with pytest.raises(TypeError, match="load takes bytes, bytearray or memoryview"):
+        load(bad_input)
+
+
+def test_containers_past_the_recursive_levels_round_trip():
+    mixed = nested(
+        120, leaf=(1.5, "leaf"), wrap=lambda inner: (inner, frozenset({len(str(inner))}), 3)
+    )
+    with_slices = nested(90, leaf=None, wrap=lambda inner: slice(inner, "s", None))
+    with_sets = nested(90, leaf=frozenset(), wrap=lambda inner: frozenset({inner, 1}))
+    long_tuples = nested(60, leaf=0, wrap=lambda inner: (inner, *range(300)))
+    for value in (mixed, with_slices, with_sets, long_tuples):
+        assert canonical(load(dump(value))) == canonical(value)
+
+
+# ------------------------------------------------------------ dumpable / dump errors
+
+
+class MyInt(int):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+class MyTuple(tuple):
+    __slots__ = ()
+
+
+class MyFrozenset(frozenset):
+    pass
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+Point = namedtuple("Point", "x y")
+
+NOT_DUMPABLE = [
+    MyInt(1),
+    MyStr("a"),
+    MyTuple((1,)),
+    MyFrozenset({1}),
+    Color.RED,
+    Point(1, 2),
+    bytearray(b"x"),
+    memoryview(b"x"),
+    [1],
+    {1: 2},
+    {1},
+    object(),
+    int,
+    (1, [2]),
+    ((1, (2, object())),),
+    frozenset({MyInt(3)}),
+    frozenset({(1, MyStr("x"))}),
+    slice(1, [2], None),
+    slice(None, None, (MyInt(1),)),
+]
+
+
+@pytest.mark.parametrize("value", NOT_DUMPABLE, ids=lambda value: type(value).__name__)
+def test_only_exact_types_are_dumpable(value):
+    assert dumpable(value) is False
+
+
+@pytest.mark.parametrize("value", NOT_DUMPABLE, ids=lambda value: type(value).__name__)
+def test_dump_of_a_non_dumpable_value_names_its_type(value):
+    with pytest.raises(TypeError, match=r"cannot dump [\w.]+: brine takes only"):
+        dump(value)
+
+
+def test_dump_type_error_names_the_offending_type():
+    with pytest.raises(TypeError, match=r"cannot dump tests\.test_brine\.MyInt:"):
+        dump((1, (2, MyInt(3))))
+    with pytest.raises(TypeError, match=r"cannot dump builtins\.list:"):
+        dump((None, [1]))
+
+
+def test_dumpable_answers_by_type_like_stock_rpyc():
+    assert dumpable(10**5000) is True
+    assert dumpable("\ud800") is True
+    with pytest.raises(UnicodeEncodeError):
+        dump("\ud800")
+
+
+def test_nesting_up_to_the_default_max_depth_is_dumpable_and_loads():
+    for wrap in (lambda inner: (inner,), lambda inner: frozenset({inner})):
+        deepest = nested(DEFAULT_MAX_DEPTH, leaf=1, wrap=wrap)
+        assert dumpable(deepest) is True
+        encoded = dump(deepest)
+        assert dump(load(encoded)) == encoded
+    slices = nested(DEFAULT_MAX_DEPTH, leaf=1, wrap=lambda inner: slice(inner))
+    assert dump(load(dump(slices))) == dump(slices)
+
+
+@pytest.mark.parametrize(
+    "too_deep",
+    [
+        nested(DEFAULT_MAX_DEPTH + 1),
+        nested(DEFAULT_MAX_DEPTH + 1, wrap=lambda inner: slice(inner)),
+        nested(DEFAULT_MAX_DEPTH, leaf=frozenset()),
+        nested(DEFAULT_MAX_DEPTH, leaf=slice(None)),
+    ],
+    ids=["tuples", "slices", "tuples-then-empty-frozenset", "tuples-then-slice"],
+)
+def test_nesting_past_the_default_max_depth_is_refused_by_dump_and_dumpable(too_deep):
+    assert dumpable(too_deep) is False
+    with pytest.raises(ValueError, match=r"nested deeper than DEFAULT_MAX_DEPTH=1000"):
+        dump(too_deep)
+
+
+def test_empty_tuple_is_not_a_nesting_level():
+    value = nested(DEFAULT_MAX_DEPTH, leaf=())
+    assert dumpable(value) is True
+    assert dump(load(dump(value))) == dump(value)
+
+
+def test_dump_of_deep_nesting_fails_fast_without_recursion():
+    value = nested(200_000)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="DEFAULT_MAX_DEPTH=1000"):
+        dump(value)
+    assert dumpable(value) is False
+    assert time.perf_counter() - started < 1.0
+
+
+def _frames_in_use():
+    frame, count = sys._getframe(), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
+
+
+def _with_frames_left(frames_left, func):
+    """Call func with only about `frames_left` frames below the recursion limit."""
+
+    def descend(levels):
+        return func() if levels <= 0 else descend(levels - 1)
+
+    return descend(sys.getrecursionlimit() - _frames_in_use() - frames_left)
+
+
+def test_dump_and_load_need_few_frames_whatever_the_depth():
+    deep = nested(DEFAULT_MAX_DEPTH, leaf="x")
+    encoded = b"\x10" * 5000 + b"\x50"
+
+    def run():
+        return dump(deep), dumpable(deep), load(encoded, max_depth=5000)
+
+    dumped, is_dumpable, loaded = _with_frames_left(100, run)
+    assert dumped == b"\x10" * DEFAULT_MAX_DEPTH + b"\x08\x0ax"
+    assert is_dumpable is True
+    for _ in range(5000):
+        (loaded,) = loaded
+    assert loaded == 0
+
+
+# ------------------------------------------------------------ hostile input
+
+UNKNOWN_TAGS = [0x07, 0x09, 0x1C, 0x1D, 0x1E, 0x1F, *range(0xF0, 0x100)]
+
+
+@pytest.mark.parametrize("tag", UNKNOWN_TAGS, ids=hex)
+def test_unknown_tags_are_refused(tag):
+    with pytest.raises(BrineError, match=f"unknown tag 0x{tag:02x} at offset 0"):
+        load(bytes([tag]))
+    with pytest.raises(BrineError, match=f"unknown tag 0x{tag:02x} at offset 3"):
+        load(bytes([0x11, 0x50, 0x10, tag]))
+
+
+def test_empty_input_is_truncated():
+    with pytest.raises(BrineError, match="truncated: 0 bytes"):
+        load(b"")
+
+
+SMALL_ENCODINGS = [dump(value) for value in CORPUS if len(dump(value)) < 3000]
+
+
+def test_every_truncation_of_every_encoding_is_refused():
+    checked = 0
+    for encoded in SMALL_ENCODINGS:
+        for end in range(len(encoded)):
+            with pytest.raises(BrineError, match=r"truncated|runs past the end|declared with only"):
+                load(encoded[:end])
+            checked += 1
+    assert checked > 5000
+
+
+def test_truncations_of_big_encodings_are_refused():
+    for value in (b"z" * 100_000, "long str " * 10_000, tuple(range(5000)), 10**4000):
+        encoded = dump(value)
+        for end in [*range(8), *range(len(encoded) - 8, len(encoded))]:
+            with pytest.raises(BrineError):
+                load(encoded[:end])
+
+
+@pytest.mark.parametrize("trailer", [b"\x00", b"\x50\x50", b"garbage"])
+def test_trailing_bytes_are_refused(trailer):
+    for encoded in SMALL_ENCODINGS:
+        with pytest.raises(BrineError, match=f"{len(trailer)} trailing bytes after a value"):
+            load(encoded + trailer)
+
+
+FOUR_GIB = 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        (b"\x0f" + I4.pack(FOUR_GIB) + b"abcde", "value of 4294967295 bytes at offset 5"),
+        (b"\x08\x0f" + I4.pack(FOUR_GIB) + b"abcd", "value of 4294967295 bytes at offset 6"),
+        (b"\x17" + I4.pack(FOUR_GIB) + b"12345", "value of 4294967295 bytes at offset 5"),
+        (b"\x15" + I4.pack(FOUR_GIB) + b"\x00" * 5, "tuple of 4294967295 items declared"),
+        (b"\x1a\x15" + I4.pack(FOUR_GIB) + b"\x00" * 4, "tuple of 4294967295 items declared"),
+        (b"\x14\xff" + b"\x00" * 10, "tuple of 255 items declared with only 10 bytes left"),
+        (b"\x0e\xff" + b"\x00" * 4, "value of 255 bytes at offset 2 runs past the end of 6"),
+        (b"\x16\x09" + b"1234", "value of 9 bytes at offset 2"),
+    ],
+)
+def test_absurd_lengths_fail_before_allocating(hostile, message):
+    errors = []
+
+    def attempt():
+        try:
+            load(hostile)
+        except BrineError as exc:
+            errors.append(exc)
+
+    assert peak_allocation(attempt) < 16 * 1024
+    assert len(errors) == 1
+    assert message in str(errors[0])
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [b"\x10", b"\x11\x00", b"\x14\x01", b"\x15\x00\x00\x00\x01", b"\x19\x12", b"\x1a\x10"],
+    ids=["tuple1", "tuple2", "tuple-l1", "tuple-l4", "slice", "frozenset"],
+)
+def test_a_million_levels_of_nesting_fail_fast(opener):
+    hostile = opener * 10**6 + b"\x00" * (3 * 10**6)
+    started = time.perf_counter()
+    with pytest.raises(BrineError, match=r"nested deeper than max_depth=1000 at offset \d+"):
+        load(hostile)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_max_depth_bounds_nesting_exactly():
+    assert load(b"\x50", max_depth=0) == 0
+    with pytest.raises(BrineError, match="max_depth=0 at offset 0"):
+        load(b"\x10\x50", max_depth=0)
+    assert load(b"\x10" * 3 + b"\x50", max_depth=3) == (((0,),),)
+    with pytest.raises(BrineError, match="max_depth=3 at offset 3"):
+        load(b"\x10" * 4 + b"\x50", max_depth=3)
+    with pytest.raises(BrineError, match="max_depth=3 at offset 4"):
+        load(b"\x10\x10\x1a\x10\x10\x50", max_depth=3)
+    assert load(b"\x10" * 1000 + b"\x50") is not None
+    with pytest.raises(BrineError, match="max_depth=1000 at offset 1000"):
+        load(b"\x10" * 1001 + b"\x50")
+
+
+def test_load_goes_deeper_than_the_recursion_limit_when_allowed():
+    depth = 3 * sys.getrecursionlimit()
+    value = load(b"\x11\x50" * depth + b"\x00", max_depth=depth)
+    for _ in range(depth):
+        assert value[0] == 0
+        value = value[1]
+    assert value is None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [b"\x08\x0b\xff\xfe", b"\x08\x0c\xed\xa0\x80", b"\x08\x0a\x80", b"\x10\x08\x0e\x05abc\xc3("],
+)
+def test_invalid_utf8_is_refused(hostile):
+    with pytest.raises(BrineError, match=r"str of \d+ bytes is not valid UTF-8"):
+        load(hostile)
+
+
+@pytest.mark.parametrize("inner", [b"\x00", b"\x08\x01", b"\x50", b"\x10\x0a", b"\x02"])
+def test_str_must_hold_bytes(inner):
+    with pytest.raises(BrineError, match=r"str at offset 0 holds tag 0x.., not bytes"):
+        load(b"\x08" + inner)
+
+
+@pytest.mark.parametrize(
+    "digits", [b"", b"-", b"+1", b" 1", b"1 ", b"1_0", b"0x10", b"1.5", b"\xd9\xa3", b"1e3", b"--1"]
+)
+def test_malformed_int_digits_are_refused(digits):
+    with pytest.raises(BrineError, match=r"int digits .* are not -\?\[0-9\]\+"):
+        load(b"\x16" + bytes([len(digits)]) + digits)
+    with pytest.raises(BrineError, match=r"int digits .* are not -\?\[0-9\]\+"):
+        load(b"\x17" + I4.pack(len(digits)) + digits)
+
+
+def test_int_digits_past_the_interpreter_limit_are_refused():
+    digits = b"7" * (sys.get_int_max_str_digits() + 1)
+    with pytest.raises(BrineError, match=r"int of 4301 digits exceeds sys.get_int_max_str_digits"):
+        load(b"\x17" + I4.pack(len(digits)) + digits)
+
+
+def test_leading_zeros_and_minus_zero_load_like_stock_rpyc():
+    assert load(b"\x16\x03007") == 7
+    assert load(b"\x16\x02-0") == 0
+
+
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        (b"\x19\x11\x50\x50", "slice holds tag 0x11, not a 3-tuple"),
+        (b"\x19\x0d\x50\x50\x50\x50", "slice holds tag 0x0d, not a 3-tuple"),
+        (b"\x1a\x00", "frozenset holds tag 0x00, not a tuple"),
+        (b"\x1a\x08\x01", "frozenset holds tag 0x08, not a tuple"),
+        (b"\x1a\x10\x19\x12\x00\x00\x00", "frozenset item is not hashable"),
+        (b"\x1a\x10\x10\x19\x12\x00\x00\x00", "frozenset item is not hashable"),
+    ],
+)
+def test_malformed_slices_and_frozensets_are_refused(hostile, message):
+    with pytest.raises(BrineError, match=message):
+        load(hostile)
+
+
+def test_non_canonical_but_unambiguous_forms_load():
+    assert load(b"\x14\x00") == ()
+    assert load(b"\x14\x02\x50\x51") == (0, 1)
+    assert load(b"\x15\x00\x00\x00\x01\x50") == (0,)
+    assert load(b"\x0e\x00") == b""
+    assert load(b"\x0f\x00\x00\x00\x02ab") == b"ab"
+    assert load(b"\x1a\x14\x02\x51\x51") == frozenset({1})
+
+
+# ------------------------------------------------------------ hypothesis
+
+
+@settings(max_examples=150, deadline=None)
+@given(dumpable_values)
+def test_any_dumpable_value_round_trips(value):
+    assert dumpable(value) is True
+    assert canonical(load(dump(value))) == canonical(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_load_of_arbitrary_bytes_raises_only_brine_error(data):
+    with contextlib.suppress(BrineError):
+        load(data)
+
+
+@st.composite
+def mutated_encodings(draw):
+    encoded = bytearray(dump(draw(dumpable_values)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(encoded)))
+        action = draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+        byte = draw(st.integers(0, 255))
+        if action == "replace" and at < len(encoded):
+            encoded[at] = byte
+        elif action == "insert":
+            encoded.insert(at, byte)
+        elif action == "delete" and at < len(encoded):
+            del encoded[at]
+        elif action == "cut":
+            del encoded[at:]
+    return bytes(encoded)
+
+
+@settings(max_examples=150, deadline=None)
+@given(mutated_encodings())
+def test_load_of_mutated_encodings_raises_only_brine_error(data):
+    try:
+        value = load(data)
+    except BrineError:
+        return
+    assert canonical(load(dump(value))) == canonical(value)
