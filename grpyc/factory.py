@@ -300,7 +300,8 @@ def connect_multiprocess(
 
     ``args`` are put in the child service's namespace before it serves
     (``namespace`` of a classic service, ``exposed_namespace`` of another);
-    shared objects such as `multiprocessing.Value` stay shared.
+    shared objects made by ``multiprocessing.get_context("spawn")`` (e.g. its
+    ``Value``) stay shared.
 
     Where grpyc differs from RPyC: the child is started with multiprocessing's
     ``spawn`` method, never ``fork`` (forking a process whose hub and sockets
@@ -314,6 +315,8 @@ def connect_multiprocess(
 
     Raises:
         TypeError: ``args`` is not a dict.
+        RuntimeError: ``args`` holds a lock-carrying object of another start
+            method (multiprocessing refuses to share it).
     """
     import multiprocessing
 

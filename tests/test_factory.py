@@ -134,6 +134,14 @@ def test_connect_multiprocess_args_share_memory_with_the_child():
     assert _wait_exit(conn.proc) == 0
 
 
+def test_connect_multiprocess_refuses_shared_objects_of_the_fork_context():
+    import multiprocessing
+
+    shared = multiprocessing.get_context("fork").Value("i", 5)
+    with pytest.raises(RuntimeError, match="SemLock created in a fork context"):
+        factory.connect_multiprocess(remote_service=SlaveService, args={"shared": shared})
+
+
 def test_connect_multiprocess_refuses_args_that_are_not_a_dict():
     with pytest.raises(TypeError, match="args must be a dict of names to values, not list"):
         factory.connect_multiprocess(remote_service=SlaveService, args=[("x", 1)])
