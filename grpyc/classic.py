@@ -39,6 +39,7 @@ from grpyc.netref import BaseNetref, syncreq
 from grpyc.service import ClassicService, MasterService, ModuleNamespace, Slave, SlaveService
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "DEFAULT_SERVER_PORT",
     "DEFAULT_SERVER_SSL_PORT",
     "MockClassicConnection",
@@ -59,6 +60,7 @@ __all__ = [
     "obtain",
     "pm",
     "redirected_stdio",
+    "ssh_connect",
     "ssl_connect",
     "teleport_function",
     "unix_connect",
@@ -144,6 +146,14 @@ def ssl_connect(
         service=_SERVICE,
         ipv6=ipv6,
     )
+
+
+def ssh_connect(remote_machine: Any, remote_port: int) -> Classic:
+    """A classic connection through an SSH tunnel (plumbum). RPyC-compatible.
+
+    See `grpyc.factory.ssh_connect` for the arguments.
+    """
+    return factory.ssh_connect(remote_machine, remote_port, _SERVICE)
 
 
 def connect_subproc(server_file: str | None = None) -> Classic:

@@ -76,7 +76,8 @@ def _remote_call(obj: Any) -> tuple[BaseNetref, int, tuple[Any, ...]] | None:
         return None
     name = func.__name__
     cls = type(owner)
-    if func is not cls.__dict__.get(name) and func is not cls.__dict__["_named_methods"].get(name):
+    named_methods = cls.__dict__.get("_named_methods", {})
+    if func is not cls.__dict__.get(name) and func is not named_methods.get(name):
         return None
     return owner, consts.HANDLE_CALLATTR, (name,)
 
@@ -145,7 +146,8 @@ def buffiter(obj: Any, chunk: int = 10, max_chunk: int = 1000, factor: int = 2) 
     Each batch is one BUFFITER request (PROTOCOL.md section 5) of `chunk`
     items; the size is multiplied by `factor` after every batch, up to
     `max_chunk`. One round trip per batch instead of one per item. Unlike
-    RPyC, a local (non-proxy) iterable is iterated directly.
+    RPyC, a local (non-proxy) iterable is iterated directly. A grpyc peer
+    refuses batches over its ``max_buffiter_count`` (65536 by default).
 
     Raises:
         ValueError: `chunk` < 1, `max_chunk` < 1 or `factor` < 1.
@@ -182,6 +184,9 @@ class _Restricted:
     """
 
     __slots__ = ("_attrs", "_obj", "_wattrs")
+    _obj: Any
+    _attrs: frozenset[str]
+    _wattrs: frozenset[str]
 
     def __init__(self, obj: Any, attrs: frozenset[str], wattrs: frozenset[str]) -> None:
         object.__setattr__(self, "_obj", obj)

@@ -138,6 +138,36 @@ def test_connect_thread():
         _check_classic(conn)
 
 
+def test_factory_connect_thread_with_classic_service_on_both_ends():
+    # Bug marker (grpyc/factory.py, connect_thread): the remote end is made,
+    # and its on_connect run, before the local end exists, so a remote service
+    # whose on_connect calls the peer (ClassicService/MasterService fetch
+    # conn.root) waits for a reader that is not there yet, until
+    # sync_request_timeout. RPyC runs the remote end in its own thread.
+    conn = factory.connect_thread(
+        ClassicService, remote_service=ClassicService, remote_config={"sync_request_timeout": 2}
+    )
+    with conn:
+        _check_classic(conn)
+
+
+@pytest.mark.skipif(
+    not hasattr(factory, "connect_multiprocess"), reason="factory.connect_multiprocess"
+)
+def test_connect_multiprocess_shares_args():
+    import multiprocessing
+
+    shared = multiprocessing.get_context("spawn").Value("i", 0)
+    conn = classic.connect_multiprocess(args={"shared": shared})
+    try:
+        assert conn.modules.os.getpid() == conn.proc.pid
+        conn.execute("shared.value = 42")
+        assert shared.value == 42
+    finally:
+        conn.close()
+        conn.proc.join(10)
+
+
 @pytest.mark.skipif(not hasattr(factory, "ssl_connect"), reason="factory.ssl_connect")
 def test_ssl_connect(tmp_path):
     from grpyc.authenticators import SSLAuthenticator
@@ -159,6 +189,31 @@ def test_ssl_connect(tmp_path):
             _check_classic(conn)
     finally:
         server.close()
+
+
+class FakeRemoteMachine:
+    """Stands in for a plumbum SshMachine: the 'tunnel' is a classic server."""
+
+    def __init__(self):
+        self.servers = []
+
+    def tunnel(self, local_port, remote_port):
+        server = Server(SlaveService, hostname="127.0.0.1", port=local_port)
+        server.listen()
+        self.servers.append((remote_port, server))
+        return server
+
+
+def test_ssh_connect_through_tunnel():
+    pytest.importorskip("plumbum")
+    machine = FakeRemoteMachine()
+    conn = classic.ssh_connect(machine, 18812)
+    try:
+        _check_classic(conn)
+        assert [port for port, _ in machine.servers] == [18812]
+    finally:
+        conn.close()
+    assert not machine.servers[0][1].active
 
 
 # ---------------------------------------------------------- moving objects
