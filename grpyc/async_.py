@@ -87,6 +87,11 @@ class AsyncResult:
             AsyncResultTimeout: the expiry passed first.
         """
         timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        hub = self._conn._hub
+        if not hub.is_hub_thread():
+            # A gevent Event cannot be waited on from another OS thread.
+            hub.call_from_thread(self.wait, (), timeout)
+            return
         if not self._event.wait(timeout):
             raise AsyncResultTimeout("result expired")
 

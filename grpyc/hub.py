@@ -333,6 +333,13 @@ class ConnectionHub:
                 self._write_frames(frames)
         except (EOFError, OSError) as exc:
             self.shutdown(EOFError(f"connection lost while writing: {exc}"))
+        except BaseException as exc:
+            # Interrupted mid-write (a Timeout or kill of the writing greenlet):
+            # a partial frame cannot be taken back, so the stream is unusable.
+            if not self._closed:
+                self.logger.warning("%s: closing: write interrupted by %r", self.name, exc)
+            self.shutdown(EOFError(f"write interrupted by {exc!r}"))
+            raise
         finally:
             self._writing = False
 

@@ -859,9 +859,10 @@ class Connection:
 
     def _handle_ctxexit(self, obj: Any, exc: Any) -> Any:
         exit_method = self._handle_getattr(obj, "__exit__")
-        if isinstance(exc, BaseException):
-            return exit_method(type(exc), exc, exc.__traceback__)
-        return exit_method(None, None, None)
+        if exc is None:
+            return exit_method(None, None, None)
+        # The exception may be a proxy: its class is known, its traceback is not.
+        return exit_method(exc.__class__, exc, None)
 
     def _handle_instancecheck(self, obj: Any, other_id_pack: Any) -> bool:
         if isinstance(obj, netref.BaseNetref):

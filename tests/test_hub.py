@@ -1,0 +1,195 @@
+"""The connection hub: limits, writer, shutdown, foreign threads."""
+
+import gc
+import os
+import threading
+import time
+
+import gevent
+import pytest
+from gevent import socket
+
+from grpyc.channel import Channel
+from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
+from grpyc.stream import SocketStream
+from tests.test_protocol import outcome_of
+
+
+@pytest.fixture
+def make_hub():
+    """Factory of (hub, peer_channel, frames, closed); everything is closed after."""
+    made = []
+
+    def make(**limits):
+        hub, peer, frames, closed = _make_hub(**limits)
+        made.append((hub, peer))
+        return hub, peer, frames, closed
+
+    yield make
+    for hub, peer in made:
+        hub.shutdown(EOFError("test finished"))
+        peer.close()
+
+
+def _make_hub(**limits):
+    left, right = socket.socketpair()
+    frames = []
+    closed = []
+    settings = {
+        "max_concurrent_requests": 4,
+        "max_queued_requests": 2,
+        "max_send_buffer": 1 << 20,
+        **limits,
+    }
+    hub = ConnectionHub(
+        Channel(SocketStream(left)),
+        frames.append,
+        closed.append,
+        name="test",
+        logger=__import__("logging").getLogger("test"),
+        **settings,
+    )
+    hub.start()
+    return hub, Channel(SocketStream(right)), frames, closed
+
+
+def test_reader_hands_frames_over_in_order(make_hub):
+    hub, peer, frames, _ = make_hub()
+    for n in range(5):
+        peer.send(b"\x02frame%d" % n)
+    deadline = time.monotonic() + 2
+    while len(frames) < 5 and time.monotonic() < deadline:
+        hub.wait_frame(0.5)
+    assert frames == [b"\x02frame%d" % n for n in range(5)]
+    hub.shutdown(EOFError("done"))
+
+
+def test_shutdown_fails_every_pending_slot_at_once(make_hub):
+    hub, peer, _, closed = make_hub()
+    slots = [ReplySlot() for _ in range(3)]
+    for seq, slot in enumerate(slots):
+        hub.pending[seq] = slot
+    peer.close()
+    outcomes = [slot.wait(2) for slot in slots]
+    assert all(is_exc and isinstance(exc, EOFError) for is_exc, exc, _ in outcomes)
+    assert len(closed) == 1
+    hub.shutdown(EOFError("again"))
+    assert len(closed) == 1
+
+
+def test_submit_runs_queues_then_refuses(make_hub):
+    hub, _, _, _ = make_hub(max_concurrent_requests=2, max_queued_requests=1)
+    release = gevent.event.Event()
+    ran = []
+
+    def job(n):
+        release.wait(5)
+        ran.append(n)
+
+    assert [hub.submit(job, n) for n in range(4)] == [True, True, True, False]
+    assert hub.running_handlers == 2
+    release.set()
+    deadline = time.monotonic() + 2
+    while len(ran) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert sorted(ran) == [0, 1, 2]
+    hub.shutdown(EOFError("done"))
+
+
+def test_small_frames_queued_while_writing_are_coalesced(make_hub):
+    hub, peer, _, _ = make_hub()
+    writes = []
+    original = hub._write_frames
+
+    def spy(frames):
+        writes.append(len(frames))
+        gevent.sleep(0.01)  # hold the writer so the others queue
+        original(frames)
+
+    hub._write_frames = spy
+    jobs = [gevent.spawn(hub.send, b"\x01msg%d" % n) for n in range(10)]
+    gevent.joinall(jobs, timeout=2, raise_error=True)
+    assert writes[0] == 1
+    assert sum(writes) == 10
+    assert len(writes) == 2
+    assert [peer.recv() for _ in range(10)] == [b"\x01msg%d" % n for n in range(10)]
+    hub.shutdown(EOFError("done"))
+
+
+def test_peer_that_never_reads_is_dropped_at_the_send_buffer_limit(make_hub):
+    hub, peer, _, closed = make_hub(max_send_buffer=256 * 1024)
+    chunk = b"\x01" + b"x" * (64 * 1024)
+    writer = gevent.spawn(outcome_of, lambda: [hub.send(chunk) for _ in range(1000)])
+    deadline = time.monotonic() + 5
+    while not hub.closed and time.monotonic() < deadline:
+        hub.send_nowait(chunk)
+        gevent.sleep(0.01)
+    assert hub.closed
+    assert "send buffer" in str(closed[0])
+    assert isinstance(writer.get(timeout=2), EOFError)
+    peer.close()
+
+
+def test_interrupted_write_closes_the_connection(make_hub):
+    hub, peer, _, closed = make_hub(max_send_buffer=1 << 30)
+    big = b"\x01" + os.urandom(8 << 20)  # incompressible, far more than socket buffers
+    with pytest.raises(gevent.Timeout), gevent.Timeout(0.2):
+        hub.send(big)
+    assert hub.closed
+    assert "interrupted" in str(closed[0])
+    peer.close()
+
+
+def test_foreign_thread_call_runs_on_the_hub(make_hub):
+    hub, _, _, _ = make_hub()
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(hub.call_from_thread(lambda a, b: a + b, (2, 3), 5))
+    )
+    thread.start()
+    deadline = time.monotonic() + 5
+    while thread.is_alive() and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    thread.join(1)
+    assert results == [5]
+    hub.shutdown(EOFError("done"))
+
+
+def test_foreign_thread_call_times_out_when_hub_is_blocked(make_hub):
+    hub, _, _, _ = make_hub()
+    errors = []
+
+    def worker():
+        try:
+            hub.call_from_thread(lambda: 1, (), 0.2)
+        except ForeignThreadError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(5)  # blocks this (the hub's) thread outside gevent
+    assert len(errors) == 1
+    assert "did not run the call" in str(errors[0])
+    gevent.sleep(0)  # let the late callback run; it must not break anything
+    hub.shutdown(EOFError("done"))
+
+
+def test_shutdown_kills_handler_greenlets(make_hub):
+    hub, _, _, _ = make_hub()
+    started = gevent.event.Event()
+
+    def stuck():
+        started.set()
+        gevent.sleep(30)
+
+    hub.submit(stuck)
+    started.wait(2)
+    before = _live_greenlets()
+    hub.shutdown(EOFError("done"))
+    gevent.sleep(0)
+    gc.collect()
+    assert _live_greenlets() < before
+
+
+def _live_greenlets():
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)

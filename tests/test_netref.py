@@ -1,0 +1,155 @@
+"""Proxies: operators, classes, isinstance, pickling guards, caching."""
+
+import copy
+import pickle
+
+import pytest
+import rpyc.core.netref as stock_netref
+
+from grpyc import consts, netref
+
+
+@pytest.fixture
+def client(make_pair):
+    _, client = make_pair(server_config={"allow_public_attrs": True})
+    return client
+
+
+def test_builtin_proxy_classes_use_the_names_rpyc_peers_send():
+    assert set(stock_netref.builtin_classes_cache) <= set(netref.builtin_classes_cache)
+
+
+def test_list_proxy_behaves_like_a_list(client):
+    items = client.root.make_list(5, 6, 7, 8)
+    assert isinstance(items, list)
+    assert items.__class__ is list
+    assert len(items) == 4
+    assert items[1:3] == client.root.make_list(6, 7)
+    assert list(items[::2]) == [5, 7]
+    items[0] = 50
+    assert items[0] == 50
+    del items[0]
+    assert list(items) == [6, 7, 8]
+    assert 7 in items
+    assert 70 not in items
+    iterator = iter(items)
+    assert next(iterator) == 6
+    assert list(iterator) == [7, 8]
+    assert bool(items) is True
+    assert bool(client.root.make_list()) is False
+
+
+def test_dict_proxy(client):
+    mapping = client.root.make_dict(a=1, b=2)
+    assert isinstance(mapping, dict)
+    assert mapping["a"] == 1
+    assert sorted(mapping) == ["a", "b"]
+    assert mapping.get("c", 3) == 3
+    with pytest.raises(KeyError):
+        mapping["zzz"]
+
+
+def test_numeric_and_reflected_operators(client):
+    thing = client.root.make_thing(3)
+    value = client.root.make_list(1, 2)
+    assert list(value * 2) == [1, 2, 1, 2]
+    assert list(2 * value) == [1, 2, 1, 2]
+    assert list(value + value) == [1, 2, 1, 2]
+    value += client.root.make_list(3)
+    assert list(value) == [1, 2, 3]
+    assert len(thing) == 3
+
+
+def test_repr_str_dir_hash_and_doc(client):
+    thing = client.root.make_thing(1)
+    assert repr(thing).startswith("<tests.services.Thing object")
+    assert str(thing) == repr(thing)
+    assert "bump" in dir(thing)
+    assert thing.__doc__ == "A plain object handed out by reference."
+    assert isinstance(hash(thing), int)
+
+
+def test_unknown_class_resolves_remote_class_and_instancecheck(client):
+    thing = client.root.make_thing(1)
+    remote_cls = client.root.getattr(thing, "__class__")
+    assert isinstance(thing, remote_cls)
+    assert not isinstance(client.root.make_list(), remote_cls)
+    with pytest.raises(TypeError):
+        isinstance(thing, thing)
+
+
+def test_context_manager_enter_and_exit(client):
+    thing = client.root.make_thing(1)
+    with thing:
+        assert thing.value == 101
+    assert thing.value == 1
+
+
+def test_exceptions_inside_with_reach_remote_exit(client):
+    thing = client.root.make_thing(1)
+    with pytest.raises(ZeroDivisionError), thing:
+        raise ZeroDivisionError
+    assert thing.value == 1
+
+
+def test_call_with_args_and_kwargs(client):
+    assert client.root.add(1, b=2, c=3) == 6
+
+
+def test_pickling_a_proxy_is_refused_without_local_allow_pickle(client):
+    thing = client.root.make_thing(1)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        pickle.dumps(thing)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        copy.copy(thing)
+
+
+def test_array_is_refused_without_allow_pickle(make_pair):
+    class WithArray:
+        def __array__(self, *args):
+            return [1]
+
+    from tests.services import TestService
+
+    class ArrayService(TestService):
+        def exposed_array_thing(self):
+            return WithArray()
+
+    _, client = make_pair(server_service=ArrayService())
+    proxy = client.root.array_thing()
+    with pytest.raises(ValueError, match="allow_pickle"):
+        proxy.__array__()
+
+
+def test_pickle_roundtrip_when_both_sides_allow(make_pair):
+    _, client = make_pair(
+        server_config={"allow_pickle": True}, client_config={"allow_pickle": True}
+    )
+    remote = client.root.make_list(1, 2)
+    assert pickle.loads(pickle.dumps(remote)) == [1, 2]
+
+
+def test_proxy_classes_are_cached_and_unresolved_ones_swapped(client):
+    first = client.root.make_thing(1)
+    assert type(first) is not netref.UnresolvedNetref
+    assert type(first).__name__ == "tests.services.Thing"
+    assert type(client.root.make_thing(2)) is type(first)
+
+
+def test_getattr_on_missing_attribute_raises_attribute_error(client):
+    thing = client.root.make_thing(1)
+    with pytest.raises(AttributeError):
+        thing.no_such_attribute
+
+
+def test_deleted_attrs_are_absent_locally(client):
+    thing = client.root.make_thing(1)
+    assert not hasattr(thing, "__array_interface__")
+    assert not hasattr(thing, "__array_struct__")
+
+
+def test_raw_handlers_through_sync_request(client):
+    thing = client.root.make_thing(4)
+    assert client.sync_request(consts.HANDLE_GETATTR, thing, "value") == 4
+    assert client.sync_request(consts.HANDLE_CALLATTR, thing, "bump", (2,), ()) == 6
+    assert client.sync_request(consts.HANDLE_BUFFITER, iter(range(3)), 10) == (0, 1, 2)
