@@ -78,6 +78,10 @@ DEFAULT_SERVER_SSL_PORT = consts.DEFAULT_SERVER_SSL_PORT
 # small next to the copying, and a chunk far below any frame limit.
 DEFAULT_CHUNK_SIZE = consts.STREAM_CHUNK
 
+# Paths per remote ``map`` call while listing a directory: keeps each request
+# a few hundred KiB even for huge directories.
+_MAP_BATCH = 4096
+
 Progress = Callable[[int, int], Any]
 Classic = Any  # a Connection with the attributes MasterService installs
 
@@ -319,37 +323,42 @@ class _Uploader:
 
     def __init__(self, conn: Classic, chunk_size: int) -> None:
         _check_chunk_size(chunk_size)
-        self.conn = conn
         self.chunk_size = chunk_size
-        self.remote_os = conn.modules["os"]
+        # Remote functions fetched once: each attribute read is a round trip.
+        self.remote_makedirs = conn.modules["os"].makedirs
+        self.remote_open = conn.builtins.open
         self.remote_path = _remote_path_module(conn)
 
     def plan_dir(self, local: str, remote: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([remote], [])
-        for name in sorted(os.listdir(local)):
-            if filter is not None and not filter(name):
-                continue
-            source = os.path.join(local, name)
-            target = self.remote_path.join(remote, name)
-            if os.path.isdir(source):
-                sub = self.plan_dir(source, target, filter)
-                plan.dirs += sub.dirs
-                plan.files += sub.files
-            elif os.path.isfile(source):
-                plan.files.append(_File(source, target, os.path.getsize(source)))
+        plan = _Plan([], [])
+        # An explicit stack: no recursion limit, and each entry is handled once
+        # whatever the depth. A directory is planned before its contents.
+        pending = [(local, remote)]
+        while pending:
+            local_dir, remote_dir = pending.pop()
+            plan.dirs.append(remote_dir)
+            for name in sorted(os.listdir(local_dir)):
+                if filter is not None and not filter(name):
+                    continue
+                source = os.path.join(local_dir, name)
+                target = self.remote_path.join(remote_dir, name)
+                if os.path.isdir(source):
+                    pending.append((source, target))
+                elif os.path.isfile(source):
+                    plan.files.append(_File(source, target, os.path.getsize(source)))
         return plan
 
     def run(self, plan: _Plan, progress: Progress | None) -> None:
         meter = _Meter(progress, plan.total)
         for directory in plan.dirs:
-            self.remote_os.makedirs(directory, exist_ok=True)
+            self.remote_makedirs(directory, exist_ok=True)
         for item in plan.files:
             self.copy(item, meter)
 
     def copy(self, item: _File, meter: _Meter) -> None:
         with (
             open(item.source, "rb") as local_file,
-            _closing_remote(self.conn.builtins.open(item.target, "wb")) as remote_file,
+            _closing_remote(self.remote_open(item.target, "wb")) as remote_file,
         ):
             write = remote_file.write
             while chunk := local_file.read(self.chunk_size):
@@ -362,48 +371,71 @@ class _Downloader:
 
     def __init__(self, conn: Classic, chunk_size: int) -> None:
         _check_chunk_size(chunk_size)
-        self.conn = conn
         self.chunk_size = chunk_size
-        self.remote_os = conn.modules["os"]
-        self.remote_ospath = conn.modules["os.path"]
+        # Remote functions fetched once: each attribute read is a round trip.
+        remote_ospath = conn.modules["os.path"]
+        self.remote_isdir = remote_ospath.isdir
+        self.remote_isfile = remote_ospath.isfile
+        self.remote_getsize = remote_ospath.getsize
+        self.remote_listdir = conn.modules["os"].listdir
+        self.remote_open = conn.builtins.open
+        self.remote_tuple = conn.builtins.tuple
+        self.remote_map = conn.builtins.map
         self.remote_path = _remote_path_module(conn)
 
     def kind(self, remote: str) -> str | None:
-        if self.remote_ospath.isdir(remote):
+        if self.remote_isdir(remote):
             return "dir"
-        if self.remote_ospath.isfile(remote):
+        if self.remote_isfile(remote):
             return "file"
         return None
 
     def file_plan(self, remote: str, local: str) -> _Plan:
-        return _Plan([], [_File(remote, local, self.remote_ospath.getsize(remote))])
+        return _Plan([], [_File(remote, local, self.remote_getsize(remote))])
 
     def _remote_map(self, func: Any, items: tuple[str, ...]) -> tuple[Any, ...]:
-        """``func`` over ``items`` at the peer, in two round trips whatever their number."""
-        if not items:
-            return ()
-        builtins = self.conn.builtins
-        return tuple(builtins.tuple(builtins.map(func, items)))
+        """``func`` over ``items`` at the peer: two round trips per batch of paths."""
+        results: list[Any] = []
+        for start in range(0, len(items), _MAP_BATCH):
+            batch = items[start : start + _MAP_BATCH]
+            results += self.remote_tuple(self.remote_map(func, batch))
+        return tuple(results)
 
     def plan_dir(self, remote: str, local: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([local], [])
+        plan = _Plan([], [])
+        # An explicit stack, as in `_Uploader.plan_dir`.
+        pending = [(remote, local)]
+        while pending:
+            remote_dir, local_dir = pending.pop()
+            plan.dirs.append(local_dir)
+            for kind, source, target, size in self._list_dir(remote_dir, local_dir, filter):
+                if kind == "dir":
+                    pending.append((source, target))
+                else:
+                    plan.files.append(_File(source, target, size))
+        return plan
+
+    def _list_dir(
+        self, remote: str, local: str, filter: Callable[[str], bool] | None
+    ) -> Iterator[tuple[str, str, str, int]]:
+        """``(kind, remote path, local path, size)`` of the wanted entries of a directory.
+
+        A fixed number of round trips per directory, not per entry. Entries
+        that are neither files nor directories (broken links...) are skipped.
+        """
         # tuple() at the peer: the names come back as one value, not item by item.
-        listing = self.conn.builtins.tuple(self.remote_os.listdir(remote))
+        listing = self.remote_tuple(self.remote_listdir(remote))
         names = [name for name in sorted(listing) if filter is None or filter(name)]
         paths = tuple(self.remote_path.join(remote, name) for name in names)
-        is_dir = self._remote_map(self.remote_ospath.isdir, paths)
-        is_file = self._remote_map(self.remote_ospath.isfile, paths)
+        is_dir = self._remote_map(self.remote_isdir, paths)
+        is_file = self._remote_map(self.remote_isfile, paths)
         files = tuple(path for path, flag in zip(paths, is_file, strict=True) if flag)
-        sizes = dict(zip(files, self._remote_map(self.remote_ospath.getsize, files), strict=True))
+        sizes = dict(zip(files, self._remote_map(self.remote_getsize, files), strict=True))
         for name, path, dir_flag in zip(names, paths, is_dir, strict=True):
-            target = os.path.join(local, name)
             if dir_flag:
-                sub = self.plan_dir(path, target, filter)
-                plan.dirs += sub.dirs
-                plan.files += sub.files
+                yield "dir", path, os.path.join(local, name), 0
             elif path in sizes:
-                plan.files.append(_File(path, target, int(sizes[path])))
-        return plan
+                yield "file", path, os.path.join(local, name), int(sizes[path])
 
     def run(self, plan: _Plan, progress: Progress | None) -> None:
         meter = _Meter(progress, plan.total)
@@ -414,7 +446,7 @@ class _Downloader:
 
     def copy(self, item: _File, meter: _Meter) -> None:
         with (
-            _closing_remote(self.conn.builtins.open(item.source, "rb")) as remote_file,
+            _closing_remote(self.remote_open(item.source, "rb")) as remote_file,
             open(item.target, "wb") as local_file,
         ):
             read = remote_file.read

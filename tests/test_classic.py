@@ -139,11 +139,8 @@ def test_connect_thread():
 
 
 def test_factory_connect_thread_with_classic_service_on_both_ends():
-    # Bug marker (grpyc/factory.py, connect_thread): the remote end is made,
-    # and its on_connect run, before the local end exists, so a remote service
-    # whose on_connect calls the peer (ClassicService/MasterService fetch
-    # conn.root) waits for a reader that is not there yet, until
-    # sync_request_timeout. RPyC runs the remote end in its own thread.
+    # Both ends' on_connect call the other end (classic services fetch the
+    # peer's root): neither may wait for an end that does not exist yet.
     conn = factory.connect_thread(
         ClassicService, remote_service=ClassicService, remote_config={"sync_request_timeout": 2}
     )
@@ -341,6 +338,23 @@ def test_upload_and_download_tree_with_child_process(child, tmp_path):
     assert snapshot(tmp_path / "remote") == snapshot(source)
     classic.download_dir(child, str(tmp_path / "remote"), str(tmp_path / "back"))
     assert snapshot(tmp_path / "back") == snapshot(source)
+
+
+def test_deep_and_wide_tree_round_trip(conn, tmp_path, monkeypatch):
+    # Small listing batches exercise the batched remote map at the peer.
+    monkeypatch.setattr(classic, "_MAP_BATCH", 3)
+    source = tmp_path / "source"
+    level = source
+    for depth in range(40):
+        level = level / f"d{depth}"
+        level.mkdir(parents=True)
+        (level / "f.txt").write_bytes(b"x" * depth)
+    for index in range(10):
+        (source / f"wide{index}.txt").write_bytes(bytes([index]) * index)
+    classic.upload(conn, str(source), str(tmp_path / "up"))
+    assert snapshot(tmp_path / "up") == snapshot(source)
+    classic.download(conn, str(tmp_path / "up"), str(tmp_path / "down"))
+    assert snapshot(tmp_path / "down") == snapshot(source)
 
 
 def test_upload_and_download_single_file(conn, tmp_path):
