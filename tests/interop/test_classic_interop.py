@@ -118,6 +118,14 @@ def test_grpyc_pm_on_stock_server_exception(to_stock, capsys, monkeypatch):
     assert "(Pdb) 42\n" in capsys.readouterr().out
 
 
+def test_grpyc_interact_with_stock_server(to_stock, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("print(answer * 2)\n"))
+    classic.interact(to_stock, {"answer": 21})
+    out, err = capsys.readouterr()
+    assert ">>> 42\n>>> " in out
+    assert "now exiting InteractiveConsole" in err
+
+
 def test_grpyc_helpers_against_stock_server(to_stock):
     sleep = async_(to_stock.modules.time.sleep)
     result = sleep(0.01)
