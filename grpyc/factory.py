@@ -222,13 +222,22 @@ def connect_thread(
     closes (or is lost).
     """
     local_sock, remote_sock = gevent.socket.socketpair()
+    # Each end's on_connect may call the other (classic services fetch the
+    # peer's root), so the remote end is made in its own greenlet meanwhile.
+    remote = gevent.spawn(connect_stream, SocketStream(remote_sock), remote_service, remote_config)
     try:
-        connect_stream(SocketStream(remote_sock), remote_service, remote_config)
+        conn = connect_stream(SocketStream(local_sock), service, config)
     except BaseException:
+        remote.kill()
         local_sock.close()
         remote_sock.close()
         raise
-    return connect_stream(SocketStream(local_sock), service, config)
+    try:
+        remote.get()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def connect_subproc(

@@ -197,6 +197,10 @@ def check_attr(config: dict[str, Any], obj: Any, name: str, perm: str) -> str:
     raise AttributeError(f"cannot access {name!r}: not allowed by the attribute policy")
 
 
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
 def _attr_name(name: Any) -> str:
     if type(name) is str:
         return name
@@ -836,7 +840,30 @@ class Connection:
             # A proxy we re-exported: its own peer knows the methods.
             conn = object.__getattribute__(obj, "____conn__")
             return conn.sync_request(consts.HANDLE_INSPECT, key)
-        return get_methods(netref.LOCAL_ATTRS, obj)
+        return self._visible_methods(obj)
+
+    def _visible_methods(self, obj: Any) -> tuple[tuple[str, str | None], ...]:
+        """The INSPECT answer: routines the peer may call.
+
+        Dunders always (they make the proxy's operators; calling one still
+        goes through the policy); other names only when the policy allows them,
+        so private method names do not leak and a proxy's local method lookup
+        matches what GETATTR would allow. Types with their own
+        ``_rpyc_getattr`` decide per call, so all their routines are listed.
+        """
+        methods = get_methods(netref.LOCAL_ATTRS, obj)
+        if getattr(type(obj), "_rpyc_getattr", None) is not None:
+            return methods
+        return tuple(
+            (name, doc) for name, doc in methods if _is_dunder(name) or self._may_get(obj, name)
+        )
+
+    def _may_get(self, obj: Any, name: str) -> bool:
+        try:
+            self._check_attr(obj, name, "allow_getattr")
+        except AttributeError:
+            return False
+        return True
 
     def _handle_buffiter(self, obj: Any, count: Any) -> tuple[Any, ...]:
         if type(count) is not int or count < 0:
