@@ -36,9 +36,11 @@ __all__ = [
     "load",
 ]
 
-# 1000 is CPython's default recursion limit, so ordinary recursive code (==,
-# repr, hash, a walk over boxes) can handle any value `load` returns. No honest
-# peer needs more: stock rpyc's own recursive codec gives out near 500 levels.
+# How deeply containers may nest. 1000 is CPython's default recursion limit:
+# about as deep as ordinary recursive code (repr, ==, a walk over boxes) can
+# follow a value, so deeper nesting is of no use to a receiver and only costs
+# it. No honest peer sends more: stock rpyc's own recursive codec gives out
+# near 500 levels.
 DEFAULT_MAX_DEPTH: Final = 1000
 
 I1: Final = Struct("!B")
@@ -176,7 +178,10 @@ def _too_deep_to_dump() -> ValueError:
 
 
 def _open_container(container: Any, append: Callable[[bytes], None]) -> Iterator[Any]:
-    """Write the header of a frozenset or slice (or tuple); return an iterator over its items."""
+    """Write a tuple's, frozenset's or slice's header; return an iterator over its items.
+
+    Raises TypeError for any other type.
+    """
     members = _members(container)
     if members is None:
         raise _undumpable(container)
@@ -201,7 +206,7 @@ def _dump_container(container: Any) -> bytes:
         items = _open_container(container, append)
     # One iterator per enclosing container: the open one is `items`.
     parents: list[Iterator[Any]] = []
-    max_parents = DEFAULT_MAX_DEPTH - 1
+    max_parents = DEFAULT_MAX_DEPTH - 1  # the open container is one level too
     # The common types are tested inline, in order of frequency in RPC
     # messages: this loop is the hottest path of a send.
     while True:
