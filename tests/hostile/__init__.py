@@ -1,0 +1,1 @@
+"""Tests that attack a live grpyc server: raw bytes, overload, slow peers."""

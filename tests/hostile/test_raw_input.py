@@ -1,0 +1,383 @@
+"""Hostile bytes against a live server: framing, compression, brine, messages.
+
+Each attack runs on its own raw connection. The server must answer it with
+an exception reply or close that connection with a logged reason, and a
+normal client must get answers right after (`assert_serves`).
+"""
+
+import logging
+import random
+import struct
+import zlib
+
+import pytest
+
+from grpyc import brine, consts
+from tests.hostile.conftest import (
+    L,
+    R,
+    V,
+    assert_serves,
+    boxed,
+    exception_text,
+    frame,
+    request,
+)
+
+MIB = 1024 * 1024
+
+
+def closing_reasons(caplog):
+    """The reasons logged for connections closed on a protocol error."""
+    prefix = "closing after protocol error: "
+    return [
+        record.getMessage().split(prefix, 1)[1]
+        for record in caplog.records
+        if record.name == "grpyc.protocol" and prefix in record.getMessage()
+    ]
+
+
+def assert_closed_for(peer, caplog, reason):
+    """The server closed `peer`'s connection and logged `reason` (a substring)."""
+    assert peer.wait_closed(timeout=5), "the server kept the connection open"
+    reasons = closing_reasons(caplog)
+    assert any(reason in logged for logged in reasons), reasons
+
+
+@pytest.fixture(autouse=True)
+def _log_warnings(caplog):
+    caplog.set_level(logging.WARNING, logger="grpyc")
+
+
+# ------------------------------------------------------------------- frames
+@pytest.mark.parametrize("length", [2**32 - 1, 2**31, 64 * MIB + 1])
+def test_header_over_max_frame_size_closes_at_once(server, raw_peers, caplog, length):
+    peer = raw_peers(server.port)
+    peer.send(struct.pack("!LB", length, 0) + b"x" * 100)
+    assert_closed_for(peer, caplog, f"frame of {length} bytes exceeds max_frame_size=67108864")
+    assert_serves(server.port)
+
+
+def test_compressed_flag_other_than_0_or_1_closes(server, raw_peers, caplog):
+    peer = raw_peers(server.port)
+    peer.send(struct.pack("!LB", 3, 2) + b"abc\n")
+    assert_closed_for(peer, caplog, "frame compressed flag is 2, expected 0 or 1")
+    assert_serves(server.port)
+
+
+def test_missing_newline_trailer_closes(server, raw_peers, caplog):
+    peer = raw_peers(server.port)
+    peer.send(frame(request(1, consts.HANDLE_PING, boxed((V, 1))), trailer=b"X"))
+    assert_closed_for(peer, caplog, "ends with byte 0x58, expected a newline (0x0a)")
+    assert_serves(server.port)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_payload_in_valid_frame_closes(server, raw_peers, caplog, seed):
+    payload = random.Random(seed).randbytes(4096)
+    peer = raw_peers(server.port)
+    peer.send(frame(payload))
+    assert peer.wait_closed(timeout=5)
+    assert len(closing_reasons(caplog)) == 1
+    assert_serves(server.port)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_stream_never_hurts_other_clients(server, raw_peers, seed):
+    # Raw random bytes: the header may claim a body that never comes, so the
+    # connection may stay open; either way other clients are served.
+    peer = raw_peers(server.port)
+    peer.send(random.Random(seed).randbytes(16384))
+    assert_serves(server.port)
+    peer.close()
+    assert_serves(server.port)
+
+
+def test_truncated_frame_then_silence_is_dropped_by_idle_timeout(make_server, raw_peers, caplog):
+    caplog.set_level(logging.INFO, logger="grpyc")
+    server = make_server(protocol_config={"idle_timeout": 0.5})
+    peer = raw_peers(server.port)
+    peer.send(frame(request(1, consts.HANDLE_PING, boxed((V, b"x" * 1000))))[:500])
+    assert peer.wait_closed(timeout=5)
+    assert any("idle_timeout=0.5" in record.getMessage() for record in caplog.records)
+    assert_serves(server.port)
+
+
+def test_zlib_bomb_stops_inflating_at_max_decompressed_size(server, raw_peers, caplog):
+    bomb = zlib.compress(b"\x00" * (256 * MIB), 9)  # ~250 KiB inflating to 256 MiB
+    assert len(bomb) < MIB
+    peer = raw_peers(server.port)
+    peer.send(frame(bomb, compressed=True))
+    assert_closed_for(
+        peer,
+        caplog,
+        f"compressed frame of {len(bomb)} bytes inflates past max_decompressed_size=67108864",
+    )
+    assert_serves(server.port)
+
+
+def test_invalid_zlib_data_closes(server, raw_peers, caplog):
+    peer = raw_peers(server.port)
+    peer.send(frame(b"this is not zlib", compressed=True))
+    assert_closed_for(peer, caplog, "compressed frame of 16 bytes is not valid zlib")
+    assert_serves(server.port)
+
+
+# ------------------------------------------------------------ brine, messages
+def test_brine_nested_a_million_deep_closes(server, raw_peers, caplog):
+    peer = raw_peers(server.port)
+    peer.send(frame(b"\x01" + b"\x10" * 10**6 + b"\x00"))
+    assert_closed_for(peer, caplog, "containers nested deeper than max_depth=1000")
+    assert_serves(server.port)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\x01\x07", "unknown tag 0x07 at offset 0"),
+        (b"\x01\x11\x50\xf5", "unknown tag 0xf5 at offset 2"),
+        (b"\x01\x15\xff\xff\xff\xff\x00", "tuple of 4294967295 items declared with only 1 bytes"),
+        (b"\x01\x0f\xff\xff\xff\xf0ab", "value of 4294967280 bytes at offset 5 runs past the end"),
+        (b"\x01\x11\x50", "truncated"),
+        (b"\x01" + brine.dump((1, 2)) + b"\x00", "1 trailing bytes"),
+        (b"\x01\x08\x0b\xff\xfe", "str of 2 bytes is not valid UTF-8"),
+        (b"\x01" + brine.dump((1,)), "message is not a (seq, body) pair"),
+        (b"\x01" + brine.dump(("1", ())), "message is not a (seq, body) pair"),
+    ],
+)
+def test_undecodable_message_closes(server, raw_peers, caplog, payload, reason):
+    peer = raw_peers(server.port)
+    peer.send(frame(payload))
+    assert_closed_for(peer, caplog, reason)
+    assert_serves(server.port)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\x07" + brine.dump((1, ())), "unknown message type 7 in frame payload"),
+        (b"", "unknown message type: empty frame payload"),
+        (
+            brine.dump((consts.MSG_REQUEST, 1, (consts.HANDLE_PING, ()))),
+            "an RPyC 5.x peer (or older)",
+        ),
+        (b"\x00" * 16 + request(1, consts.HANDLE_PING, boxed()), "a bind_threads peer"),
+    ],
+)
+def test_foreign_message_formats_close(server, raw_peers, caplog, payload, reason):
+    peer = raw_peers(server.port)
+    peer.send(frame(payload))
+    assert_closed_for(peer, caplog, reason)
+    assert_serves(server.port)
+
+
+# Requests of the right message format but the wrong shape: each gets an
+# exception reply naming the problem, and the connection stays usable.
+WRONG_SHAPES = [
+    ("unknown handler", 99, boxed(), "ProtocolError: unknown request handler 99"),
+    ("negative handler", -1, boxed(), "ProtocolError: unknown request handler -1"),
+    ("huge handler", 10**40, boxed(), f"ProtocolError: unknown request handler {10**40}"),
+    ("args not a tuple", consts.HANDLE_GETROOT, (V, 5), "ProtocolError: request arguments"),
+    ("unknown box label", consts.HANDLE_GETROOT, (9, ()), "ProtocolError: invalid box label 9"),
+    ("box not a pair", consts.HANDLE_GETROOT, 5, "TypeError: cannot unpack non-iterable int"),
+    (
+        "too few arguments",
+        consts.HANDLE_GETATTR,
+        boxed((V, 1)),
+        "TypeError: Connection._handle_getattr() missing 1 required positional argument",
+    ),
+    (
+        "id pack nobody exported",
+        consts.HANDLE_GETATTR,
+        boxed((L, ("builtins.object", 1, 2)), (V, "x")),
+        "KeyError: ('builtins.object', 1, 2)",
+    ),
+    ("id pack not a tuple", consts.HANDLE_REPR, boxed((L, 7)), "KeyError: 7"),
+    (
+        "remote ref with a short id pack",
+        consts.HANDLE_PING,
+        boxed((R, (1,))),
+        "ValueError: not enough values to unpack (expected 3, got 1)",
+    ),
+    (
+        "remote ref with a non-int id",
+        consts.HANDLE_REPR,
+        boxed((R, ("x", "1", 2))),
+        "ProtocolError: invalid id pack ('x', '1', 2)",
+    ),
+    ("inspect of an int", consts.HANDLE_INSPECT, boxed((V, 5)), "TypeError: 'int' object is not"),
+    (
+        "inspect of nothing exported",
+        consts.HANDLE_INSPECT,
+        boxed((V, ("x", 1, 2))),
+        "KeyError: ('x', 1, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("handler", "args", "expected"),
+    [case[1:] for case in WRONG_SHAPES],
+    ids=[case[0] for case in WRONG_SHAPES],
+)
+def test_wrong_shapes_get_error_replies(server, raw_peers, handler, args, expected):
+    peer = raw_peers(server.port)
+    assert exception_text(peer.call(1, handler, args)).startswith(expected)
+    # The same connection goes on working.
+    assert peer.call(2, consts.HANDLE_PING, boxed((V, "ok")))[2] == (V, "ok")
+    assert_serves(server.port)
+
+
+ROOT = "root"  # stands for the connection's root id pack in the cases below
+SHORT_ROOT = "short root"  # the first two items of it
+
+# Wrong shapes on the root object (the id pack is filled in per connection).
+ROOT_SHAPES = [
+    ("non-str attribute name", consts.HANDLE_GETATTR, (ROOT, (V, 5)), "TypeError: attribute name"),
+    (
+        "tuple attribute name",
+        consts.HANDLE_GETATTR,
+        (ROOT, (V, ("echo",))),
+        "TypeError: attribute name must be str, not tuple",
+    ),
+    (
+        "undecodable bytes attribute name",
+        consts.HANDLE_GETATTR,
+        (ROOT, (V, b"\xff")),
+        "UnicodeDecodeError: utf-8",
+    ),
+    (
+        "kwargs not pairs",
+        consts.HANDLE_CALLATTR,
+        (ROOT, (V, "echo"), (V, (1,)), (V, 5)),
+        "TypeError: 'int' object is not iterable",
+    ),
+    (
+        "kwargs with int keys",
+        consts.HANDLE_CALLATTR,
+        (ROOT, (V, "echo"), (V, (1,)), (V, ((1, 2),))),
+        "TypeError: keywords must be strings",
+    ),
+    (
+        "positional args not iterable",
+        consts.HANDLE_CALLATTR,
+        (ROOT, (V, "echo"), (V, 5), (V, ())),
+        "TypeError: tests.hostile.server_proc.HostileTargetService.exposed_echo() argument after",
+    ),
+    (
+        "cmp op not a str",
+        consts.HANDLE_CMP,
+        (ROOT, (V, 1), (V, 5)),
+        "TypeError: attribute name must be str, not int",
+    ),
+    (
+        "instancecheck on a non-class",
+        consts.HANDLE_INSTANCECHECK,
+        (ROOT, (V, ("x", 1, 2))),
+        "TypeError: INSTANCECHECK target is not a class",
+    ),
+    (
+        "BUFFITER count 10**12",
+        consts.HANDLE_BUFFITER,
+        (ROOT, (V, 10**12)),
+        "ValueError: BUFFITER count 1000000000000 exceeds max_buffiter_count=65536",
+    ),
+    ("BUFFITER count -1", consts.HANDLE_BUFFITER, (ROOT, (V, -1)), "ValueError: invalid BUFFITER"),
+    (
+        "BUFFITER count not an int",
+        consts.HANDLE_BUFFITER,
+        (ROOT, (V, 1.5)),
+        "ValueError: invalid BUFFITER count 1.5",
+    ),
+    ("DEL count -5", consts.HANDLE_DEL, (ROOT, (V, -5)), "ValueError: invalid DEL count -5"),
+    ("DEL count 0", consts.HANDLE_DEL, (ROOT, (V, 0)), "ValueError: invalid DEL count 0"),
+    ("DEL count str", consts.HANDLE_DEL, (ROOT, (V, "1")), "ValueError: invalid DEL count '1'"),
+    ("DEL of a value box", consts.HANDLE_DEL, ((V, 1), (V, 1)), "KeyError: ('builtins.int'"),
+    (
+        "DEL of nothing exported",
+        consts.HANDLE_DEL,
+        ((L, ("x", 1, 2)), (V, 10**100)),
+        "KeyError: ('x', 1, 2)",
+    ),
+    ("DEL with an int id pack", consts.HANDLE_DEL, ((L, 5), (V, 1)), "TypeError: 'int' object"),
+]
+
+
+def _fill_root(items, root):
+    return boxed(*[(L, root) if item == ROOT else item for item in items])
+
+
+@pytest.mark.parametrize(
+    ("handler", "items", "expected"),
+    [case[1:] for case in ROOT_SHAPES],
+    ids=[case[0] for case in ROOT_SHAPES],
+)
+def test_wrong_shapes_on_an_exported_object_get_error_replies(
+    server, raw_peers, handler, items, expected
+):
+    peer = raw_peers(server.port)
+    root = peer.root_id_pack()
+    assert exception_text(peer.call(1, handler, _fill_root(items, root))).startswith(expected)
+    assert peer.call(2, consts.HANDLE_PING, boxed((V, "ok")))[2] == (V, "ok")
+    assert_serves(server.port)
+
+
+# DEL and PING are answered by the reader itself; some malformed shapes of
+# them close the connection instead of getting an exception reply. Either
+# outcome is acceptable: what matters is a logged reason and no harm to others.
+INLINE_SHAPES = [
+    ("DEL id pack of 2", consts.HANDLE_DEL, (SHORT_ROOT, (V, 1))),
+    ("DEL id pack str", consts.HANDLE_DEL, ((L, "ab"), (V, 1))),
+    ("PING args int", consts.HANDLE_PING, 5),
+    ("PING box of int", consts.HANDLE_PING, (consts.LABEL_TUPLE, 5)),
+    ("PING tuple of ints", consts.HANDLE_PING, (consts.LABEL_TUPLE, (5,))),
+    ("PING empty box", consts.HANDLE_PING, (consts.LABEL_TUPLE, ((),))),
+]
+
+
+@pytest.mark.parametrize(
+    ("handler", "args"),
+    [case[1:] for case in INLINE_SHAPES],
+    ids=[case[0] for case in INLINE_SHAPES],
+)
+def test_malformed_del_and_ping_are_refused(server, raw_peers, caplog, handler, args):
+    peer = raw_peers(server.port)
+    root = peer.root_id_pack()
+    if handler == consts.HANDLE_DEL and args[0] == SHORT_ROOT:
+        args = boxed((L, root[:2]), args[1])
+    elif handler == consts.HANDLE_DEL:
+        args = boxed(*args)
+    answer = peer.call(1, handler, args)
+    if answer is None:
+        assert len(closing_reasons(caplog)) == 1
+    else:
+        assert answer[0] == consts.MSG_EXCEPTION
+        assert peer.call(2, consts.HANDLE_PING, boxed((V, "ok")))[2] == (V, "ok")
+    assert_serves(server.port)
+
+
+def test_del_with_an_absurd_count_only_drops_the_peers_own_reference(server, raw_peers):
+    peer = raw_peers(server.port)
+    root = peer.root_id_pack()
+    assert peer.call(1, consts.HANDLE_DEL, boxed((L, root), (V, 10**100)))[2] == (V, None)
+    # The object is no longer exported to this peer; the server is unharmed.
+    answer = peer.call(2, consts.HANDLE_GETATTR, boxed((L, root), (V, "echo")))
+    assert exception_text(answer) == f"KeyError: {root!r}"
+    assert_serves(server.port)
+
+
+@pytest.mark.parametrize("msg_type", [consts.MSG_REPLY, consts.MSG_EXCEPTION])
+def test_answers_nobody_asked_for_are_dropped(server, raw_peers, msg_type):
+    peer = raw_peers(server.port)
+    for body in [(V, 1), (R, 5), (99, ()), 5, ("x",)]:
+        peer.send(frame(bytes([msg_type]) + brine.dump((12345, body))))
+    assert peer.call(1, consts.HANDLE_PING, boxed((V, "ok")))[2] == (V, "ok")
+    assert_serves(server.port)
+
+
+def test_request_with_a_non_pair_body_gets_an_error(server, raw_peers):
+    peer = raw_peers(server.port)
+    peer.send(frame(b"\x01" + brine.dump((1, (1, 2, 3)))))
+    answer = peer.recv_message()
+    assert exception_text(answer) == "ProtocolError: request is not a (handler, args) pair"
+    assert_serves(server.port)
