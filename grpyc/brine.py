@@ -51,10 +51,10 @@ C16: Final = Struct("!dd")
 _TAG_FLOAT = Struct("!Bd")
 _TAG_COMPLEX = Struct("!Bdd")
 
-# Tags (PROTOCOL.md section 3).
+# Tags (PROTOCOL.md section 3). The hot paths of dump and load write them as
+# literals, with a comment: a module global costs a lookup per use.
 _EMPTY_BYTES = 0x01
 _EMPTY_TUPLE = 0x02
-_ELLIPSIS = 0x06
 _STR = 0x08
 _BYTES_1 = 0x0A  # 0x0a..0x0d: bytes of length 1..4
 _BYTES_L1 = 0x0E
@@ -333,9 +333,29 @@ def _offset(cursor: _Cursor, data: bytes) -> int:
     return len(data) - cursor.__length_hint__()
 
 
-def _take(size: int, cursor: _Cursor, data: bytes) -> bytes:
-    """The next `size` bytes, checked against the input's end before slicing."""
+def _unpack(fields: Struct, cursor: _Cursor, data: bytes) -> tuple[Any, ...]:
     start = len(data) - cursor.__length_hint__()
+    values = fields.unpack_from(data, start)  # struct.error when short: load reports truncation
+    cursor.__setstate__(start + fields.size)
+    return values
+
+
+def _read_bytes(tag: int, cursor: _Cursor, data: bytes) -> bytes:
+    """The payload of a bytes value whose tag was just read (inside a str, too)."""
+    start = len(data) - cursor.__length_hint__()
+    if 0x0A <= tag <= 0x0D:  # 1..4 bytes
+        size = tag - 0x09
+    elif tag == 0x0E:  # 1-byte length; IndexError when short: load reports truncation
+        size = data[start]
+        start += 1
+    elif tag == _BYTES_L4:  # struct.error when short: load reports truncation
+        (size,) = I4.unpack_from(data, start)
+        start += 4
+    elif tag == _EMPTY_BYTES:
+        return b""
+    else:
+        raise BrineError(f"str at offset {start - 2} holds tag 0x{tag:02x}, not bytes")
+    # Checked before slicing: a declared length never allocates past the input.
     end = start + size
     if end > len(data):
         raise _past_end(size, start, data)
@@ -347,50 +367,6 @@ def _past_end(size: int, start: int, data: bytes) -> BrineError:
     return BrineError(
         f"value of {size} bytes at offset {start} runs past the end of {len(data)} bytes of input"
     )
-
-
-def _read_u4(cursor: _Cursor, data: bytes) -> int:
-    start = len(data) - cursor.__length_hint__()
-    (value,) = I4.unpack_from(data, start)  # struct.error when short: load reports truncation
-    cursor.__setstate__(start + 4)
-    return value
-
-
-def _read_bytes(tag: int, cursor: _Cursor, data: bytes) -> bytes:
-    """The payload of a bytes value whose tag was just read (inside a str, too)."""
-    if 0x0A <= tag <= 0x0E:  # hot: 0x0a..0x0d hold 1..4 bytes, 0x0e a 1-byte length
-        size = tag - 0x09 if tag != 0x0E else next(cursor)
-    elif tag == _BYTES_L4:
-        size = _read_u4(cursor, data)
-    elif tag == _EMPTY_BYTES:
-        return b""
-    else:
-        raise BrineError(
-            f"str at offset {_offset(cursor, data) - 2} holds tag 0x{tag:02x}, not bytes"
-        )
-    # _take, inlined: this is every str's path.
-    start = len(data) - cursor.__length_hint__()
-    end = start + size
-    if end > len(data):
-        raise _past_end(size, start, data)
-    cursor.__setstate__(end)
-    return data[start:end]
-
-
-def _read_int(size: int, cursor: _Cursor, data: bytes) -> int:
-    digits = _take(size, cursor, data)
-    # Exactly what stock rpyc writes (str(int)); int() alone would also take
-    # "+1", " 1", "1_0".
-    if not (digits.isdigit() or (digits[:1] == b"-" and digits[1:].isdigit())):
-        raise BrineError(f"int digits {digits[:40]!r} are not -?[0-9]+")
-    try:
-        return int(digits)
-    except ValueError:
-        # Over the int/str conversion limit, which keeps parsing linear.
-        raise BrineError(
-            f"int of {size} digits exceeds sys.get_int_max_str_digits()="
-            f"{sys.get_int_max_str_digits()}"
-        ) from None
 
 
 def _make_frozenset(items: list[Any]) -> frozenset[Any]:
@@ -431,7 +407,7 @@ def _open(
             raise BrineError(f"frozenset holds tag 0x{inner:02x}, not a tuple")
         count, _ = _open(inner, cursor, data, depth, max_depth)
         return count, _make_frozenset
-    count = next(cursor) if tag == _TUPLE_L1 else _read_u4(cursor, data)
+    count = next(cursor) if tag == _TUPLE_L1 else _unpack(I4, cursor, data)[0]
     # Every item takes at least one byte: refuse a count the input cannot hold.
     remaining = cursor.__length_hint__()
     if count > remaining:
@@ -474,8 +450,7 @@ def _load_items(count: int, cursor: _Cursor, data: bytes, depth: int, max_depth:
 
 def _load_value(tag: int, cursor: _Cursor, data: bytes, depth: int, max_depth: int) -> Any:
     """Decode the value whose tag was just read; `depth` containers enclose it."""
-    # Branches in order of frequency in RPC messages, the hot ones with literal
-    # tags: a module global costs a lookup per use. No comprehension here: it
+    # Branches in order of frequency in RPC messages. No comprehension here: it
     # would turn the arguments into cells, paid on every call.
     if tag >= 0x20:  # 0x20..0xef: an immediate int
         if tag < 0xF0:
@@ -500,23 +475,46 @@ def _load_value(tag: int, cursor: _Cursor, data: bytes, depth: int, max_depth: i
             return raw.decode()
         except UnicodeDecodeError as exc:
             raise BrineError(f"str of {len(raw)} bytes is not valid UTF-8: {exc.reason}") from None
-    elif tag == 0x16:  # int: 1-byte length, digits
-        return _read_int(next(cursor), cursor, data)
-    elif tag <= _ELLIPSIS:
+    elif tag == 0x16 or tag == 0x17:  # int: 1- or 4-byte length, decimal digits
+        # Read as _read_bytes reads bytes tagged 0x0e or 0x0f, inline: every
+        # message past the 160th has an int seq, every id pack two big ints.
+        start = len(data) - cursor.__length_hint__()
+        if tag == 0x16:
+            size = data[start]
+            start += 1
+        else:
+            (size,) = I4.unpack_from(data, start)
+            start += 4
+        end = start + size
+        if end > len(data):
+            raise _past_end(size, start, data)
+        cursor.__setstate__(end)
+        digits = data[start:end]
+        # Exactly what stock rpyc writes (str(int)); int() alone would also
+        # take "+1", " 1", "1_0".
+        if not (digits.isdigit() or (digits[:1] == b"-" and digits[1:].isdigit())):
+            raise BrineError(f"int digits {digits[:40]!r} are not -?[0-9]+")
+        try:
+            return int(digits)
+        except ValueError:
+            # Over the int/str conversion limit, which keeps parsing linear.
+            raise BrineError(
+                f"int of {len(digits)} digits exceeds sys.get_int_max_str_digits()="
+                f"{sys.get_int_max_str_digits()}"
+            ) from None
+    elif tag <= 0x06:  # None, b"", (), True, False, NotImplemented, Ellipsis
         return _SINGLETONS[tag]
-    elif _BYTES_1 <= tag <= _BYTES_L4:
+    elif 0x0A <= tag <= 0x0F:  # bytes
         return _read_bytes(tag, cursor, data)
     elif _is_container(tag):
         if depth >= _RECURSIVE_LEVELS:
             return _load_nested(tag, cursor, data, depth, max_depth)
         count, build = _open(tag, cursor, data, depth, max_depth)
         return build(_load_items(count, cursor, data, depth + 1, max_depth))
-    elif tag == _INT_L4:
-        return _read_int(_read_u4(cursor, data), cursor, data)
     elif tag == _FLOAT:
-        return F8.unpack(_take(8, cursor, data))[0]
+        return _unpack(F8, cursor, data)[0]
     elif tag == _COMPLEX:
-        return complex(*C16.unpack(_take(16, cursor, data)))
+        return complex(*_unpack(C16, cursor, data))
     raise BrineError(f"unknown tag 0x{tag:02x} at offset {_offset(cursor, data) - 1}")
 
 
@@ -528,8 +526,8 @@ def load(data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPT
 
     Args:
         data: the encoding of exactly one value.
-        max_depth: most containers (tuple, frozenset, slice) that may enclose
-            a value.
+        max_depth: how deeply tuples, frozensets and slices may nest: 1
+            allows a flat tuple, 0 only scalars (`()` is one tag, a scalar).
 
     Raises:
         BrineError: `data` is not exactly one valid encoding: unknown tag,
@@ -545,7 +543,7 @@ def load(data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPT
     cursor: _Cursor = iter(data)  # type: ignore[assignment]  # Iterator lacks the two dunders
     try:
         value = _load_value(next(cursor), cursor, data, 0, max_depth)
-    except (StopIteration, struct.error):
+    except (StopIteration, IndexError, struct.error):
         raise BrineError(f"truncated: {len(data)} bytes of input end inside a value") from None
     trailing = cursor.__length_hint__()
     if trailing:
