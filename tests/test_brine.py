@@ -344,7 +344,7 @@ def test_dump_type_error_names_the_offending_type():
         dump((None, [1]))
 
 
-def test_dumpable_answers_by_type_like_stock_rpyc():
+def test_dumpable_answers_by_type_even_where_dump_then_fails():
     assert dumpable(10**5000) is True
     assert dumpable("\ud800") is True
     with pytest.raises(UnicodeEncodeError):

@@ -47,6 +47,19 @@ def test_dumpable_agrees_with_stock(value):
     assert brine.dumpable(value) is stock_brine.dumpable(value)
 
 
+def test_dumpable_agrees_with_stock_on_values_dump_then_refuses():
+    for value in (10**5000, "\ud800", ("ok", "\ud800")):
+        assert brine.dumpable(value) is stock_brine.dumpable(value) is True
+    with pytest.raises(ValueError, match="Exceeds the limit"):
+        stock_brine.dump(10**5000)
+    with pytest.raises(ValueError, match="Exceeds the limit"):
+        brine.dump(10**5000)
+    with pytest.raises(UnicodeEncodeError):
+        stock_brine.dump(("ok", "\ud800"))
+    with pytest.raises(UnicodeEncodeError):
+        brine.dump(("ok", "\ud800"))
+
+
 @pytest.mark.parametrize("value", NOT_DUMPABLE, **VALUE_IDS)
 def test_stock_refuses_to_dump_what_grpyc_refuses(value):
     with pytest.raises(TypeError):
