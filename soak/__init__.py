@@ -1,0 +1,1 @@
+"""Soak test of a grpyc server: see run.py."""
