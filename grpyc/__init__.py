@@ -76,6 +76,7 @@ _LAZY_NAMES: dict[str, str] = {
     "discover": "grpyc.factory",
     "install_as_rpyc": "grpyc._dropin",
     "list_services": "grpyc.factory",
+    "setup_logger": "grpyc.lib",
     "spawn": "grpyc.lib",
     "ssh_connect": "grpyc.factory",
     "ssl_connect": "grpyc.factory",
@@ -104,7 +105,7 @@ if TYPE_CHECKING:
         ssl_connect,
         unix_connect,
     )
-    from grpyc.lib import spawn
+    from grpyc.lib import setup_logger, spawn
     from grpyc.netref import BaseNetref
     from grpyc.protocol import Connection
     from grpyc.server import GeventServer, Server, ThreadedServer, ThreadPoolServer
@@ -169,6 +170,7 @@ __all__ = [
     "list_services",
     "restricted",
     "service",
+    "setup_logger",
     "spawn",
     "ssh_connect",
     "ssl_connect",

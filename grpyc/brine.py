@@ -518,7 +518,9 @@ def _load_value(tag: int, cursor: _Cursor, data: bytes, depth: int, max_depth: i
     raise BrineError(f"unknown tag 0x{tag:02x} at offset {_offset(cursor, data) - 1}")
 
 
-def load(data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def load(
+    data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPTH, *, start: int = 0
+) -> Any:
     """Decode one brine value that fills `data` exactly; RPyC-compatible.
 
     Stricter than stock rpyc, which ignores trailing bytes, recurses without
@@ -528,6 +530,8 @@ def load(data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPT
         data: the encoding of exactly one value.
         max_depth: how deeply tuples, frozensets and slices may nest: 1
             allows a flat tuple, 0 only scalars (`()` is one tag, a scalar).
+        start: offset of the value in `data` (saves copying a message's body
+            out of its frame).
 
     Raises:
         BrineError: `data` is not exactly one valid encoding: unknown tag,
@@ -541,11 +545,17 @@ def load(data: bytes | bytearray | memoryview, max_depth: int = DEFAULT_MAX_DEPT
             raise TypeError(f"load takes bytes, bytearray or memoryview, not {type(data).__name__}")
         data = bytes(data)
     cursor: _Cursor = iter(data)  # type: ignore[assignment]  # Iterator lacks the two dunders
+    if start:
+        if not 0 <= start < len(data):
+            raise BrineError(f"start={start} is outside the {len(data)} bytes of input")
+        cursor.__setstate__(start)
     try:
         value = _load_value(next(cursor), cursor, data, 0, max_depth)
     except (StopIteration, IndexError, struct.error):
         raise BrineError(f"truncated: {len(data)} bytes of input end inside a value") from None
     trailing = cursor.__length_hint__()
     if trailing:
-        raise BrineError(f"{trailing} trailing bytes after a value of {len(data) - trailing} bytes")
+        raise BrineError(
+            f"{trailing} trailing bytes after a value of {len(data) - trailing - start} bytes"
+        )
     return value

@@ -33,9 +33,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import gevent
+import greenlet
 from gevent import Greenlet, GreenletExit
 from gevent.hub import Waiter
 from gevent.monkey import get_original
@@ -75,13 +76,11 @@ class ReplySlot:
         """The delivered ``(is_exc, obj, unresolved)``, or None on timeout."""
         if timeout is None:
             return self._waiter.get()
-        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        # A bare loop timer costs a fraction of a gevent.Timeout on this hot path.
+        timer = self._waiter.hub.loop.timer(max(0.0, timeout))
+        timer.start(self._waiter.switch, None)
         try:
             return self._waiter.get()
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
-            return None
         finally:
             timer.close()
 
@@ -127,6 +126,7 @@ class ConnectionHub:
         self._closed_waiters: list[Waiter] = []
         self._frame_waiters: list[Waiter] = []
         self._reader: Greenlet | None = None
+        self._switch_watch = _SwitchWatch.for_this_thread()
         self._timer: Any = None
 
     # ------------------------------------------------------------------ state
@@ -150,6 +150,7 @@ class ConnectionHub:
     def _read_loop(self) -> None:
         recv = self._channel.recv
         on_frame = self._on_frame
+        me = gevent.getcurrent()
         reason: BaseException
         try:
             while True:
@@ -158,6 +159,8 @@ class ConnectionHub:
                 on_frame(payload)
                 if self._frame_waiters:
                     self._wake(self._frame_waiters)
+                if self._reader is not me:
+                    return  # a request run inline blocked: a new reader took over
         except EOFError as exc:
             reason = exc
         except GreenletExit:
@@ -227,8 +230,11 @@ class ConnectionHub:
         Returns False when both the running and the queued limits are full;
         the caller answers the request with an error then.
         """
-        if len(self._handlers) < self.max_concurrent_requests:
-            self._start_handler(func, args)
+        if len(self._handlers) < self.max_concurrent_requests and not self._queued:
+            if self._can_run_inline():
+                self._run_inline(func, args)
+            else:
+                self._start_handler(func, args)
             return True
         if len(self._queued) < self.max_queued_requests:
             self._queued.append((func, args))
@@ -244,10 +250,45 @@ class ConnectionHub:
         try:
             func(*args)
         finally:
-            self._handlers.discard(gevent.getcurrent())
-            if self._queued and not self._closed:
-                next_func, next_args = self._queued.popleft()
-                self._start_handler(next_func, next_args)
+            self._finish_handler(gevent.getcurrent())
+
+    def _can_run_inline(self) -> bool:
+        return (
+            self._switch_watch is not None
+            and self._switch_watch.is_installed()
+            and gevent.getcurrent() is self._reader
+        )
+
+    def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run a request in the reader greenlet itself, saving a greenlet start.
+
+        Most requests never block. If this one does (any switch away from
+        the reader), `_hand_over_reading` starts a new reader at that moment
+        and this greenlet finishes the request as an ordinary handler.
+        """
+        reader = gevent.getcurrent()
+        watch = self._switch_watch
+        assert watch is not None
+        watch.watch(reader, self._hand_over_reading)
+        try:
+            func(*args)
+        finally:
+            if not watch.unwatch(reader):
+                self._finish_handler(reader)
+
+    def _hand_over_reading(self, old_reader: Any) -> None:
+        # Called during a greenlet switch: must not switch or raise.
+        self._handlers.add(old_reader)
+        if self._closed:
+            return
+        self._reader = Greenlet(self._read_loop)
+        self._reader.start()
+
+    def _finish_handler(self, greenlet: Any) -> None:
+        self._handlers.discard(greenlet)
+        if self._queued and not self._closed:
+            next_func, next_args = self._queued.popleft()
+            self._start_handler(next_func, next_args)
 
     @property
     def running_handlers(self) -> int:
@@ -443,6 +484,49 @@ class ConnectionHub:
         self._owned.clear()
         if doomed:
             gevent.killall(doomed, block=False)
+
+
+class _SwitchWatch:
+    """Calls back when a watched greenlet switches away (greenlet's trace hook).
+
+    One per OS thread, installed by the first connection of that thread; it
+    chains to any trace function installed before it. Hubs check
+    `is_installed` before relying on it, so a later ``greenlet.settrace`` by
+    someone else only turns the inline fast path off.
+    """
+
+    _by_thread: ClassVar[dict[int, _SwitchWatch]] = {}
+
+    def __init__(self) -> None:
+        self._watched: dict[Any, Callable[[Any], None]] = {}
+        self._trace = self._on_switch
+        self._previous = greenlet.settrace(self._trace)
+
+    @classmethod
+    def for_this_thread(cls) -> _SwitchWatch | None:
+        ident = _get_ident()
+        watch = cls._by_thread.get(ident)
+        if watch is None:
+            watch = cls._by_thread[ident] = cls()
+        return watch
+
+    def is_installed(self) -> bool:
+        return greenlet.gettrace() is self._trace
+
+    def watch(self, glet: Any, on_leave: Callable[[Any], None]) -> None:
+        self._watched[glet] = on_leave
+
+    def unwatch(self, glet: Any) -> bool:
+        """Stop watching; False if the greenlet left (and was reported) meanwhile."""
+        return self._watched.pop(glet, None) is not None
+
+    def _on_switch(self, event: str, args: tuple[Any, Any]) -> None:
+        if self._watched:
+            on_leave = self._watched.pop(args[0], None)
+            if on_leave is not None:
+                on_leave(args[0])
+        if self._previous is not None:
+            self._previous(event, args)
 
 
 def _discard(waiters: list[Waiter], waiter: Waiter) -> None:

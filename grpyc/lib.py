@@ -6,6 +6,7 @@ Nothing here touches a connection; `protocol`, `netref` and `server` build on it
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ __all__ = [
     "get_id_pack",
     "get_methods",
     "hasattr_static",
+    "setup_logger",
     "spawn",
 ]
 
@@ -108,3 +110,23 @@ def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenle
     """Start ``func`` in a new greenlet. RPyC's ``spawn`` starts a daemon thread;
     on gevent a greenlet is the unit of concurrency."""
     return gevent.spawn(func, *args, **kwargs)
+
+
+def setup_logger(
+    quiet: bool = False, logfile: str | None = None, namespace: str | None = None
+) -> logging.Logger:
+    """Configure a logger for command-line servers. RPyC-compatible.
+
+    Args:
+        quiet: log warnings and errors only (else INFO and up).
+        logfile: append to this file instead of standard error.
+        namespace: the logger's name (None: the root logger).
+    """
+    logger = logging.getLogger(namespace)
+    handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    return logger

@@ -159,7 +159,7 @@ def decode_message(payload: bytes, max_depth: int) -> tuple[int, int, Any]:
     if msg not in (consts.MSG_REQUEST, consts.MSG_REPLY, consts.MSG_EXCEPTION):
         raise ProtocolError(f"unknown message type {msg}")
     try:
-        decoded = brine.load(memoryview(payload)[1:], max_depth=max_depth)
+        decoded = brine.load(payload, max_depth, start=1)
     except brine.BrineError as exc:
         raise ProtocolError(f"undecodable message: {exc}") from exc
     if type(decoded) is not tuple or len(decoded) != 2 or type(decoded[0]) is not int:
@@ -186,7 +186,7 @@ def check_attr(config: dict[str, Any], obj: Any, name: str, perm: str) -> str:
         or (config["allow_public_attrs"] and not name.startswith("_"))
     )
     has_exposed = bool(prefix) and (
-        hasattr_static(obj, prefix + name) or hasattr(obj, prefix + name)
+        hasattr(obj, prefix + name) or hasattr_static(obj, prefix + name)
     )
     if plain and (not has_exposed or hasattr(obj, name)):
         return name
