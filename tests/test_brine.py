@@ -639,3 +639,12 @@ def test_load_of_mutated_encodings_raises_only_brine_error(data):
     except BrineError:
         return
     assert canonical(load(dump(value))) == canonical(value)
+
+
+def test_load_from_an_offset_skips_the_prefix():
+    data = b"\x01" + brine.dump((7, ("x", 1)))
+    assert brine.load(data, start=1) == (7, ("x", 1))
+    with pytest.raises(brine.BrineError, match="outside"):
+        brine.load(data, start=len(data))
+    with pytest.raises(brine.BrineError, match="trailing"):
+        brine.load(data + b"\x00", start=1)

@@ -193,3 +193,30 @@ def test_shutdown_kills_handler_greenlets(make_hub):
 
 def _live_greenlets():
     return sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
+
+
+def test_blocking_inline_request_hands_reading_over(pair):
+    _, client = pair
+    root = client.root
+    slow = gevent.spawn(root.sleep, 0.5)
+    gevent.sleep(0.05)
+    started = time.monotonic()
+    assert root.echo("fast") == "fast"
+    assert time.monotonic() - started < 0.3
+    assert slow.get(timeout=2) == 0.5
+
+
+def test_foreign_switch_tracer_turns_inline_off_but_keeps_working(pair):
+    import greenlet
+
+    server, client = pair
+    seen = []
+    previous = greenlet.settrace(lambda event, args: seen.append(event))
+    try:
+        assert not server._hub._can_run_inline()
+        jobs = [gevent.spawn(client.root.sleep, 0.1) for _ in range(5)]
+        gevent.joinall(jobs, timeout=3, raise_error=True)
+        assert [job.value for job in jobs] == [0.1] * 5
+    finally:
+        greenlet.settrace(previous)
+    assert seen
