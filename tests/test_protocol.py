@@ -1,6 +1,7 @@
 """Connection behaviour over a socketpair: calls, references, errors, lifecycle."""
 
 import gc
+import os
 import threading
 import time
 
@@ -314,7 +315,7 @@ def test_exported_objects_released_when_proxies_die(pair):
 def test_mass_proxy_deletion_under_full_socket_buffer(pair):
     server, client = pair
     root = client.root
-    payload = b"x" * (1 << 20)
+    payload = os.urandom(4 << 20)  # incompressible: fills both socket buffers
     things = [root.make_thing(i) for i in range(2000)]
     blocker = gevent.spawn(root.echo, payload)  # fills buffers while DELs queue
     del things

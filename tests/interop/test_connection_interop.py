@@ -146,6 +146,10 @@ def _rpyc_client_session(port):
 
 def test_rpyc_client_against_grpyc_server(grpyc_server):
     out = in_os_thread(_rpyc_client_session, grpyc_server.port)
+    deadline = time.monotonic() + 5
+    while grpyc_server.clients and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert not grpyc_server.clients  # the stock client's close() closed our side
     assert out["echo"] == 42
     assert out["add"] == 6
     assert out["list"] == [1, 2, 3]
