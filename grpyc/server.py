@@ -101,6 +101,10 @@ _RESTART_DELAY_MIN = 0.1
 _RESTART_DELAY_MAX = 5.0
 
 
+class _HandshakeTimeoutError(TimeoutError):
+    """Raised into a connection's setup when handshake_timeout passes."""
+
+
 # ---------------------------------------------------------------- helpers
 def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
@@ -335,10 +339,12 @@ class Server:
             the defaults of `grpyc.stream.set_keepalive`, or seconds of
             idle time between probes.
         grace_period: seconds `close` lets calls in flight finish.
-        workers: processes serving the socket. With more than one, `listen`
-            and `start` fork them (so do it before starting other
-            greenlets or threads); this process supervises: it restarts a
-            worker that dies and, on `close`, stops them all.
+        workers: processes serving the socket; ``max_connections`` applies
+            to each. With more than one, `listen` and `start` fork them and
+            this process supervises: it restarts a worker that dies and, on
+            `close`, stops them all. A forked child inherits every socket
+            and greenlet of its parent, so a forking server must be the only
+            thing its process does (as in the ``grpyc`` command).
 
     Raises:
         ValueError: a limit or timeout is out of range, or ``socket_path``
@@ -411,6 +417,7 @@ class Server:
         self._owner_pid = os.getpid()
         self._role = "main"
         self._pool = Pool()
+        self._slots = 0
         self._acceptor: _Acceptor | None = None
         self._children = _Children(self.logger, self._on_child_exit)
         self._owned: set[Greenlet] = set()
@@ -568,57 +575,79 @@ class Server:
         peer = _describe_peer(address)
         if self._closing:
             return
-        if len(self._pool) > self.max_connections:
+        if self._slots >= self.max_connections:
             self.logger.warning(
                 "refused connection from %s: max_connections=%d reached",
                 peer,
                 self.max_connections,
             )
             return
-        self._serve_socket(sock, peer)
+        self._slots += 1
+        opened = False
+        try:
+            opened = self._serve_socket(sock, peer)
+        finally:
+            # The slot is free before the "closed" line: whoever reads that
+            # line may connect again at once.
+            self._slots -= 1
+            if opened:
+                self.logger.info("connection from %s closed", peer)
 
-    def _serve_socket(self, sock: Any, peer: str) -> None:
-        """Set the connection up within handshake_timeout, then serve it until it closes."""
+    def _serve_socket(self, sock: Any, peer: str) -> bool:
+        """Set the connection up within handshake_timeout, then serve it until it closes.
+
+        Returns whether the connection was set up (and served).
+        """
         state: dict[str, Any] = {"stage": "preparing the socket", "sock": sock, "channel": None}
+        conn = None
         try:
             conn = self._handshake(state, peer)
             if conn is not None:
-                self._serve_connection(conn, peer)
+                self.clients.add(conn)
+                self.logger.info("connection from %s open", peer)
+                conn.serve_all()
         finally:
+            self.clients.discard(conn)
             # Closing the stream ends the connection's reader; a client that
             # never completed the handshake has nothing in flight.
             if state["channel"] is not None:
                 state["channel"].close()
             state["sock"].close()
+        return conn is not None
 
     def _handshake(self, state: dict[str, Any], peer: str) -> Any:
         """The connection, once set up and its first frame received; else None (logged)."""
-        timer = gevent.Timeout(self.handshake_timeout)
+        # A TimeoutError (an OSError) lets socket code on the way, such as a
+        # half-made TLS socket, close what it opened before re-raising.
+        expired = _HandshakeTimeoutError(f"handshake_timeout={self.handshake_timeout} s passed")
+        timer = gevent.Timeout(self.handshake_timeout, expired)
         timer.start()
         try:
             conn = self._set_up(state)
             state["stage"] = "waiting for the first frame"
             state["channel"].settled.wait()
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
-            self.logger.info(
-                "closed connection from %s: %s took longer than handshake_timeout=%s s",
-                peer,
-                state["stage"],
-                self.handshake_timeout,
-            )
-            return None
-        except AuthenticationError as exc:
-            self.logger.info("closed connection from %s: authentication failed: %s", peer, exc)
-            return None
-        except Exception:
-            # To the log: one client's failed setup must not stop the server.
-            self.logger.exception("closed connection from %s: error while %s", peer, state["stage"])
+        except Exception as exc:  # noqa: BLE001 - to the log: one client must not stop the server
+            timed_out = self.handshake_timeout is not None and not timer.pending
+            self._log_failed_setup(peer, state["stage"], exc, timed_out)
             return None
         finally:
             timer.close()
         return conn if state["channel"].saw_frame else None
+
+    def _log_failed_setup(self, peer: str, stage: str, exc: Exception, timed_out: bool) -> None:
+        if timed_out:
+            self.logger.info(
+                "closed connection from %s: %s took longer than handshake_timeout=%s s",
+                peer,
+                stage,
+                self.handshake_timeout,
+            )
+        elif isinstance(exc, AuthenticationError):
+            self.logger.info("closed connection from %s: authentication failed: %s", peer, exc)
+        else:
+            self.logger.error(
+                "closed connection from %s: error while %s", peer, stage, exc_info=exc
+            )
 
     def _set_up(self, state: dict[str, Any]) -> Any:
         sock = state["sock"]
@@ -640,15 +669,6 @@ class Server:
         }
         state["channel"] = _WatchedChannel(SocketStream(sock))
         return self.service._connect(state["channel"], config)
-
-    def _serve_connection(self, conn: Any, peer: str) -> None:
-        self.clients.add(conn)
-        self.logger.info("connection from %s open", peer)
-        try:
-            conn.serve_all()
-        finally:
-            self.clients.discard(conn)
-            self.logger.info("connection from %s closed", peer)
 
     # --------------------------------------------------------- registration
     def _start_registration(self) -> None:
@@ -835,9 +855,10 @@ class OneShotServer(Server):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        workers = kwargs.get("workers", 1)
+        if workers != 1:
+            raise ValueError(f"OneShotServer serves one connection; workers={workers}")
         super().__init__(*args, **kwargs)
-        if self.workers != 1:
-            raise ValueError(f"OneShotServer serves one connection; workers={self.workers}")
         self._served = False
 
     def _handle(self, sock: Any, address: Any) -> None:
@@ -859,12 +880,18 @@ class ForkingServer(Server):
     copy of the client socket and reaps children as they exit.
     ``max_connections`` bounds the live children. On `close` the children
     get SIGTERM and finish their calls in flight within the grace period.
+
+    A child inherits every socket and greenlet of its parent, so this
+    server must be the only thing its process does (as in the ``grpyc``
+    command): other connections of the parent would be read by the
+    children too.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        workers = kwargs.get("workers", 1)
+        if workers != 1:
+            raise ValueError(f"ForkingServer forks per connection; workers={workers}")
         super().__init__(*args, **kwargs)
-        if self.workers != 1:
-            raise ValueError(f"ForkingServer forks per connection; workers={self.workers}")
         # One accepted socket at a time: a child must not inherit another
         # client's socket that a sibling greenlet was about to hand over.
         self._pool = Pool(1)
