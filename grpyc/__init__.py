@@ -52,8 +52,10 @@ _LAZY_NAMES: dict[str, str] = {
     "Connection": "grpyc.protocol",
     "DiscoveryError": "grpyc.factory",
     "GenericException": "grpyc.vinegar",
+    "ForkingServer": "grpyc.server",
     "GeventServer": "grpyc.server",
     "MasterService": "grpyc.service",
+    "OneShotServer": "grpyc.server",
     "PipeStream": "grpyc.stream",
     "Server": "grpyc.server",
     "Service": "grpyc.service",
@@ -108,7 +110,14 @@ if TYPE_CHECKING:
     from grpyc.lib import setup_logger, spawn
     from grpyc.netref import BaseNetref
     from grpyc.protocol import Connection
-    from grpyc.server import GeventServer, Server, ThreadedServer, ThreadPoolServer
+    from grpyc.server import (
+        ForkingServer,
+        GeventServer,
+        OneShotServer,
+        Server,
+        ThreadedServer,
+        ThreadPoolServer,
+    )
     from grpyc.service import ClassicService, MasterService, Service, SlaveService, VoidService
     from grpyc.stream import PipeStream, SocketStream, TunneledSocketStream
     from grpyc.vinegar import GenericException
@@ -138,9 +147,11 @@ __all__ = [
     "ClassicService",
     "Connection",
     "DiscoveryError",
+    "ForkingServer",
     "GenericException",
     "GeventServer",
     "MasterService",
+    "OneShotServer",
     "PipeStream",
     "Server",
     "Service",

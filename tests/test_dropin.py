@@ -79,10 +79,8 @@ def test_top_level_exports_what_rpyc_exports():
         "print(json.dumps([missing, not_written]))\n"
     )
     missing, not_written = json.loads(out)
-    # Only names that no grpyc module defines yet may be missing: RPyC's
-    # OneShotServer and ForkingServer, and its logging helper.
-    assert missing == not_written
-    assert set(missing) <= {"ForkingServer", "OneShotServer", "setup_logger"}
+    assert missing == []
+    assert not_written == []
 
 
 def _dependencies_of_grpyc():

@@ -16,7 +16,7 @@ from gevent.event import Event
 from gevent.server import StreamServer
 
 from grpyc import factory
-from grpyc.authenticators import AuthenticationError, SSLAuthenticator
+from grpyc.authenticators import SSLAuthenticator
 from grpyc.factory import DiscoveryError, ForbiddenError
 from grpyc.registry import (
     TCPRegistryClient,
@@ -234,11 +234,6 @@ def test_ssl_connect_refuses_a_server_signed_by_another_ca(pki):
         listener.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AuthenticationError,
-    reason="server.py: Server._handle lets AuthenticationError escape to the hub",
-)
 def test_server_handler_survives_a_failed_tls_handshake(pki):
     authenticator = SSLAuthenticator(keyfile=str(pki.server_key), certfile=str(pki.server_cert))
     server = Server(TestService, hostname=LOCAL, port=0, authenticator=authenticator)
