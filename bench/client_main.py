@@ -1,0 +1,87 @@
+"""Client child: ``python -m bench.client_main TARGET SCENARIO --port P --server-pid PID ...``.
+
+Runs one scenario against the server of TARGET and prints one JSON line:
+``{"metrics": {id: [values]}, "notes": [...], "error": str | null}``.
+SCENARIO ``B`` is the brine micro-benchmark and needs no server.
+"""
+
+import sys
+
+
+def _early_patch():
+    # patch_all() must run before anything else imports socket or threading.
+    from bench.targets import TARGETS
+
+    target = TARGETS[sys.argv[1]]
+    if target.patched:
+        from gevent import monkey
+
+        monkey.patch_all()
+    return target
+
+
+def _parse_args():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.client_main")
+    parser.add_argument("target")
+    parser.add_argument("scenario")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=0.5)
+    parser.add_argument("--count", type=int, default=0, help="S3 connections, S4 MiB")
+    parser.add_argument("--quick", action="store_true")
+    return parser.parse_args()
+
+
+def main():
+    target = _early_patch()
+    import json
+    import os
+    import traceback
+
+    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit
+
+    args = _parse_args()
+    die_with_parent()
+    pin_to_cpu(args.cpu)
+    raise_nofile_limit()
+    result = {"metrics": {}, "notes": [], "error": None}
+    try:
+        result["metrics"], result["notes"] = _run(target, args)
+    except BaseException as exc:  # noqa: BLE001 - reported to the suite, which goes on
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()[-2000:]
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    # Stuck rpyc threads or greenlets must not keep the child alive.
+    os._exit(0)
+
+
+def _run(target, args):
+    if args.scenario == "B":
+        from bench.brine_micro import run
+
+        return run(args.duration / 5, min(args.reps, 3)), []
+    from bench.runtime import GeventRuntime, ThreadRuntime
+    from bench.scenarios import SCENARIOS, Context
+
+    ctx = Context(
+        client=target.load().make_client(),
+        runtime=ThreadRuntime() if target.threads else GeventRuntime(),
+        host="127.0.0.1",
+        port=args.port,
+        server_pid=args.server_pid,
+        reps=args.reps,
+        duration=args.duration,
+        quick=args.quick,
+    )
+    scenario = SCENARIOS[args.scenario]
+    metrics = scenario(ctx, args.count) if args.scenario in ("S3", "S4") else scenario(ctx)
+    return metrics, ctx.notes
+
+
+if __name__ == "__main__":
+    main()

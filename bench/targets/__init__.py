@@ -1,0 +1,50 @@
+"""The five targets of a run: how each one serves and how its client connects.
+
+Each target module offers ``serve(on_port)`` (run in the server child:
+bind 127.0.0.1 port 0, call ``on_port(port)``, serve until killed) and
+``make_client()`` (run in the client child: an object with the operations
+of `bench.scenarios.Client`). A target that runs under
+``gevent.monkey.patch_all()`` is patched by the child's entry point before
+anything else is imported.
+"""
+
+from dataclasses import dataclass
+from importlib import import_module
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    module: str
+    label: str
+    patched: bool  # patch_all() in both the server and the client child
+    threads: bool  # the client runs its callers as OS threads
+    options: tuple = ()
+
+    def load(self):
+        return import_module(f"bench.targets.{self.module}")
+
+
+TARGETS = {
+    "grpyc": Target("grpyc", "grpyc_target", "grpyc", patched=False, threads=False),
+    "grpyc-patched": Target(
+        "grpyc-patched", "grpyc_target", "grpyc + patch_all", patched=True, threads=False
+    ),
+    "rpyc-threaded": Target(
+        "rpyc-threaded",
+        "rpyc_target",
+        "rpyc ThreadedServer",
+        patched=False,
+        threads=True,
+        options=("threaded",),
+    ),
+    "rpyc-gevent": Target(
+        "rpyc-gevent",
+        "rpyc_target",
+        "rpyc GeventServer + patch_all",
+        patched=True,
+        threads=False,
+        options=("gevent",),
+    ),
+    "floor": Target("floor", "floor_target", "floor (raw gevent)", patched=False, threads=False),
+}

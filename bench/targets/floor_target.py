@@ -1,0 +1,71 @@
+"""The floor target: bench.floor's echo server and client (see bench/floor.py)."""
+
+import time
+
+from bench import floor
+
+# About the size of the request RPyC sends for ``echo(42)``.
+SMALL_BODY = b"echo(42)................"
+
+
+def serve(on_port):
+    server = floor.make_server()
+    server.start()
+    on_port(server.server_port)
+    server.serve_forever()
+
+
+class FloorClient:
+    """Each scenario's operation as the raw round trips it needs."""
+
+    def connect(self, host, port):
+        return floor.connect(host, port)
+
+    def close(self, conn):
+        conn.close()
+
+    def root_echo(self, conn):
+        # No attribute lookup on the floor: the same single round trip.
+        return self.bound_echo(conn)
+
+    def bound_echo(self, conn):
+        def call():
+            return conn.call(floor.OP_ECHO, SMALL_BODY)
+
+        return call
+
+    def echo_bytes(self, conn):
+        def echo(payload):
+            return conn.call(floor.OP_ECHO, payload)
+
+        return echo
+
+    def _round_trips(self, conn, count, deadline):
+        done = 0
+        while done < count:
+            conn.call(floor.OP_ECHO, SMALL_BODY)
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        return done
+
+    def iterate_list(self, conn, count, deadline):
+        return self._round_trips(conn, count, deadline)
+
+    def read_attrs(self, conn, count, deadline):
+        return self._round_trips(conn, count, deadline)
+
+    def callback(self, conn):
+        def run():
+            return conn.call(floor.OP_CALLBACK, SMALL_BODY)
+
+        return run
+
+    def chain(self, conn, depth):
+        # BOUNCE alternates sides, so 2*depth hops make the same chain as
+        # RPyC's bounce(d) -> callback(d-1) -> bounce(d-1) -> ...
+        return int(bytes(conn.call(floor.OP_BOUNCE, b"%d" % (2 * depth)))) // 2
+
+
+def make_client():
+    return FloorClient()

@@ -1,0 +1,81 @@
+"""The client operations for an RPyC-style library (grpyc or stock rpyc).
+
+The code is what a user of either library writes; only ``connect`` differs.
+"""
+
+import time
+
+
+class RpcClient:
+    """Scenario operations over ``conn.root`` of a bench service."""
+
+    def __init__(self, connect):
+        self._connect = connect
+
+    def connect(self, host, port):
+        return self._connect(host, port)
+
+    def close(self, conn):
+        conn.close()
+
+    def root_echo(self, conn):
+        """``conn.root.echo(42)`` as users write it: attribute lookup every call."""
+
+        def call():
+            return conn.root.echo(42)
+
+        return call
+
+    def bound_echo(self, conn):
+        """The method fetched once: ``echo = conn.root.echo; echo(42)``."""
+        echo = conn.root.echo
+
+        def call():
+            return echo(42)
+
+        return call
+
+    def echo_bytes(self, conn):
+        return conn.root.echo
+
+    def iterate_list(self, conn, count, deadline):
+        """Iterate a remote list of ``count`` ints; returns the items seen by ``deadline``."""
+        remote_list = conn.root.make_list(count)
+        seen = 0
+        for _item in remote_list:
+            seen += 1
+            if time.perf_counter() > deadline:
+                break
+        return seen
+
+    def read_attrs(self, conn, count, deadline):
+        """Read ``thing.value`` of a remote object ``count`` times (or until ``deadline``)."""
+        thing = conn.root.make_thing()
+        done = 0
+        while done < count:
+            thing.value  # noqa: B018 - the remote read is what is measured
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        return done
+
+    def callback(self, conn):
+        """One call whose handler calls the client back once (depth 1)."""
+        call = conn.root.call
+
+        def callback():
+            return 1
+
+        def run():
+            return call(callback)
+
+        return run
+
+    def chain(self, conn, depth):
+        """A nested chain: bounce(d) calls back cb(d-1), which calls bounce(d-1), ..."""
+        bounce = conn.root.bounce
+
+        def callback(level):
+            return bounce(callback, level)
+
+        return bounce(callback, depth)

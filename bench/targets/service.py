@@ -1,0 +1,29 @@
+"""The benchmark service, written once and mixed into each library's Service class."""
+
+
+class Thing:
+    """A remote object whose attribute the client reads (S5)."""
+
+    exposed_value = 7
+
+
+class BenchMethods:
+    """Exposed methods shared by the grpyc and the stock rpyc service."""
+
+    def exposed_echo(self, value):
+        return value
+
+    def exposed_make_list(self, count):
+        return list(range(count))
+
+    def exposed_make_thing(self):
+        return Thing()
+
+    def exposed_call(self, callback):
+        return callback()
+
+    def exposed_bounce(self, callback, depth):
+        """One level of the nested chain: the client's callback calls bounce again."""
+        if depth <= 0:
+            return 0
+        return callback(depth - 1) + 1

@@ -1,0 +1,160 @@
+"""Smoke test of the benchmark suite (bench/): a tiny real run, the floor, the report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gevent
+import gevent.socket
+import pytest
+
+from bench import floor, report
+from bench.targets.floor_target import FloorClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--reps", "1",
+        "--only", "S1,S5,B", "--targets", "grpyc,rpyc-threaded,floor", "--out", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=45)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert run["errors"] == []
+    assert run["targets"] == ["grpyc", "rpyc-threaded", "floor"]
+    for target in run["targets"]:
+        figures = run["results"][target]
+        assert sorted(figures) == ["S1.bound_echo", "S1.root_echo", "S5.attr", "S5.iter"]
+        assert all(len(values) == 1 and values[0] > 0 for values in figures.values())
+    assert run["brine"]["B.int reply.grpyc.load"][0] > 0
+    assert run["brine"]["B.64 KiB bytes reply.rpyc.dump"][0] > 0
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| S1 bound `echo(42)`, sequential | calls/s ↑ |" in markdown
+    assert "| S5 list iteration ≥ 1.5x rpyc-threaded |" in markdown
+    assert "python -m bench --quick --reps 1 --only S1,S5,B" in markdown
+
+
+def test_floor_echoes_calls_back_and_chains():
+    server = floor.make_server()
+    server.start()
+    client = FloorClient()
+    conn = client.connect("127.0.0.1", server.server_port)
+    try:
+        assert bytes(client.bound_echo(conn)()) == b"echo(42)................"
+        big = bytes(range(256)) * 1024  # 256 KiB: the large-body read path
+        assert bytes(client.echo_bytes(conn)(big)) == big
+        assert bytes(client.callback(conn)()) == b""
+        assert client.chain(conn, 7) == 7
+        assert client.iterate_list(conn, 10, deadline=float("inf")) == 10
+    finally:
+        conn.close()
+        server.stop(timeout=1)
+    assert conn.reader.join(timeout=2) is None
+    assert conn.reader.ready()
+
+
+def test_floor_pending_call_fails_with_eoferror_when_the_peer_goes():
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    conn = floor.connect("127.0.0.1", listener.getsockname()[1])
+    peer, _ = listener.accept()
+
+    def call():
+        try:
+            return conn.call(floor.OP_ECHO, b"x")
+        except EOFError as exc:
+            return exc
+
+    waiter = gevent.spawn(call)
+    assert peer.recv(100).endswith(b"x\n")  # the request arrived; no answer comes
+    peer.close()
+    listener.close()
+    assert repr(waiter.get(timeout=2)) == "EOFError('floor connection closed')"
+    assert conn.closed
+    with pytest.raises(EOFError, match="floor connection closed"):
+        conn.call(floor.OP_ECHO, b"x")
+
+
+def _fake_run(grpyc_bound, floor_bound, patched_bound):
+    def figures(bound, p99, held, rss, depth):
+        return {
+            "S1.bound_echo": [bound * 0.9, bound, bound * 1.1],
+            "S2.p99": [p99],
+            "S3.10000.held": [held],
+            "S3.10000.rss": [rss],
+            "S6.max_depth": [depth],
+        }
+
+    return {
+        "meta": {"date": "today", "command": "python -m bench", "wall_seconds": 1.0,
+                 "nproc": 2, "cpu_model": "cpu", "kernel": "k", "python": "3.11",
+                 "gevent": "g", "greenlet": "gl", "rpyc": "6.0.2", "pinning": "same CPU",
+                 "reps": 3, "duration": 0.5, "s3_counts": [10000], "s3_reps": 1},
+        "targets": ["grpyc", "grpyc-patched", "rpyc-threaded", "floor"],
+        "results": {
+            "grpyc": figures(grpyc_bound, 4.0, 10000, 18.0, 2000),
+            "grpyc-patched": figures(patched_bound, 4.0, 10000, 18.0, 2000),
+            "rpyc-threaded": figures(500, 30.0, 10000, 40.0, 80),
+            "floor": figures(floor_bound, 2.0, 10000, 10.0, 2000),
+        },
+        "brine": None,
+        "notes": [],
+        "errors": [],
+    }  # fmt: skip
+
+
+def test_report_checks_targets_against_the_same_runs_floor():
+    checks = {what: (figures, met) for what, figures, met in
+              report.check_targets(_fake_run(950, 1000, 940))}  # fmt: skip
+    assert checks["S1 bound `echo(42)` ≥ 0.9x floor"] == (
+        "950 vs 1,000 floor: 0.95\N{MULTIPLICATION SIGN}",
+        True,
+    )
+    assert checks["S2 p99 ≤ 10 ms"] == ("4 ms", True)
+    assert checks["S3 10,000 connections held"] == ("10,000 count", True)
+    assert checks["S3 ≤ 20 KiB server RSS per idle connection (at 10,000)"] == ("18 KiB", True)
+    assert checks["S6 recursion depth ≥ 1,000 works"] == ("2,000 depth", True)
+    assert checks["S1 `conn.root.echo(42)` ≥ 0.6x floor"] == ("— vs — floor: —", None)
+    assert checks["patch_all: no figure worse than 0.9x unpatched grpyc"] == (
+        "all 4 figures ≥ 0.9x",
+        True,
+    )
+
+
+def test_report_flags_misses_and_slow_patched_figures():
+    checks = {what: (figures, met) for what, figures, met in
+              report.check_targets(_fake_run(500, 1000, 400))}  # fmt: skip
+    assert checks["S1 bound `echo(42)` ≥ 0.9x floor"][1] is False
+    figures, met = checks["patch_all: no figure worse than 0.9x unpatched grpyc"]
+    assert met is False
+    assert figures == "1 of 4 below: S1 bound `echo(42)`, sequential 0.80\N{MULTIPLICATION SIGN}"
+
+
+def test_report_table_gives_median_range_and_ratios():
+    table = report.render_table(_fake_run(950, 1000, 940)).splitlines()
+    assert table[0] == (
+        "| Figure | Unit | grpyc | grpyc-patched | rpyc-threaded | floor "
+        "| grpyc / rpyc-threaded | grpyc / floor | patched / grpyc |"
+    )
+    expected = (
+        "| S1 bound `echo(42)`, sequential | calls/s ↑ | 950 (855-1,045) | 940 (846-1,034) "
+        "| 500 (450-550) | 1,000 (900-1,100) | 1.90x | 0.95x | 0.99x |"
+    )
+    # The table uses an en dash in ranges and a multiplication sign in ratios.
+    expected = expected.replace("-", "\N{EN DASH}").replace("x |", "\N{MULTIPLICATION SIGN} |")
+    assert table[2] == expected
+
+
+def test_report_rewrites_only_the_results_block(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{report.DOC_BEGIN}\nold\n{report.DOC_END}\noutro\n")
+    report.write(_fake_run(950, 1000, 940), tmp_path / "out", doc=doc)
+    text = doc.read_text()
+    assert text.startswith(f"intro\n{report.DOC_BEGIN}\nRun of today: `python -m bench`")
+    assert text.endswith(f"{report.DOC_END}\noutro\n")
+    assert "old" not in text
+    assert (tmp_path / "out" / "results.md").read_text().startswith("## Benchmark results")
