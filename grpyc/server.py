@@ -99,6 +99,8 @@ _ACCEPT_RESOURCE_ERRORS = frozenset([errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 _STABLE_WORKER_SECONDS = 5.0
 _RESTART_DELAY_MIN = 0.1
 _RESTART_DELAY_MAX = 5.0
+# How often a worker checks that its supervisor is still alive.
+_SUPERVISOR_CHECK = 1.0
 
 
 class _HandshakeTimeoutError(TimeoutError):
@@ -816,22 +818,35 @@ class Server:
             self._start_worker()
 
     def _start_worker(self) -> None:
+        supervisor = os.getpid()
         pid = self._children.fork()
         if pid == 0:
-            self._run_worker()
+            self._run_worker(supervisor)
         self.logger.info("started worker pid %d", pid)
 
-    def _run_worker(self) -> NoReturn:
+    def _run_worker(self, supervisor: int) -> NoReturn:
         status = 0
         try:
             self._enter_child("worker")
             self._start_accepting()
+            self._spawn_owned(self._watch_supervisor, supervisor)
             self._stopped.wait()
         except BaseException:
             # To the log: the supervisor sees the status and starts another.
             self.logger.exception("worker pid %d failed", os.getpid())
             status = 1
         _exit_child(status)
+
+    def _watch_supervisor(self, supervisor: int) -> None:
+        # A worker whose supervisor died (SIGKILL, say) would serve on with
+        # nobody left to stop it.
+        while not self._closing_event.wait(_SUPERVISOR_CHECK):
+            if os.getppid() != supervisor:
+                self.logger.warning(
+                    "supervisor pid %d is gone: closing worker pid %d", supervisor, os.getpid()
+                )
+                self.close()
+                return
 
 
 class ThreadPoolServer(Server):

@@ -1,0 +1,541 @@
+"""The ``grpyc`` command, run for real in a subprocess on 127.0.0.1 port 0.
+
+Each server is ``python -m grpyc ...``; the test reads its stderr (the
+"listening on" line and the log) in a greenlet and drives it with grpyc
+clients in this process.
+"""
+
+import contextlib
+import os
+import re
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import gevent.socket as gsocket
+import pytest
+from gevent import subprocess
+from gevent.event import Event
+
+from grpyc import classic, factory
+from grpyc.cli import main
+from grpyc.registry import TCPRegistryClient, UDPRegistryClient, UDPRegistryServer
+from grpyc.service import ClassicClient
+from tests.certs import make_pki
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = "127.0.0.1"
+LISTENING = re.compile(r"listening on (\S+):(\d+)$")
+
+SERVICE_MODULE = """
+import os
+
+import gevent
+
+from grpyc.service import Service
+
+
+class GreeterService(Service):
+    def exposed_greet(self, name):
+        return f"hello {name}"
+
+    def exposed_pid(self):
+        return os.getpid()
+
+    def exposed_echo(self, value):
+        return value
+
+    def exposed_slow(self, seconds, started):
+        started()
+        gevent.sleep(seconds)
+        return "done"
+
+
+NOT_A_SERVICE = 42
+"""
+
+
+class Command:
+    """``python -m grpyc ARGS`` in a subprocess; its stderr lines are collected."""
+
+    def __init__(self, *args, env=None, pythonpath=()):
+        path = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grpyc", *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {}), "PYTHONPATH": path},
+            # Its own process group, so `stop` also ends workers and children.
+            start_new_session=True,
+        )
+        self.lines = []
+        self._changed = Event()
+        self._reader = gevent.spawn(self._read)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            self._changed.set()
+        self._changed.set()
+
+    def wait_for(self, pattern, start=0, timeout=10.0):
+        """The first match of `pattern` in a line from index `start` on; returns
+        ``(match, index)``."""
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            while index < len(self.lines):
+                found = re.search(pattern, self.lines[index])
+                if found:
+                    return found, index
+                index += 1
+            if self._reader.dead:
+                pytest.fail(f"no line matching {pattern!r}; the command ended: {self.lines}")
+            self._changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._changed.wait(remaining):
+                pytest.fail(f"no line matching {pattern!r} within {timeout} s: {self.lines}")
+
+    def port(self):
+        found, _ = self.wait_for(LISTENING)
+        return int(found.group(2))
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout=15.0):
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return status
+
+    def stop(self):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.wait()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def command():
+    """Factory: start ``python -m grpyc ARGS``; every command is killed afterwards."""
+    started = []
+
+    def start(*args, **kwargs):
+        cmd = Command(*args, **kwargs)
+        started.append(cmd)
+        return cmd
+
+    yield start
+    for cmd in started:
+        cmd.stop()
+
+
+def run(*args, timeout=30):
+    """Run ``python -m grpyc ARGS`` to completion: ``(status, stdout, stderr)``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "grpyc", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def service_dir(tmp_path):
+    (tmp_path / "greeter_mod.py").write_text(SERVICE_MODULE)
+    return tmp_path
+
+
+def outcome(func, *args):
+    """``func(*args)``, or the exception it raised (a spawned greenlet that
+    dies of an exception would be reported to the hub)."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        return exc
+
+
+def classic_pid(port):
+    with classic.connect(LOCAL, port) as conn:
+        return conn.modules.os.getpid()
+
+
+def start_slow_classic_call(conn, seconds):
+    """Start a `seconds`-long call in a classic server; returns the greenlet once
+    the server is running it."""
+    conn.execute(
+        "import gevent\n"
+        "def slow(started, seconds):\n"
+        "    started()\n"
+        "    gevent.sleep(seconds)\n"
+        "    return 'done'\n"
+    )
+    started = Event()
+    call = gevent.spawn(outcome, conn.namespace["slow"], started.set, seconds)
+    assert started.wait(10)
+    return call
+
+
+def is_running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------ help, errors
+def test_help_says_classic_mode_runs_anything():
+    status, out, _ = run("classic", "--help")
+    assert status == 0
+    assert "runs ANY code a client sends" in " ".join(out.split())
+    assert "--workers N" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["classic", "--port", "x"], "argument --port: invalid port 'x'"),
+        (["classic", "--port", "70000"], "argument --port: port 70000 is not in 0..65535"),
+        (["classic", "--workers", "0"], "argument --workers: 0 is not >= 1"),
+        (["classic", "--mode", "oneshot", "--workers", "2"], "--workers 2 needs --mode greenlet"),
+        (
+            ["classic", "--ssl-keyfile", "key.pem"],
+            "TLS needs both --ssl-keyfile and --ssl-certfile",
+        ),
+        (["classic", "--unix-socket", "/tmp/x", "--port", "1"], "--unix-socket cannot be combined"),
+        (["classic", "--register", "--registry-type", "TCP"], "--registry-type TCP needs"),
+        (["classic", "--mode", "stdio", "--port", "0"], "--mode stdio serves stdin/stdout"),
+        (["serve", "no_such_module_here:Service"], "cannot import 'no_such_module_here'"),
+        (["serve", "greeter_mod"], "expected MODULE:Class, got 'greeter_mod'"),
+        (["serve", "greeter_mod:Missing"], "'greeter_mod' has no attribute 'Missing'"),
+        (["serve", "greeter_mod:NOT_A_SERVICE"], "is not a Service class or instance"),
+        (["registry", "--mode", "HTTP"], "argument -m/--mode: invalid choice: 'HTTP'"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args, message, service_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "path", [str(service_dir), *sys.path])
+    try:
+        status = main(args)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert re.match(r"grpyc( \w+)?: error: ", lines[0])
+    assert message in lines[0]
+
+
+def test_the_command_exits_2_on_a_bad_option():
+    status, _, err = run("classic", "--port", "x")
+    assert status == 2
+    assert err.splitlines() == [
+        "grpyc classic: error: argument --port: invalid port 'x' (see grpyc classic --help)"
+    ]
+
+
+def test_a_port_in_use_exits_1_with_one_line():
+    with gsocket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        status, _, err = run("classic", "--port", str(port))
+    assert status == 1
+    assert err.splitlines() == [
+        f"grpyc classic: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_demo_still_prints_its_session():
+    status, out, _ = run("demo")
+    assert status == 0
+    assert re.search(r"^server: grpyc DemoService listening on 127\.0\.0\.1:\d+$", out, re.M)
+    assert out.splitlines()[-1] == "close:     connection closed cleanly: True"
+
+
+# ---------------------------------------------------------------- classic
+def test_classic_server_serves_and_sigterm_loses_no_call_in_flight(command):
+    server = command("classic", "--port", "0")
+    assert server.wait_for(LISTENING)[0].group(1) == LOCAL
+    conn = classic.connect(LOCAL, server.port())
+    assert conn.modules.os.getpid() == server.proc.pid
+    call = start_slow_classic_call(conn, 0.5)
+    server.signal(signal.SIGTERM)
+    assert call.get(timeout=10) == "done"
+    assert server.wait() == 0
+    server.wait_for(r"received SIGTERM: closing \(grace_period=10\.0 s\)")
+    assert conn.closed
+    with pytest.raises(ConnectionRefusedError):
+        classic.connect(LOCAL, server.port())
+
+
+def test_a_second_signal_skips_the_rest_of_the_grace_period(command):
+    server = command("classic", "--port", "0", "--grace-period", "30")
+    conn = classic.connect(LOCAL, server.port())
+    call = start_slow_classic_call(conn, 30)
+    began = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_for(r"received SIGINT: closing")
+    server.signal(signal.SIGINT)
+    assert server.wait() == 0
+    assert time.monotonic() - began < 10
+    assert isinstance(call.get(timeout=10), EOFError)
+    server.wait_for(r"grace_period=30\.0 s is over: closing 1 connections")
+
+
+def test_unix_socket_option(command, tmp_path):
+    path = str(tmp_path / "classic.sock")
+    server = command("classic", "--unix-socket", path)
+    server.wait_for(f"listening on {re.escape(path)}$")
+    with classic.unix_connect(path) as conn:
+        assert conn.modules.os.getpid() == server.proc.pid
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert not os.path.exists(path)
+
+
+def test_tls_options_require_a_client_certificate(command, tmp_path):
+    pki = make_pki(tmp_path)
+    server = command(
+        "classic",
+        "--port",
+        "0",
+        "--ssl-keyfile",
+        str(pki.server_key),
+        "--ssl-certfile",
+        str(pki.server_cert),
+        "--ssl-cafile",
+        str(pki.ca_cert),
+    )
+    port = server.port()
+    with classic.ssl_connect(
+        LOCAL,
+        port,
+        keyfile=str(pki.client_key),
+        certfile=str(pki.client_cert),
+        ca_certs=str(pki.ca_cert),
+    ) as conn:
+        assert conn.modules.os.getpid() == server.proc.pid
+    plain = factory.connect(LOCAL, port)
+    with pytest.raises(EOFError):
+        plain.root.getmodule("os")
+    server.wait_for(r"authentication failed: TLS handshake failed")
+    plain.close()
+
+
+def test_stdio_mode_serves_over_the_pipes():
+    conn = factory.connect_subproc(
+        [sys.executable, "-m", "grpyc", "classic", "--mode", "stdio", "--quiet"], ClassicClient
+    )
+    try:
+        assert conn.modules.os.getpid() == conn.proc.pid
+        assert conn.eval("6 * 7") == 42
+    finally:
+        conn.close()
+        conn.proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------ other modes
+def test_workers_spread_connections_and_a_killed_worker_is_replaced(command):
+    server = command("classic", "--port", "0", "--workers", "2")
+    port = server.port()
+    seen = set()
+    for _ in range(60):
+        seen.add(classic_pid(port))
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
+    assert server.proc.pid not in seen
+    with classic.connect(LOCAL, port) as conn:
+        assert conn.modules.os.getppid() == server.proc.pid
+
+    victim = min(seen)
+    lines_before_kill = len(server.lines)
+    os.kill(victim, signal.SIGKILL)
+    _, killed_at = server.wait_for(
+        rf"worker pid {victim} was killed by SIGKILL", start=lines_before_kill
+    )
+    found, _ = server.wait_for(r"started worker pid (\d+)", start=killed_at)
+    replacement = int(found.group(1))
+    assert replacement not in seen
+    now_seen = set()
+    for _ in range(60):
+        now_seen.add(classic_pid(port))
+        if replacement in now_seen:
+            break
+    assert replacement in now_seen
+    assert victim not in now_seen
+
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert not any(is_running(pid) for pid in (*seen, replacement) if pid != victim)
+
+
+def test_workers_close_when_their_supervisor_is_killed(command):
+    server = command("classic", "--port", "0", "--workers", "2", "--grace-period", "1")
+    server.port()
+    first, first_line = server.wait_for(r"started worker pid (\d+)")
+    second, _ = server.wait_for(r"started worker pid (\d+)", start=first_line + 1)
+    pids = [int(first.group(1)), int(second.group(1))]
+    os.kill(server.proc.pid, signal.SIGKILL)
+    for pid in pids:
+        server.wait_for(rf"supervisor pid {server.proc.pid} is gone: closing worker pid {pid}")
+    # stderr ends once every process holding it (the workers) has exited.
+    server._reader.join(timeout=10)
+    assert server._reader.dead
+
+
+def test_forking_mode_serves_each_connection_in_its_own_child(command):
+    server = command("classic", "--port", "0", "--mode", "forking")
+    port = server.port()
+    first, second = classic.connect(LOCAL, port), classic.connect(LOCAL, port)
+    pids = {first.modules.os.getpid(), second.modules.os.getpid()}
+    assert len(pids) == 2
+    assert server.proc.pid not in pids
+    assert first.modules.os.getppid() == second.modules.os.getppid() == server.proc.pid
+    first.close()
+    call = start_slow_classic_call(second, 0.5)
+    server.signal(signal.SIGTERM)
+    assert call.get(timeout=10) == "done"
+    assert server.wait() == 0
+    assert not any(is_running(pid) for pid in pids)
+
+
+def test_oneshot_mode_exits_after_its_client(command):
+    server = command("classic", "--port", "0", "--mode", "oneshot")
+    port = server.port()
+    with classic.connect(LOCAL, port) as conn:
+        assert conn.modules.os.getpid() == server.proc.pid
+        with pytest.raises(ConnectionRefusedError):
+            classic.connect(LOCAL, port)
+    assert server.wait() == 0
+
+
+# ------------------------------------------------------------------ serve
+def test_serve_runs_a_service_class_from_pythonpath(command, service_dir):
+    server = command("serve", "greeter_mod:GreeterService", "--port", "0", pythonpath=[service_dir])
+    with factory.connect(LOCAL, server.port()) as conn:
+        assert conn.root.greet("ada") == "hello ada"
+        assert conn.root.pid() == server.proc.pid
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+
+# --------------------------------------------------------------- registry
+@pytest.mark.parametrize("mode", ["UDP", "TCP"])
+def test_registry_command_answers_grpyc_clients(command, mode):
+    registry = command("registry", "--mode", mode, "--port", "0", "--allow-listing")
+    found, _ = registry.wait_for(rf"grpyc registry server \({mode}\) listening on (\S+):(\d+)$")
+    port = int(found.group(2))
+    client = (
+        UDPRegistryClient(ip=LOCAL, port=port)
+        if mode == "UDP"
+        else TCPRegistryClient(ip=LOCAL, port=port)
+    )
+    assert client.register(("GREETER",), 12345) is True
+    assert client.discover("GREETER") == ((LOCAL, 12345),)
+    assert client.list() == ("GREETER",)
+    registry.signal(signal.SIGTERM)
+    assert registry.wait() == 0
+
+
+def test_register_announces_the_classic_server(command):
+    added, removed = Event(), Event()
+
+    class Registry(UDPRegistryServer):
+        def on_service_added(self, name, addrinfo):
+            added.set()
+
+        def on_service_removed(self, name, addrinfo):
+            removed.set()
+
+    registry = Registry(host=LOCAL, port=0)
+    registry.start_in_background()
+    try:
+        server = command(
+            "classic",
+            "--port",
+            "0",
+            "--register",
+            "--registry-host",
+            LOCAL,
+            "--registry-port",
+            str(registry.port),
+        )
+        port = server.port()
+        assert added.wait(10)
+        assert registry.cmd_query(LOCAL, "SLAVE") == ((LOCAL, port),)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        assert removed.wait(10)
+    finally:
+        registry.close()
+
+
+# ------------------------------------------------------------------- load
+def _rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture
+def many_descriptors():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2_200:
+        pytest.skip(f"needs 2,200 descriptors; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_2000_concurrent_connections_to_one_server_process(
+    command, service_dir, many_descriptors, capsys
+):
+    clients = 2_000
+    server = command(
+        "serve", "greeter_mod:GreeterService", "--port", "0", "--quiet", pythonpath=[service_dir]
+    )
+    port = server.port()
+    with factory.connect(LOCAL, port) as warm:
+        assert warm.root.echo(0) == 0
+    rss_before = _rss_kib(server.proc.pid)
+    conns = []
+
+    def client(number):
+        conn = factory.connect(LOCAL, port)
+        conns.append(conn)
+        return [conn.root.echo(number + k) for k in range(3)]
+
+    began = time.monotonic()
+    jobs = [gevent.spawn(outcome, client, number) for number in range(clients)]
+    gevent.joinall(jobs, timeout=60)
+    took = time.monotonic() - began
+    results = [job.value for job in jobs]
+    assert results == [[n, n + 1, n + 2] for n in range(clients)]
+    rss_after = _rss_kib(server.proc.pid)
+    per_connection = (rss_after - rss_before) / clients
+    with capsys.disabled():
+        print(
+            f"\n{clients} connections x 3 calls in {took:.1f} s; server VmRSS "
+            f"{rss_before} -> {rss_after} KiB, {per_connection:.1f} KiB per connection"
+        )
+    assert per_connection < 200
+    # Graceful shutdown with every connection open: each is closed politely.
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    for conn in conns:
+        with gevent.Timeout(10):
+            conn.serve_all()
+    assert all(conn.closed for conn in conns)
