@@ -108,10 +108,12 @@ class _HandshakeTimeoutError(TimeoutError):
 
 
 # ---------------------------------------------------------------- helpers
-def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _check_timeout(name: str, value: float | None) -> None:
+    if value is not None and not (_is_number(value) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
@@ -120,10 +122,22 @@ def _check_count(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def _check_keepalive(keepalive: bool | int) -> None:
-    if isinstance(keepalive, bool):
-        return
-    if not isinstance(keepalive, int) or keepalive < 1:
+def _check_limits(
+    max_connections: int,
+    workers: int,
+    handshake_timeout: float | None,
+    idle_timeout: float | None,
+    keepalive: bool | int,
+    grace_period: float,
+) -> None:
+    """Raise ValueError naming the first server limit that is out of range."""
+    _check_count("max_connections", max_connections)
+    _check_count("workers", workers)
+    _check_timeout("handshake_timeout", handshake_timeout)
+    _check_timeout("idle_timeout", idle_timeout)
+    if not (_is_number(grace_period) and grace_period >= 0):
+        raise ValueError(f"grace_period must be seconds >= 0, got {grace_period!r}")
+    if not isinstance(keepalive, bool) and (not isinstance(keepalive, int) or keepalive < 1):
         raise ValueError(f"keepalive must be a bool or seconds >= 1, got {keepalive!r}")
 
 
@@ -377,15 +391,9 @@ class Server:
         grace_period: float = DEFAULT_GRACE_PERIOD,
         workers: int = 1,
     ) -> None:
-        _check_count("max_connections", max_connections)
-        _check_count("workers", workers)
-        _check_positive("handshake_timeout", handshake_timeout)
-        _check_positive("idle_timeout", idle_timeout)
-        _check_keepalive(keepalive)
-        if isinstance(grace_period, bool) or not isinstance(grace_period, int | float):
-            raise ValueError(f"grace_period must be seconds >= 0, got {grace_period!r}")
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be seconds >= 0, got {grace_period!r}")
+        _check_limits(
+            max_connections, workers, handshake_timeout, idle_timeout, keepalive, grace_period
+        )
         if socket_path is not None and (hostname is not None or port != 0 or ipv6):
             raise ValueError("socket_path cannot be combined with hostname, port or ipv6")
         self.service = service
