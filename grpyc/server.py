@@ -433,6 +433,7 @@ class Server:
         self._owned: set[Greenlet] = set()
         self._restart_delay = 0.0
         self._closing = False
+        self._close_signalled = False
         self._closing_event = Event()
         self._hurry = Event()
         self._stopped = Event()
@@ -566,9 +567,10 @@ class Server:
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Runs between two bytecodes of whatever greenlet was running: only
         # schedule work here.
-        if self._closing:
-            gevent.spawn(self._hurry.set)
+        if self._closing or self._close_signalled:
+            gevent.get_hub().loop.run_callback(self._hurry.set)
         else:
+            self._close_signalled = True
             self._spawn_owned(self._close_on_signal, signum)
 
     def _close_on_signal(self, signum: int) -> None:
@@ -792,6 +794,7 @@ class Server:
         self._kill_owned()
         self._owned = set()
         self._closing = False
+        self._close_signalled = False
         self._closing_event = Event()
         self._hurry = Event()
         # The parent's waiters keep the old event; nothing sets it here.
