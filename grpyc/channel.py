@@ -483,9 +483,17 @@ class Channel:
     def max_frame_size(self) -> int:
         return self._decoder.max_frame_size
 
+    @max_frame_size.setter
+    def max_frame_size(self, value: int) -> None:
+        self._decoder.max_frame_size = _check_limit("max_frame_size", value)
+
     @property
     def max_decompressed_size(self) -> int:
         return self._decoder.max_decompressed_size
+
+    @max_decompressed_size.setter
+    def max_decompressed_size(self, value: int) -> None:
+        self._decoder.max_decompressed_size = _check_limit("max_decompressed_size", value)
 
     @property
     def closed(self) -> bool:

@@ -231,7 +231,11 @@ class Connection:
         if self._config["connid"] is None:
             self._config["connid"] = f"conn{next(_connection_ids)}"
         self._channel = channel
-        self._apply_channel_config()
+        try:
+            self._apply_channel_config()
+        except BaseException:
+            channel.close()  # the connection owns its channel, even when refused
+            raise
         self._local_root = root
         self._remote_root: Any = None
         self._seq = itertools.count()

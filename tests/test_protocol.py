@@ -419,3 +419,28 @@ def test_thing_class_is_cached_per_remote_class(pair):
     second = client.root.make_thing(2)
     assert type(first) is type(second)
     assert isinstance(Thing(), type(first)._local_class)
+
+
+def test_frame_limits_from_config_reach_the_channel(make_pair):
+    server, client = make_pair(
+        server_config={"max_frame_size": 4096, "max_decompressed_size": 8192, "compression": False}
+    )
+    assert server._channel.max_frame_size == 4096
+    assert server._channel.max_decompressed_size == 8192
+    assert server._channel.compress is False
+    assert client.root.echo(b"x" * 1000) == b"x" * 1000
+    with pytest.raises(EOFError):
+        client.root.echo(os.urandom(10000))
+    assert server._hub.wait_closed(5)
+
+    from gevent import socket
+
+    from grpyc.channel import Channel
+    from grpyc.stream import SocketStream
+
+    ours, theirs = socket.socketpair()
+    channel = Channel(SocketStream(ours))
+    with pytest.raises(ValueError, match="max_frame_size"):
+        Connection(TestService(), channel, {"max_frame_size": -1})
+    assert channel.closed
+    theirs.close()
