@@ -190,8 +190,9 @@ class ServerProcess:
 
     def stop(self):
         """Stop the server; returns its stderr (the log)."""
-        if self.alive():
-            self.proc.stdin.close()
+        alive = self.alive()
+        self.proc.stdin.close()
+        if alive:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
