@@ -257,7 +257,8 @@ def render_markdown(run, chart_name):
         f"Machine: {meta['nproc']} CPUs ({meta['cpu_model']}), Linux {meta['kernel']}, "
         f"Python {meta['python']}, gevent {meta['gevent']}, greenlet {meta['greenlet']}, "
         f"rpyc {meta['rpyc']}. {meta['pinning']}. "
-        f"{meta['reps']} repetitions of {meta['duration']} s per timed figure; S3 "
+        + _load_note(meta.get("loadavg"))
+        + f"{meta['reps']} repetitions of {meta['duration']} s per timed figure; S3 "
         f"{', '.join(f'{n:,}' for n in meta['s3_counts'])} connections, "
         f"{meta['s3_reps']} fresh-process repetition(s) per count up to 2,000, 1 above"
         + ("" if meta.get("s3_large_on_rpyc") else " (and above 2,000 not on stock rpyc)")
@@ -282,6 +283,15 @@ def render_markdown(run, chart_name):
         parts += [f"- error: {e}" for e in run["errors"]]
         parts += [f"- {n}" for n in run["notes"]]
     return "\n".join(parts) + "\n"
+
+
+def _load_note(loadavg):
+    if not loadavg:
+        return ""
+    return (
+        f"1-minute load average {loadavg[0]:.2f} at the start, {loadavg[1]:.2f} at the end "
+        "(the suite alone keeps it near 1; more means other work shared the CPUs). "
+    )
 
 
 def write(run, out_dir, doc=None):

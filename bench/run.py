@@ -195,31 +195,41 @@ def run_suite(args, log=print):
     results = {name: {} for name in args.target_names}
     notes, errors = [], []
     brine = None
+    load_before = _loadavg()
     began = time.monotonic()
     for scenario in args.scenarios:
         if scenario == "B":
-            log("B  brine micro-benchmark ...")
+            step = time.monotonic()
             outcome = run_one("grpyc", "B", cpus, args)
+            log(f"B          brine          rep 1: {time.monotonic() - step:5.1f} s")
             brine = outcome.get("metrics")
             _collect_problems("brine", "B", outcome, notes, errors)
             continue
         for target in args.target_names:
             for count, rep in _repetitions(scenario, target, args):
                 label = scenario + {"S3": f" n={count}", "S4": f" {count}MiB"}.get(scenario, "")
-                log(f"{label:<10} {target:<14} rep {rep + 1} ...")
+                step = time.monotonic()
                 outcome = run_one(target, scenario, cpus, args, count)
+                took = time.monotonic() - step
+                log(f"{label:<10} {target:<14} rep {rep + 1}: {took:5.1f} s")
                 for metric, values in (outcome.get("metrics") or {}).items():
                     results[target].setdefault(metric, []).extend(values)
                 _collect_problems(target, label, outcome, notes, errors)
     wall = time.monotonic() - began
     return {
-        "meta": machine_info(args, cpus, wall),
+        "meta": {**machine_info(args, cpus, wall), "loadavg": [load_before, _loadavg()]},
         "targets": args.target_names,
         "results": results,
         "brine": brine,
         "notes": notes,
         "errors": errors,
     }
+
+
+def _loadavg():
+    """The 1-minute load average: other work on the machine skews every figure."""
+    with open("/proc/loadavg") as loadavg:
+        return float(loadavg.read().split()[0])
 
 
 def _repetitions(scenario, target, args):
