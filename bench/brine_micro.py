@@ -1,68 +1,48 @@
-"""Micro-benchmark: grpyc.brine vs stock rpyc's brine on typical messages.
+"""The suite's brine figures: grpyc.brine vs stock rpyc's brine, marshal as the floor.
 
-Each message is the brine part of a real RPyC 6 frame payload, the
-``(seq, body)`` pair (PROTOCOL.md section 2), with the boxes a call and its
-replies carry. Reports dumps/s and loads/s of each library; run by the
-suite in a pinned child (``python -m bench --only B``).
+Reuses the messages and the interleaved best-of-rounds timer of
+bench/brine_bench.py (typical ``(seq, body)`` pairs of RPyC 6 frames), and
+turns them into the suite's figures: operations per second, one value per
+repetition. Run by the suite in a pinned child (``python -m bench --only B``).
 """
 
-import time
+import marshal
 
-# (label, id) of a remote object as boxed on the wire: (3, (name, id(cls), id(obj))).
-_ID_PACK = ("bench.targets.service.BenchService", 140_234_567_890_123, 140_234_567_999_456)
-_LABEL_VALUE, _LABEL_TUPLE, _LABEL_REMOTE_REF = 0, 1, 3
-_HANDLE_GETATTR, _HANDLE_CALL = 4, 7
+from bench.brine_bench import MESSAGES, best_times
 
-
-def messages():
-    """``{name: value}`` of typical message bodies, small to large."""
-    values = [*range(40), *(f"name{i}" for i in range(30)), *(i / 3 for i in range(30))]
-    mixed = tuple((_LABEL_VALUE, value) for value in values)
-    remote_self = (_LABEL_REMOTE_REF, _ID_PACK)
-    return {
-        "getattr request": (
-            1234, (_HANDLE_GETATTR, (_LABEL_TUPLE, (remote_self, (_LABEL_VALUE, "echo"))))
-        ),
-        "call echo(42) request": (
-            1235,
-            (_HANDLE_CALL, (_LABEL_TUPLE, (
-                remote_self, (_LABEL_TUPLE, ((_LABEL_VALUE, 42),)), (_LABEL_TUPLE, ())
-            ))),
-        ),
-        "int reply": (1235, (_LABEL_VALUE, 42)),
-        "netref reply": (1236, (_LABEL_REMOTE_REF, ("builtins.list", 94_203_117, 140_234_568))),
-        "100-item tuple reply": (1237, (_LABEL_TUPLE, mixed)),
-        "1 KiB str reply": (1238, (_LABEL_VALUE, "x" * 1024)),
-        "64 KiB bytes reply": (1239, (_LABEL_VALUE, bytes(range(256)) * 256)),
-    }  # fmt: skip
+LIBS = ("grpyc", "rpyc", "marshal")
 
 
-def _rate(func, arg, duration):
-    count, batch = 0, 64
-    began = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            func(arg)
-        count += batch
-        elapsed = time.perf_counter() - began
-        if elapsed >= duration:
-            return count / elapsed
-
-
-def run(duration=0.2, reps=3):
-    """``{"B.<message>.<lib>.<dump|load>": [ops/s per rep]}``."""
+def run(duration=0.1, reps=3):
+    """``{"B.<message>.<lib>.<dump|load>": [ops/s per rep]}``; ``duration`` bounds a rep."""
     from rpyc.core import brine as rpyc_brine
 
     from grpyc import brine as grpyc_brine
 
-    libs = {"grpyc": grpyc_brine, "rpyc": rpyc_brine}
     out = {}
-    for name, message in messages().items():
-        for lib_name, lib in libs.items():
-            data = lib.dump(message)
-            if lib.load(data) != message:
-                raise AssertionError(f"{lib_name} brine does not round-trip {name}")
-            key = f"B.{name}.{lib_name}"
-            out[f"{key}.dump"] = [_rate(lib.dump, message, duration) for _ in range(reps)]
-            out[f"{key}.load"] = [_rate(lib.load, data, duration) for _ in range(reps)]
+    for name, message in MESSAGES.items():
+        encoded = rpyc_brine.dump(message)
+        if grpyc_brine.dump(message) != encoded or grpyc_brine.load(encoded) != message:
+            raise AssertionError(f"grpyc brine disagrees with rpyc's on {name!r}")
+        ops = {
+            "dump": ([grpyc_brine.dump, rpyc_brine.dump, marshal.dumps], [message] * 3),
+            "load": (
+                [grpyc_brine.load, rpyc_brine.load, marshal.loads],
+                [encoded, encoded, marshal.dumps(message)],
+            ),
+        }
+        for op, (funcs, args) in ops.items():
+            number = _calls_per_round(funcs[1], args[1], duration)
+            for _ in range(reps):
+                # Interleaved rounds (best wins) for the two brines, as brine_bench does.
+                micros = best_times(funcs[:2], args[0], rounds=5, number=number)
+                micros += best_times(funcs[2:], args[2], rounds=5, number=number)
+                for lib, us in zip(LIBS, micros, strict=True):
+                    out.setdefault(f"B.{name}.{lib}.{op}", []).append(1e6 / us)
     return out
+
+
+def _calls_per_round(func, arg, duration):
+    """Calls per round so that one repetition (5 rounds x 3 codecs) takes about ``duration``."""
+    (micros,) = best_times([func], arg, rounds=1, number=20)
+    return max(20, int(duration * 1e6 / 15 / max(micros, 0.05)))

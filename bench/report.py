@@ -12,6 +12,7 @@ import os
 import statistics
 from pathlib import Path
 
+from bench.brine_micro import LIBS
 from bench.scenarios import METRICS, S3_FIELDS, s3_metric
 from bench.scenarios import metric as metric_info
 
@@ -113,25 +114,21 @@ def render_brine(run):
     brine = run.get("brine")
     if not brine:
         return ""
-    names = []
-    for key in brine:
-        name = key.split(".")[1]
-        if name not in names:
-            names.append(name)
+    names = list(dict.fromkeys(key.split(".")[1] for key in brine))
     columns = ["Message"]
     for op in ("dump", "load"):
-        columns += [f"grpyc {op}/s", f"rpyc {op}/s", "grpyc / rpyc"]
+        columns += [f"grpyc {op}/s", f"rpyc {op}/s", "grpyc / rpyc", f"marshal {op}/s"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name in names:
         cells = [name]
         for op in ("dump", "load"):
-            ours = brine.get(f"B.{name}.grpyc.{op}")
-            theirs = brine.get(f"B.{name}.rpyc.{op}")
-            ours_m, theirs_m = summary(ours), summary(theirs)
+            ours, theirs, floor = (brine.get(f"B.{name}.{lib}.{op}") for lib in LIBS)
+            middle = [summary(values) for values in (ours, theirs)]
             cells += [
                 fmt_summary(ours),
                 fmt_summary(theirs),
-                fmt_ratio(ratio(ours_m and ours_m[0], theirs_m and theirs_m[0])),
+                fmt_ratio(ratio(*(m and m[0] for m in middle))),
+                fmt_summary(floor),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -277,7 +274,8 @@ def render_markdown(run, chart_name):
         parts += ["", f"![grpyc vs rpyc vs floor]({chart_name})"]
     brine = render_brine(run)
     if brine:
-        parts += ["", "### Brine micro-benchmark (operations/s, one process, no I/O)", "", brine]
+        title = "### Brine micro-benchmark (operations/s in one process; marshal is the floor)"
+        parts += ["", title, "", brine]
     if run["errors"] or run["notes"]:
         parts += ["", "### Errors and notes", ""]
         parts += [f"- error: {e}" for e in run["errors"]]

@@ -309,5 +309,6 @@ def main(argv=None):
     run = run_suite(args, log=lambda text: print(text, flush=True))
     paths = report.write(run, args.out, doc=args.doc)
     print(report.render_table(run))
+    print(report.render_brine(run))
     print(f"\nwall time {run['meta']['wall_seconds']} s; wrote {', '.join(map(str, paths))}")
     return 1 if run["errors"] else 0

@@ -29,8 +29,9 @@ def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
         figures = run["results"][target]
         assert sorted(figures) == ["S1.bound_echo", "S1.root_echo", "S5.attr", "S5.iter"]
         assert all(len(values) == 1 and values[0] > 0 for values in figures.values())
-    assert run["brine"]["B.int reply.grpyc.load"][0] > 0
-    assert run["brine"]["B.64 KiB bytes reply.rpyc.dump"][0] > 0
+    assert run["brine"]["B.reply None.grpyc.load"][0] > 0
+    assert run["brine"]["B.reply 64 KiB bytes.rpyc.dump"][0] > 0
+    assert run["brine"]["B.reply netref.marshal.load"][0] > 0
     markdown = (tmp_path / "results.md").read_text()
     assert "| S1 bound `echo(42)`, sequential | calls/s ↑ |" in markdown
     assert "| S5 list iteration ≥ 1.5x rpyc-threaded |" in markdown
