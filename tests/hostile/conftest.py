@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import gevent
@@ -29,6 +30,22 @@ def frame(payload, compressed=False, length=None, trailer=b"\n"):
     return struct.pack("!LB", size, int(compressed)) + payload + trailer
 
 
+def zlib_bomb(inflated_mib):
+    """A ~1 KiB-per-MiB zlib stream that inflates to `inflated_mib` MiB of zeros.
+
+    Built without compressing gigabytes: after a full flush deflate starts
+    afresh, so the block for each MiB of zeros is the same bytes; the zlib
+    trailer is the Adler-32 of n zeros, which is ``(n % 65521) << 16 | 1``.
+    """
+    packer = zlib.compressobj(9)
+    chunk = bytes(1024 * 1024)
+    head = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
+    final_block = packer.flush()[:-4]
+    adler = (inflated_mib * len(chunk) % 65521) << 16 | 1
+    return head + block * (inflated_mib - 1) + final_block + struct.pack("!L", adler)
+
+
 def request(seq, handler, boxed_args):
     """A request message payload (PROTOCOL.md section 2)."""
     return b"\x01" + brine.dump((seq, (handler, boxed_args)))
@@ -44,6 +61,8 @@ class RawPeer:
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port))
+        # Small request, small answer: without this, Nagle waits for a delayed ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = FrameDecoder()
 
     def send(self, data):

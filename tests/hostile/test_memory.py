@@ -6,32 +6,20 @@ holds must follow from its configured limits and the bytes really sent,
 never from what a header or a compressed stream claims.
 """
 
+import gc
 import struct
+import time
+import tracemalloc
 import zlib
 
+import gevent
 import pytest
 
-from grpyc import consts
-from tests.hostile.conftest import L, V, assert_serves, boxed, frame, request
+from grpyc import brine, consts
+from tests.hostile.conftest import L, R, V, assert_serves, boxed, frame, request, zlib_bomb
 
 MIB = 1024 * 1024
 KIB = 1024
-
-
-def zlib_bomb(inflated_mib):
-    """A ~1 KiB-per-MiB zlib stream that inflates to `inflated_mib` MiB of zeros.
-
-    Built without compressing gigabytes: after a full flush deflate starts
-    afresh, so the block for each MiB of zeros is the same bytes; the zlib
-    trailer is the Adler-32 of n zeros, which is ``(n % 65521) << 16 | 1``.
-    """
-    packer = zlib.compressobj(9)
-    chunk = bytes(MIB)
-    head = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
-    block = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
-    final_block = packer.flush()[:-4]
-    adler = (inflated_mib * MIB % 65521) << 16 | 1
-    return head + block * (inflated_mib - 1) + final_block + struct.pack("!L", adler)
 
 
 def test_zlib_bomb_helper_inflates_as_claimed():
@@ -150,3 +138,62 @@ def test_compressed_large_value_costs_a_bounded_multiple_of_max_decompressed_siz
     # stay within a few times the 64 MiB max_decompressed_size.
     assert growth_kib(process, baseline) < 6 * 64 * KIB
     assert_serves(process.port)
+
+
+def answer_inspects_until_reply(peer, seq, methods):
+    """Answer the server's INSPECT requests until the reply to `seq` arrives."""
+    while True:
+        msg, got_seq, body = peer.recv_message(timeout=10)
+        if msg != consts.MSG_REQUEST:
+            if got_seq == seq:
+                return body
+            continue
+        answer = (V, methods) if body[0] == consts.HANDLE_INSPECT else (V, None)
+        peer.send(frame(b"\x02" + brine.dump((got_seq, answer))))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Connection._netref_classes caches a proxy class per remote class id for the "
+    "connection's life, with one function per listed method: a peer naming new class ids "
+    "grows it without bound (+76 MiB for 1000 classes of 200 methods, 2 MiB sent)",
+)
+def test_proxy_classes_for_endless_remote_class_ids_stay_bounded(server_process, raw_peers):
+    process = server_process()
+    peer = raw_peers(process.port)
+    root = peer.root_id_pack()
+    methods = tuple((f"method_{i:04d}", None) for i in range(200))
+    baseline = process.status_kib("VmRSS")
+    for i in range(1000):
+        # Hand the server a reference to an object of a class it never saw.
+        remote = boxed((R, ("evil.Class", 10_000 + i, 1)))
+        peer.send_request(i, consts.HANDLE_CALLATTR, boxed((L, root), (V, "echo"), remote, (V, ())))
+        answer_inspects_until_reply(peer, i, methods)
+    assert process.status_kib("VmRSS") - baseline < 24 * KIB
+    assert_serves(process.port)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FrameDecoder._error and the hub's close reason keep the FrameError of the last "
+    "frame, whose traceback holds inflate()'s output chunks (up to max_decompressed_size); "
+    "the closed Connection is freed only by a full cyclic GC",
+)
+def test_a_closed_connection_does_not_keep_its_last_frame(server, raw_peers):
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        peer = raw_peers(server.port)
+        peer.send(frame(zlib_bomb(128), compressed=True))
+        assert peer.wait_closed(timeout=10)
+        peer.close()
+        deadline = time.monotonic() + 5
+        while server.clients and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        gevent.sleep(0.1)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 8 * MIB

@@ -22,6 +22,7 @@ from tests.hostile.conftest import (
     exception_text,
     frame,
     request,
+    zlib_bomb,
 )
 
 MIB = 1024 * 1024
@@ -120,8 +121,8 @@ def test_truncated_frame_then_silence_is_dropped_by_idle_timeout(make_server, ra
 
 
 def test_zlib_bomb_stops_inflating_at_max_decompressed_size(server, raw_peers, caplog):
-    bomb = zlib.compress(b"\x00" * (256 * MIB), 9)  # ~250 KiB inflating to 256 MiB
-    assert len(bomb) < MIB
+    bomb = zlib_bomb(1024)  # ~1 MiB inflating to 1 GiB
+    assert len(bomb) < 1100 * 1024
     peer = raw_peers(server.port)
     peer.send(frame(bomb, compressed=True))
     assert_closed_for(
@@ -397,3 +398,15 @@ def test_request_with_a_non_pair_body_gets_an_error(server, raw_peers):
     answer = peer.recv_message()
     assert exception_text(answer) == "ProtocolError: request is not a (handler, args) pair"
     assert_serves(server.port)
+
+
+def test_configured_frame_limits_are_enforced(make_server, raw_peers, caplog):
+    server = make_server(protocol_config={"max_frame_size": 4096, "max_decompressed_size": 8192})
+    assert_serves(server.port)
+    peer = raw_peers(server.port)
+    peer.send(frame(b"\x01" + b"x" * 5000))
+    assert_closed_for(peer, caplog, "frame of 5001 bytes exceeds max_frame_size=4096")
+    peer = raw_peers(server.port)
+    packed = zlib.compress(bytes(16384))
+    peer.send(frame(packed, compressed=True))
+    assert_closed_for(peer, caplog, "inflates past max_decompressed_size=8192")
