@@ -16,6 +16,7 @@ from gevent import socket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.targets import SEEDS, TARGETS
 from grpyc import brine, consts
 from grpyc.channel import Channel, FrameDecoder
 from grpyc.protocol import ProtocolError, decode_message
@@ -217,3 +218,19 @@ def test_live_connection_answers_or_closes_on_any_request(fuzzed_root, caplog, d
     finally:
         peer.close()
     assert peer.conn._local_objects == {}
+
+
+# ---------------------------------------------------------- the fuzz targets
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_fuzz_targets_pass_on_their_seeds(target):
+    # fuzz/run.py drives these under atheris; here they must at least accept
+    # their seed corpus, so a target never rots unnoticed.
+    for seed in SEEDS[target]:
+        TARGETS[target](seed)
+
+
+def test_fuzz_targets_pass_on_mangled_seeds():
+    for target, seeds in SEEDS.items():
+        for seed in seeds:
+            for cut in range(0, len(seed), max(1, len(seed) // 7)):
+                TARGETS[target](seed[:cut] + bytes([cut % 256]) + seed[cut + 1 :])
