@@ -770,3 +770,39 @@ def test_hostile_inspect_answers_never_unpickle_nor_break_the_client(name):
     finally:
         evil.close()
     assert PWNED == []
+
+
+# ------------------------------------------- documented caveats (docs/security.md)
+class CaveatService(Service):
+    def __init__(self):
+        self.settings = {"mode": "safe"}
+        self.reader = Thing()
+
+    def exposed_settings(self):
+        return self.settings
+
+    def exposed_reader(self):
+        return restricted(self.reader, ["bump"])
+
+    def exposed_settings_mode(self):
+        return self.settings["mode"]
+
+    def exposed_bump_reader(self):
+        return self.reader.bump()
+
+
+def test_documented_caveats_hold():
+    server = Server(CaveatService(), hostname="127.0.0.1", port=0)
+    server.listen()
+    try:
+        with grpyc.connect("127.0.0.1", server.port) as conn:
+            # A dict handed out by reference can be changed through __setitem__.
+            conn.root.settings()["mode"] = "changed"
+            assert conn.root.settings_mode() == "changed"
+            # restricted() without wattrs=() lets the peer replace a listed name,
+            # even though allow_setattr is off.
+            reader = conn.root.reader()
+            reader.bump = conn.root.settings_mode
+            assert conn.root.bump_reader() == "changed"
+    finally:
+        server.close()
