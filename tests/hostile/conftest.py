@@ -130,9 +130,9 @@ def exception_text(message):
     return f"{name}: {args[0] if args else ''}"
 
 
-def assert_serves(port):
+def assert_serves(port, timeout=5):
     """A well-behaved client still gets answers from the server at `port`."""
-    conn = grpyc.connect("127.0.0.1", port, config={"sync_request_timeout": 5})
+    conn = grpyc.connect("127.0.0.1", port, config={"sync_request_timeout": timeout})
     try:
         assert conn.root.echo(("still", "here")) == ("still", "here")
     finally:
