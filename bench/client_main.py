@@ -42,18 +42,21 @@ def main():
     import os
     import traceback
 
-    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit
+    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit, start_cprofile
 
     args = _parse_args()
     die_with_parent()
     pin_to_cpu(args.cpu)
     raise_nofile_limit()
     result = {"metrics": {}, "notes": [], "error": None}
+    dump_profile = start_cprofile("client", threads=target.threads)
     try:
         result["metrics"], result["notes"] = _run(target, args)
     except BaseException as exc:  # noqa: BLE001 - reported to the suite, which goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()[-2000:]
+    if dump_profile:
+        dump_profile()
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     # Stuck rpyc threads or greenlets must not keep the child alive.

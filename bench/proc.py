@@ -47,3 +47,35 @@ def reset_peak_rss():
     """Reset VmHWM of this process to its current RSS (Linux clear_refs 5)."""
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
+
+
+def start_cprofile(side, threads):
+    """Profile this child with cProfile when ``BENCH_CPROFILE`` names a directory.
+
+    Returns a function that writes ``<dir>/<side>.pstats`` (also on SIGTERM,
+    which is how the suite stops a server), or None when not profiling.
+    ``threads`` says the child runs no gevent hub (stock rpyc's thread mode).
+    """
+    directory = os.environ.get("BENCH_CPROFILE")
+    if not directory:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    def dump():
+        profiler.disable()
+        profiler.dump_stats(os.path.join(directory, f"{side}.pstats"))
+
+    def on_term(*_args):
+        dump()
+        os._exit(0)
+
+    if threads:
+        signal.signal(signal.SIGTERM, on_term)
+    else:
+        import gevent
+
+        gevent.signal_handler(signal.SIGTERM, on_term)
+    profiler.enable()
+    return dump

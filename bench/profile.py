@@ -1,19 +1,27 @@
-"""Where the time goes: one scenario of one target under py-spy, client and server.
+"""Where the time goes: one scenario of one target, profiled in client and server.
 
-    python -m bench.profile S1 [--target grpyc] [--duration 2] [--top 25] [--out DIR]
+    python -m bench.profile S1 [--target grpyc] [--cprofile] [--split-cpus] [--out DIR]
 
 Starts the target's server child and client child exactly as the suite
-does (pinned, same CPU unless ``--split-cpus``), attaches ``py-spy record``
-to both for the client's whole run, and prints for each side the functions
-with the most samples: *self* (the sampled frame itself) and *total* (the
-frame anywhere on the stack), as percentages of that process's samples.
-The raw collapsed stacks are kept in ``--out`` for flame graphs. Needs
-py-spy (``pip install py-spy``) and the right to ptrace the children.
+does (pinned, same CPU unless ``--split-cpus``) and profiles both for the
+client's whole run, then prints for each side the functions that cost most.
+
+- default, py-spy: ``py-spy record`` attached to both; *self* (the sampled
+  frame itself) and *total* (the frame anywhere on the stack) as
+  percentages of that process's samples. Needs py-spy (``pip install
+  py-spy``) and the right to ptrace the children. On one CPU a sample in
+  ``send`` often means "preempted by the peer it just woke": use
+  ``--split-cpus`` to see each side's own CPU.
+- ``--cprofile``: both children run under cProfile (``BENCH_CPROFILE``);
+  the top functions by own time, with call counts per scenario call.
+
+The raw data (collapsed stacks or .pstats) is kept in ``--out``.
 """
 
 import argparse
 import collections
 import os
+import pstats
 import shutil
 import signal
 import subprocess
@@ -75,11 +83,14 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--split-cpus", action="store_true")
     parser.add_argument("--out", default=None, help="keep the raw stacks here")
+    parser.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
     args = parser.parse_args(argv)
     count = args.count or {"S3": 2000, "S4": 16}.get(args.scenario, 0)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     server_cpu, client_cpu = choose_cpus(args.split_cpus)
+    if args.cprofile:
+        os.environ["BENCH_CPROFILE"] = str(out)
     server = client = None
     spies = []
     with tempfile.TemporaryFile() as log:
@@ -92,10 +103,11 @@ def main(argv=None):
                 "--count", str(count),
             ]  # fmt: skip
             client = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdout=subprocess.PIPE)
-            spies = [
-                _spy(server.pid, out / "server.txt", args.rate),
-                _spy(client.pid, out / "client.txt", args.rate),
-            ]
+            if not args.cprofile:
+                spies = [
+                    _spy(server.pid, out / "server.txt", args.rate),
+                    _spy(client.pid, out / "client.txt", args.rate),
+                ]
             result, _ = client.communicate(timeout=600)
         finally:
             for spy, interrupt in zip(spies, (True, False), strict=False):
@@ -104,7 +116,10 @@ def main(argv=None):
             _stop(server)
     print(f"{args.target} {args.scenario}: {result.decode().strip()[:600]}")
     for side in ("client", "server"):
-        _print_side(side, out / f"{side}.txt", args.top)
+        if args.cprofile:
+            _print_pstats(side, out / f"{side}.pstats", args.top)
+        else:
+            _print_side(side, out / f"{side}.txt", args.top)
     print(f"\nraw stacks in {out}")
     return 0
 
@@ -129,6 +144,20 @@ def _print_side(side, path, top):
     print(f"{'self %':>7}  {'function':<50} {'total %':>7}  function")
     for (own_pct, own_name), (total_pct, total_name) in zip(own, total, strict=False):
         print(f"{own_pct:7.1f}  {own_name[:50]:<50} {total_pct:7.1f}  {total_name}")
+
+
+def _print_pstats(side, path, top):
+    if not os.path.exists(path):
+        print(f"\n{side}: no profile ({path} missing)")
+        return
+    stats = pstats.Stats(str(path))
+    total = stats.total_tt or 1.0
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    print(f"\n== {side}: {total:.2f} s profiled (own time, % of it) ==")
+    print(f"{'own %':>6} {'own s':>7} {'cum s':>7} {'calls':>9}  function")
+    for (filename, line, name), (_cc, calls, own, cum, _callers) in rows:
+        where = f"{Path(filename).name}:{line}" if line else filename
+        print(f"{100 * own / total:6.1f} {own:7.3f} {cum:7.3f} {calls:9d}  {where}:{name}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main():
     target = _early_patch()
     import argparse
 
-    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit
+    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit, start_cprofile
 
     parser = argparse.ArgumentParser(prog="python -m bench.server_main")
     parser.add_argument("target")
@@ -37,6 +37,7 @@ def main():
         sys.stdout.write(f"PORT {port}\n")
         sys.stdout.flush()
 
+    start_cprofile("server", threads=target.threads)
     target.load().serve(on_port, *target.options)
 
 
