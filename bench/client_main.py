@@ -3,6 +3,11 @@
 Runs one scenario against the server of TARGET and prints one JSON line:
 ``{"metrics": {id: [values]}, "notes": [...], "error": str | null}``.
 SCENARIO ``B`` is the brine micro-benchmark and needs no server.
+
+SCENARIO ``serve`` keeps the child for many runs: it reads one JSON command
+per line on stdin (``{"scenario": "S1", "reps": 1}``) and answers each with
+one JSON line as above, until stdin closes. The suite uses it to run the
+repetitions of S1, S2, S5 and S6 in rounds across all targets.
 """
 
 import sys
@@ -40,7 +45,6 @@ def main():
     target = _early_patch()
     import json
     import os
-    import traceback
 
     from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit, start_cprofile
 
@@ -48,19 +52,37 @@ def main():
     die_with_parent()
     pin_to_cpu(args.cpu)
     raise_nofile_limit()
-    result = {"metrics": {}, "notes": [], "error": None}
     dump_profile = start_cprofile("client", threads=target.threads)
+    if args.scenario == "serve":
+        for line in sys.stdin:
+            command = json.loads(line)
+            args.scenario, args.reps = command["scenario"], command["reps"]
+            _answer(_guarded_run(target, args))
+    else:
+        _answer(_guarded_run(target, args))
+    if dump_profile:
+        dump_profile()
+    # Stuck rpyc threads or greenlets must not keep the child alive.
+    os._exit(0)
+
+
+def _answer(result):
+    import json
+
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def _guarded_run(target, args):
+    import traceback
+
+    result = {"metrics": {}, "notes": [], "error": None}
     try:
         result["metrics"], result["notes"] = _run(target, args)
     except BaseException as exc:  # noqa: BLE001 - reported to the suite, which goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()[-2000:]
-    if dump_profile:
-        dump_profile()
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    # Stuck rpyc threads or greenlets must not keep the child alive.
-    os._exit(0)
+    return result
 
 
 def _run(target, args):

@@ -1,14 +1,18 @@
 """The suite's parent process: start, pin, time and stop every child, then report.
 
-For each scenario and each target it starts a server child (which prints
-its port) and a client child (which prints one JSON line), pinned to CPUs
-with ``sched_setaffinity``; S3 gets fresh children for every repetition so
-that each one measures the server's memory from a clean start. Every child
-is stopped in a ``finally`` (terminate, then kill after a timeout) and also
-dies with this process (PR_SET_PDEATHSIG).
+Every server and client runs in a child process pinned with
+``sched_setaffinity``. S1, S2, S5 and S6 run in rounds: each target keeps
+one server child and one client child (`Worker`) that runs one repetition
+per command, and each round asks every target in turn, so that whatever
+else the machine does meanwhile weighs on all targets alike. S3 and S4 get
+fresh children for every repetition (S3: the server's memory from a clean
+start; S4: the client's peak memory). Every child is stopped in a
+``finally`` (terminate, then kill after a timeout) and also dies with this
+process (PR_SET_PDEATHSIG).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_ORDER = ["S1", "S2", "S3", "S4", "S5", "S6", "B"]
 
 # Seconds a client child may take before it is killed (S3 scales with size).
-_CLIENT_TIMEOUT = {"S1": 60, "S2": 60, "S4": 120, "S5": 150, "S6": 150, "B": 60}
+_CLIENT_TIMEOUT = {"S4": 120, "B": 60}
+# Scenarios run in rounds by `Worker`s, and the seconds one repetition may take.
+_ROUND_TIMEOUT = {"S1": 30, "S2": 30, "S5": 60, "S6": 60, "S6depth": 60}
 _SERVER_START_TIMEOUT = 20.0
 LARGE_S3 = 2000  # S3 counts above this run once, and on rpyc only when asked
 _STOP_TIMEOUT = 5.0
@@ -182,6 +188,85 @@ def run_one(target, scenario, cpus, args, count=0):
             _stop(server)
 
 
+class Worker:
+    """One target's server child and a client child that runs repetitions on command."""
+
+    def __init__(self, target, cpus, args):
+        self.target = target
+        self.server = self.client = None
+        # Closed in close(): the logs live as long as the worker.
+        self._server_log = tempfile.TemporaryFile()  # noqa: SIM115
+        self._client_log = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self.server, port = _start_server(target, cpus[0], self._server_log)
+            cmd = [
+                sys.executable, "-m", "bench.client_main", target, "serve",
+                "--port", str(port), "--server-pid", str(self.server.pid),
+                "--cpu", str(cpus[1]), "--duration", str(args.duration),
+            ] + (["--quick"] if args.quick else [])  # fmt: skip
+            self.client = subprocess.Popen(
+                cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._client_log,
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, scenario, timeout):
+        """One repetition of ``scenario``: the client's JSON answer (or an error)."""
+        command = json.dumps({"scenario": scenario, "reps": 1}) + "\n"
+        try:
+            self.client.stdin.write(command.encode())
+            self.client.stdin.flush()
+        except OSError as exc:
+            return {"error": f"client gone: {exc}", "stderr": _tail(self._client_log)}
+        ready, _, _ = select.select([self.client.stdout], [], [], timeout)
+        if not ready:
+            return {"error": f"no answer within {timeout} s", "stderr": _tail(self._client_log)}
+        line = self.client.stdout.readline()
+        if not line:
+            return {"error": "client exited", "stderr": _tail(self._client_log)}
+        result = json.loads(line)
+        if self.server.poll() is not None:
+            result.setdefault("notes", []).append(
+                f"server exited with {self.server.returncode}: {_tail(self._server_log)[-300:]}"
+            )
+        return result
+
+    def close(self):
+        if self.client is not None and self.client.poll() is None:
+            with contextlib.suppress(OSError):
+                self.client.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.client.wait(_STOP_TIMEOUT)
+        _stop(self.client)
+        _stop(self.server)
+        self._server_log.close()
+        self._client_log.close()
+
+
+def _run_rounds(scenario, workers, cpus, args, sink, log):
+    """The repetitions of ``scenario`` in rounds: each round runs every target once."""
+    rounds = min(args.reps, 3) if scenario in ("S5", "S6depth") else args.reps
+    if scenario == "S6depth":
+        rounds = 1
+    for round_index in range(rounds):
+        for target in args.target_names:
+            step = time.monotonic()
+            worker = workers.get(target)
+            try:
+                if worker is None:
+                    worker = workers[target] = Worker(target, cpus, args)
+                outcome = worker.run(scenario, _ROUND_TIMEOUT[scenario])
+            except Exception as exc:  # noqa: BLE001 - a failed target must not stop the suite
+                outcome = {"error": f"{type(exc).__name__}: {exc}"}
+            if outcome.get("error") and target in workers:
+                workers.pop(target).close()  # a wedged worker is replaced next round
+            log(f"{scenario:<10} {target:<14} round {round_index + 1}: "
+                f"{time.monotonic() - step:5.1f} s")  # fmt: skip
+            sink(target, scenario, outcome)
+
+
 # ---------------------------------------------------------------- the run
 def choose_cpus(split):
     allowed = sorted(os.sched_getaffinity(0))
@@ -195,26 +280,32 @@ def run_suite(args, log=print):
     results = {name: {} for name in args.target_names}
     notes, errors = [], []
     brine = None
+
+    def sink(target, label, outcome):
+        for metric, values in (outcome.get("metrics") or {}).items():
+            results[target].setdefault(metric, []).extend(values)
+        _collect_problems(target, label, outcome, notes, errors)
+
     load_before = _loadavg()
     began = time.monotonic()
-    for scenario in args.scenarios:
-        if scenario == "B":
-            step = time.monotonic()
-            outcome = run_one("grpyc", "B", cpus, args)
-            log(f"B          brine          rep 1: {time.monotonic() - step:5.1f} s")
-            brine = outcome.get("metrics")
-            _collect_problems("brine", "B", outcome, notes, errors)
-            continue
-        for target in args.target_names:
-            for count, rep in _repetitions(scenario, target, args):
-                label = scenario + {"S3": f" n={count}", "S4": f" {count}MiB"}.get(scenario, "")
+    workers = {}
+    try:
+        for scenario in args.scenarios:
+            if scenario == "B":
                 step = time.monotonic()
-                outcome = run_one(target, scenario, cpus, args, count)
-                took = time.monotonic() - step
-                log(f"{label:<10} {target:<14} rep {rep + 1}: {took:5.1f} s")
-                for metric, values in (outcome.get("metrics") or {}).items():
-                    results[target].setdefault(metric, []).extend(values)
-                _collect_problems(target, label, outcome, notes, errors)
+                outcome = run_one("grpyc", "B", cpus, args)
+                log(f"B          brine          rep 1: {time.monotonic() - step:5.1f} s")
+                brine = outcome.get("metrics")
+                _collect_problems("brine", "B", outcome, notes, errors)
+            elif scenario in _ROUND_TIMEOUT:
+                _run_rounds(scenario, workers, cpus, args, sink, log)
+                if scenario == "S6":
+                    _run_rounds("S6depth", workers, cpus, args, sink, log)
+            else:
+                _run_fresh(scenario, cpus, args, sink, log)
+    finally:
+        for worker in workers.values():
+            worker.close()
     wall = time.monotonic() - began
     return {
         "meta": {**machine_info(args, cpus, wall), "loadavg": [load_before, _loadavg()]},
@@ -226,6 +317,17 @@ def run_suite(args, log=print):
     }
 
 
+def _run_fresh(scenario, cpus, args, sink, log):
+    """S3 and S4: fresh server and client children for every repetition."""
+    for target in args.target_names:
+        for count, rep in _repetitions(scenario, target, args):
+            label = scenario + {"S3": f" n={count}", "S4": f" {count}MiB"}.get(scenario, "")
+            step = time.monotonic()
+            outcome = run_one(target, scenario, cpus, args, count)
+            log(f"{label:<10} {target:<14} rep {rep + 1}: {time.monotonic() - step:5.1f} s")
+            sink(target, label, outcome)
+
+
 def _loadavg():
     """The 1-minute load average: other work on the machine skews every figure."""
     with open("/proc/loadavg") as loadavg:
@@ -233,7 +335,7 @@ def _loadavg():
 
 
 def _repetitions(scenario, target, args):
-    """``(count, rep)`` of each pair of children: S3 per size and rep, S4 per size.
+    """``(count, rep)`` of each pair of children: S3 per count and rep, S4 per size.
 
     S3 above 2,000 connections runs once, and on stock rpyc only with
     ``--s3-10k-all``: 10,000 rpyc threads take about a minute per run, which
@@ -246,9 +348,7 @@ def _repetitions(scenario, target, args):
             if count <= LARGE_S3 or args.s3_10k_all or not target.startswith("rpyc")
             for rep in range(args.s3_reps if count <= LARGE_S3 else 1)
         ]
-    if scenario == "S4":
-        return [(1, 0), (16, 0)]
-    return [(0, 0)]
+    return [(1, 0), (16, 0)]  # S4: one pair of children per payload size
 
 
 def _collect_problems(target, label, outcome, notes, errors):
