@@ -155,6 +155,8 @@ def inflate(data: BytesLike, max_decompressed_size: int) -> bytes:
                 ) from exc
             size += len(chunk)
             if size > max_decompressed_size:
+                # The traceback of the error would keep the chunks alive.
+                chunks.clear()
                 raise FrameError(
                     f"compressed frame of {len(view)} bytes inflates past "
                     f"max_decompressed_size={max_decompressed_size}"
@@ -314,7 +316,8 @@ class FrameDecoder:
         try:
             return self._next_frame()
         except FrameError as exc:
-            self._error = exc
+            # A copy without the traceback, whose frames may hold big buffers.
+            self._error = FrameError(str(exc))
             self._data, self._pos, self._body = b"", 0, None
             raise
 

@@ -99,6 +99,7 @@ class ConnectionHub:
         max_concurrent_requests: int,
         max_queued_requests: int,
         max_send_buffer: int,
+        max_request_bytes: int = 1 << 62,
         take_deferred: Callable[[], list[bytes]] | None = None,
     ) -> None:
         self.name = name
@@ -107,6 +108,7 @@ class ConnectionHub:
         self.max_concurrent_requests = max_concurrent_requests
         self.max_queued_requests = max_queued_requests
         self.max_send_buffer = max_send_buffer
+        self.max_request_bytes = max_request_bytes
         self.last_received = time.monotonic()
         self._channel = channel
         self._on_frame = on_frame
@@ -119,7 +121,8 @@ class ConnectionHub:
         self._writing = False
         self._flush_scheduled = False
         self._handlers: set[Greenlet] = set()
-        self._queued: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._queued: deque[tuple[Callable[..., Any], tuple[Any, ...], int]] = deque()
+        self._bytes_in_flight = 0
         self._owned: set[Greenlet] = set()
         self._closed = False
         self._close_reason: BaseException | None = None
@@ -224,33 +227,39 @@ class ConnectionHub:
             raise EOFError(f"connection {self.name} is closed")
 
     # --------------------------------------------------------------- handlers
-    def submit(self, func: Callable[..., Any], *args: Any) -> bool:
+    def submit(self, func: Callable[..., Any], *args: Any, cost: int = 0) -> bool:
         """Run ``func(*args)`` in a handler greenlet, within the limits.
 
-        Returns False when both the running and the queued limits are full;
-        the caller answers the request with an error then.
+        `cost` is the request's size in bytes; requests running or queued may
+        hold at most ``max_request_bytes`` together (one is always admitted).
+        Returns False when a limit is full; the caller answers the request
+        with an error then.
         """
+        if self._bytes_in_flight and self._bytes_in_flight + cost > self.max_request_bytes:
+            return False
         if len(self._handlers) < self.max_concurrent_requests and not self._queued:
+            self._bytes_in_flight += cost
             if self._can_run_inline():
-                self._run_inline(func, args)
+                self._run_inline(func, args, cost)
             else:
-                self._start_handler(func, args)
+                self._start_handler(func, args, cost)
             return True
         if len(self._queued) < self.max_queued_requests:
-            self._queued.append((func, args))
+            self._bytes_in_flight += cost
+            self._queued.append((func, args, cost))
             return True
         return False
 
-    def _start_handler(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        greenlet = Greenlet(self._run_handler, func, args)
+    def _start_handler(self, func: Callable[..., Any], args: tuple[Any, ...], cost: int) -> None:
+        greenlet = Greenlet(self._run_handler, func, args, cost)
         self._handlers.add(greenlet)
         greenlet.start()
 
-    def _run_handler(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def _run_handler(self, func: Callable[..., Any], args: tuple[Any, ...], cost: int) -> None:
         try:
             func(*args)
         finally:
-            self._finish_handler(gevent.getcurrent())
+            self._finish_handler(gevent.getcurrent(), cost)
 
     def _can_run_inline(self) -> bool:
         return (
@@ -259,7 +268,7 @@ class ConnectionHub:
             and gevent.getcurrent() is self._reader
         )
 
-    def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...], cost: int) -> None:
         """Run a request in the reader greenlet itself, saving a greenlet start.
 
         Most requests never block. If this one does (any switch away from
@@ -273,8 +282,10 @@ class ConnectionHub:
         try:
             func(*args)
         finally:
-            if not watch.unwatch(reader):
-                self._finish_handler(reader)
+            if watch.unwatch(reader):
+                self._bytes_in_flight -= cost
+            else:
+                self._finish_handler(reader, cost)
 
     def _hand_over_reading(self, old_reader: Any) -> None:
         # Called during a greenlet switch: must not switch or raise.
@@ -284,15 +295,27 @@ class ConnectionHub:
         self._reader = Greenlet(self._read_loop)
         self._reader.start()
 
-    def _finish_handler(self, greenlet: Any) -> None:
+    def _finish_handler(self, greenlet: Any, cost: int) -> None:
         self._handlers.discard(greenlet)
+        self._bytes_in_flight -= cost
         if self._queued and not self._closed:
-            next_func, next_args = self._queued.popleft()
-            self._start_handler(next_func, next_args)
+            self._start_handler(*self._queued.popleft())
+
+    def is_busy(self) -> bool:
+        """True while calls are in flight either way (ours pending, or the peer's running)."""
+        return bool(self.pending or self._handlers or self._queued)
 
     @property
     def running_handlers(self) -> int:
         return len(self._handlers)
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._queued)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._bytes_in_flight
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Spawn a helper greenlet that this hub kills on shutdown."""
@@ -455,7 +478,8 @@ class ConnectionHub:
         if self._closed:
             return
         self._closed = True
-        self._close_reason = reason
+        # Kept without its traceback: its frames may hold a whole frame's bytes.
+        self._close_reason = reason.with_traceback(None)
         if self._timer is not None:
             self._timer.stop()
             self._timer.close()
@@ -463,6 +487,7 @@ class ConnectionHub:
         for slot in pending.values():
             slot._deliver(True, EOFError(f"connection closed: {reason}"))
         self._queued.clear()
+        self._bytes_in_flight = 0
         self._outbox = []
         self._channel.close()
         self._kill_greenlets()

@@ -13,6 +13,7 @@ blocks or switches greenlets, since it may run inside a GC pass anywhere.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import sys
 import types
@@ -295,6 +296,12 @@ def class_factory(
 ) -> type[BaseNetref]:
     """Build the proxy class for a remote class from its INSPECT answer.
 
+    Only special methods (operators, ``__call__``, ``__iter__`` ...) become
+    functions in the class, since Python looks those up on the type; other
+    names are reached through ``__getattribute__`` and get their function on
+    first use. A peer's answer is bounded: at most `MAX_METHODS` names of at
+    most `MAX_NAME_LENGTH` characters, docstrings cut at `MAX_DOC_LENGTH`.
+
     Args:
         id_pack: the id pack of the remote object (its name pack names the class).
         methods: ``(name, docstring)`` pairs, as INSPECT returns them.
@@ -303,17 +310,98 @@ def class_factory(
     name_pack = str(id_pack[0])
     namespace: dict[str, Any] = {"__slots__": (), "_named_methods": {}}
     routines: set[str] = set()
-    for raw_name, doc in methods:
+    for raw_name, doc in itertools.islice(methods, MAX_METHODS):
         name = str(raw_name)
-        if name in LOCAL_ATTRS:
+        if name in LOCAL_ATTRS or len(name) > MAX_NAME_LENGTH:
             continue
-        namespace[name] = _make_method(name, doc if isinstance(doc, str) else None)
+        if name in _SPECIAL_METHODS:
+            text = doc[:MAX_DOC_LENGTH] if isinstance(doc, str) else None
+            namespace[name] = _make_method(name, text)
         routines.add(name)
         if exposed_prefix and name.startswith(exposed_prefix):
             routines.add(name[len(exposed_prefix) :])
     namespace["_routines"] = frozenset(routines)
     namespace["_local_class"] = _resolve_local_class(name_pack)
     return NetrefMetaclass(name_pack, (BaseNetref,), namespace)
+
+
+# Bounds on one INSPECT answer: real classes stay far below them.
+MAX_METHODS = 4096
+MAX_NAME_LENGTH = 256
+MAX_DOC_LENGTH = 4096
+
+
+def _special_method_names() -> frozenset[str]:
+    """Dunder names Python looks up on a proxy's type (operators and protocols).
+
+    Descriptor hooks (``__get__``, ``__set__`` ...) and class-creation hooks
+    are left out: a proxy must not act as a descriptor of the class holding it.
+    """
+    probes = (
+        object,
+        int,
+        float,
+        complex,
+        bool,
+        list,
+        dict,
+        set,
+        frozenset,
+        str,
+        bytes,
+        bytearray,
+        tuple,
+        type,
+        range,
+        slice,
+        memoryview,
+        BaseException,
+    )
+    names = {n for probe in probes for n in dir(probe) if n.startswith("__") and n.endswith("__")}
+    names |= {
+        "__call__",
+        "__enter__",
+        "__exit__",
+        "__aenter__",
+        "__aexit__",
+        "__aiter__",
+        "__anext__",
+        "__await__",
+        "__array__",
+        "__getslice__",
+        "__setslice__",
+        "__delslice__",
+        "__matmul__",
+        "__rmatmul__",
+        "__imatmul__",
+        "__next__",
+        "__missing__",
+        "__fspath__",
+        "__length_hint__",
+        "__bytes__",
+        "__reversed__",
+        "__round__",
+        "__trunc__",
+        "__floor__",
+        "__ceil__",
+        "__complex__",
+        "__index__",
+    }
+    names -= {
+        "__get__",
+        "__set__",
+        "__delete__",
+        "__set_name__",
+        "__init_subclass__",
+        "__class_getitem__",
+        "__subclasshook__",
+        "__prepare__",
+        "__mro_entries__",
+    }
+    return frozenset(names)
+
+
+_SPECIAL_METHODS = _special_method_names()
 
 
 class UnresolvedNetref(BaseNetref):

@@ -24,7 +24,7 @@ import pickle
 import sys
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +99,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # 256 keeps a flood from one peer at a few MiB of greenlet stacks.
     "max_concurrent_requests": 256,
     "max_queued_requests": 4096,
+    # Bytes of requests (their decompressed frames) running or queued at once;
+    # past it, requests get an error reply. Bounds what a peer can park here.
+    "max_request_bytes": 128 * 1024 * 1024,
+    # Proxy classes cached per connection (least recently used go first): a
+    # peer naming endless new classes cannot grow memory without bound.
+    "max_netref_classes": 256,
     # Bytes queued for a peer that does not read before the connection drops:
     # above the largest frame so one big reply never trips it.
     "max_send_buffer": 256 * 1024 * 1024,
@@ -241,7 +247,7 @@ class Connection:
         self._seq = itertools.count()
         self._local_objects: dict[IdPack, list[Any]] = {}
         self._proxy_cache: weakref.WeakValueDictionary[IdPack, Any] = weakref.WeakValueDictionary()
-        self._netref_classes: dict[tuple[str, int, bool], type] = {}
+        self._netref_classes: OrderedDict[tuple[str, int, bool], type] = OrderedDict()
         self._dels: deque[tuple[IdPack, int]] = deque()
         self._local_method_lookup = bool(self._config["local_method_lookup"])
         self._max_depth = int(self._config["max_brine_depth"])
@@ -260,6 +266,7 @@ class Connection:
             max_concurrent_requests=int(self._config["max_concurrent_requests"]),
             max_queued_requests=int(self._config["max_queued_requests"]),
             max_send_buffer=int(self._config["max_send_buffer"]),
+            max_request_bytes=int(self._config["max_request_bytes"]),
             take_deferred=self._take_del_frames,
         )
         self._HANDLERS = self._request_handlers()
@@ -476,13 +483,13 @@ class Connection:
         """Handle one frame; runs in the reader greenlet and never blocks."""
         msg, seq, body = decode_message(payload, self._max_depth)
         if msg == consts.MSG_REQUEST:
-            self._on_request(seq, body)
+            self._on_request(seq, body, len(payload))
         elif msg == consts.MSG_REPLY:
             self._on_reply(seq, body)
         else:
             self._on_exception(seq, body)
 
-    def _on_request(self, seq: int, body: Any) -> None:
+    def _on_request(self, seq: int, body: Any, size: int) -> None:
         if type(body) is not tuple or len(body) != 2 or type(body[0]) is not int:
             self._answer_nowait(seq, ProtocolError("request is not a (handler, args) pair"))
             return
@@ -494,14 +501,17 @@ class Connection:
         if handler == consts.HANDLE_CLOSE:
             self._hub.spawn_owned(self._serve_close, seq)
             return
-        if not self._hub.submit(self._serve_request, seq, handler, boxed_args):
-            self._answer_nowait(
-                seq,
-                RuntimeError(
-                    f"too many requests: {self._hub.running_handlers} running and "
-                    f"max_queued_requests={self._hub.max_queued_requests} queued"
-                ),
-            )
+        if not self._hub.submit(self._serve_request, seq, handler, boxed_args, cost=size):
+            self._answer_nowait(seq, RuntimeError(self._overload_message()))
+
+    def _overload_message(self) -> str:
+        hub = self._hub
+        return (
+            f"too many requests: {hub.running_handlers} running (max_concurrent_requests="
+            f"{hub.max_concurrent_requests}), {hub.queued_requests} queued "
+            f"(max_queued_requests={hub.max_queued_requests}), {hub.bytes_in_flight} bytes "
+            f"in flight (max_request_bytes={hub.max_request_bytes})"
+        )
 
     def _on_reply(self, seq: int, body: Any) -> None:
         slot = self._hub.pending.pop(seq, None)
@@ -687,13 +697,18 @@ class Connection:
     def _known_netref_class(self, id_pack: IdPack) -> type | None:
         cls = netref.builtin_classes_cache.get(id_pack[0])
         if cls is None:
-            cls = self._netref_classes.get((id_pack[0], id_pack[1], id_pack[2] == 0))
+            key = (id_pack[0], id_pack[1], id_pack[2] == 0)
+            cls = self._netref_classes.get(key)
+            if cls is not None:
+                self._netref_classes.move_to_end(key)
         return cls
 
     def _inspect_netref_class(self, id_pack: IdPack) -> type:
         methods = self.sync_request(consts.HANDLE_INSPECT, id_pack)
         cls = netref.class_factory(id_pack, methods, self._config["exposed_prefix"])
         self._netref_classes[(id_pack[0], id_pack[1], id_pack[2] == 0)] = cls
+        while len(self._netref_classes) > self._config["max_netref_classes"]:
+            self._netref_classes.popitem(last=False)
         return cls
 
     def _resolve_netref_classes(self, proxies: tuple[Any, ...]) -> None:
@@ -919,7 +934,7 @@ class Connection:
     def _watchdog_check(self) -> None:
         idle = self._config["idle_timeout"]
         quiet = time.monotonic() - self._hub.last_received
-        if idle and quiet >= idle:
+        if idle and quiet >= idle and not self._hub.is_busy():
             self._logger.info(
                 "%s: closing after %.1f s idle (idle_timeout=%s)",
                 self._config["connid"],

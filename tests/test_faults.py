@@ -376,12 +376,6 @@ def test_busy_peer_is_dead_only_when_keepalive_timeout_is_shorter_than_its_busy_
         process.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="idle_timeout counts only frames received: a connection whose call runs "
-    "longer than idle_timeout is closed mid-call (protocol._watchdog_check ignores "
-    "requests in flight)",
-)
 def test_idle_timeout_does_not_cut_a_call_in_flight(make_idle_server):
     conn = grpyc.connect("127.0.0.1", make_idle_server.port)
     try:

@@ -46,12 +46,6 @@ def test_zlib_bomb_costs_at_most_max_decompressed_size(server_process, raw_peers
     assert_serves(process.port)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a closed connection keeps the inflated output of its last frame alive until a "
-    "full cyclic GC: FrameDecoder._error and the hub's close reason hold the FrameError, "
-    "whose traceback holds inflate()'s 64 MiB `chunks`; Connection<->hub is a cycle",
-)
 def test_repeated_bombs_do_not_accumulate(server_process, raw_peers):
     process = server_process()
     bomb = zlib_bomb(128)
@@ -152,12 +146,6 @@ def answer_inspects_until_reply(peer, seq, methods):
         peer.send(frame(b"\x02" + brine.dump((got_seq, answer))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Connection._netref_classes caches a proxy class per remote class id for the "
-    "connection's life, with one function per listed method: a peer naming new class ids "
-    "grows it without bound (+76 MiB for 1000 classes of 200 methods, 2 MiB sent)",
-)
 def test_proxy_classes_for_endless_remote_class_ids_stay_bounded(server_process, raw_peers):
     process = server_process()
     peer = raw_peers(process.port)
@@ -173,12 +161,6 @@ def test_proxy_classes_for_endless_remote_class_ids_stay_bounded(server_process,
     assert_serves(process.port)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FrameDecoder._error and the hub's close reason keep the FrameError of the last "
-    "frame, whose traceback holds inflate()'s output chunks (up to max_decompressed_size); "
-    "the closed Connection is freed only by a full cyclic GC",
-)
 def test_a_closed_connection_does_not_keep_its_last_frame(server, raw_peers):
     gc.disable()
     tracemalloc.start()
@@ -199,12 +181,6 @@ def test_a_closed_connection_does_not_keep_its_last_frame(server, raw_peers):
     assert held < 8 * MIB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="requests parked in handlers or queued are bounded by count only "
-    "(max_concurrent_requests + max_queued_requests = 4352), not by bytes: each keeps its "
-    "decoded arguments: 12 compressed frames of 143 KiB hold 768 MiB for sync_request_timeout",
-)
 def test_parked_requests_cannot_hold_unbounded_inflated_bytes(server_process, raw_peers):
     process = server_process()
     peer = raw_peers(process.port)

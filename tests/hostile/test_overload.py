@@ -207,7 +207,9 @@ def test_flood_over_the_limits_gets_error_replies_and_callbacks_get_through(make
         assert len(values) == 12
         assert all(value == 2 * i for i, value in values)
         assert len(refused) == 48
-        assert "4 running and max_queued_requests=8 queued" in str(refused[0])
+        assert "4 running (max_concurrent_requests=4), 8 queued (max_queued_requests=8)" in str(
+            refused[0]
+        )
         # Over the limit is not broken: the same connection works again.
         assert root.echo("after") == "after"
     finally:
