@@ -258,7 +258,7 @@ def render_markdown(run, chart_name):
         + f"{meta['reps']} repetitions of {meta['duration']} s per timed figure; S3 "
         f"{', '.join(f'{n:,}' for n in meta['s3_counts'])} connections, "
         f"{meta['s3_reps']} fresh-process repetition(s) per count up to 2,000, 1 above"
-        + ("" if meta.get("s3_large_on_rpyc") else " (and above 2,000 not on stock rpyc)")
+        + ("" if meta.get("s3_large_on_all") else ", above 2,000 only on grpyc and the floor")
         + ".",
         "",
         f"Each cell: median (min{DASH}max) over the repetitions. "
