@@ -1,5 +1,8 @@
 """Turn one run of the suite into results.json, results.md and results.png.
 
+``python -m bench.report [docs/bench/results.json] [--doc docs/benchmarks.md]``
+renders the files again from a saved run.
+
 Every figure is the median (min-max) of its repetitions; each grpyc figure
 is also given as a ratio to rpyc-threaded and to the floor measured in the
 same run. The targets of the performance issue are checked here and listed
@@ -323,3 +326,21 @@ def _patch_doc(path, block):
     if begin < 0 or end < begin:
         raise ValueError(f"{path} has no {DOC_BEGIN} ... {DOC_END} block to rewrite")
     path.write_text(text[: begin + len(DOC_BEGIN)] + "\n" + block + text[end:])
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("json", nargs="?", default="docs/bench/results.json")
+    parser.add_argument("--doc", default=None, help="markdown file whose results block to rewrite")
+    args = parser.parse_args(argv)
+    path = Path(args.json)
+    run = json.loads(path.read_text())
+    for written in write(run, path.parent, doc=args.doc):
+        print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -380,7 +380,7 @@ def machine_info(args, cpus, wall):
                 break
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench " + shlex.join(args.argv),
+        "command": " ".join(["python -m bench", *map(shlex.quote, args.argv)]),
         "wall_seconds": round(wall, 1),
         "nproc": os.cpu_count(),
         "cpu_model": model,
