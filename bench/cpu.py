@@ -1,0 +1,114 @@
+"""CPU time per call, client and server, user and system: ``python -m bench.cpu``.
+
+    python -m bench.cpu [--targets grpyc,floor,rpyc-threaded] [--op bound|root|callback]
+
+For each target: a server child (as the suite starts it), and a client in a
+child of its own that calls ``op`` in a loop for ``--seconds`` and reports
+how much CPU each side spent per call (the client from ``os.times()``, the
+server from /proc/PID/stat). With both pinned to one CPU, client + server
+CPU is the whole round trip, so the difference to the floor is exactly
+what each side's Python adds per call.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+
+_OPS = {"bound": "bound_echo", "root": "root_echo", "callback": "callback"}
+
+
+def _proc_times(pid):
+    """(user, system) seconds of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def measure(target_name, op, seconds, port, server_pid):
+    """Run in the client child: the JSON figures of one target."""
+    from bench.targets import TARGETS
+
+    client = TARGETS[target_name].load().make_client()
+    conn = client.connect("127.0.0.1", port)
+    call = getattr(client, _OPS[op])(conn)
+    for _ in range(200):  # warm-up
+        call()
+    count = 0
+    server_before, client_before = _proc_times(server_pid), os.times()
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        call()
+        count += 1
+    wall = time.perf_counter() - began
+    client_after, server_after = os.times(), _proc_times(server_pid)
+
+    def per_call(before, after):
+        return round((after - before) / count * 1e6, 1)
+
+    return {
+        "target": target_name,
+        "op": op,
+        "calls/s": round(count / wall),
+        "wall µs": round(wall / count * 1e6, 1),
+        "client user µs": per_call(client_before.user, client_after.user),
+        "client sys µs": per_call(client_before.system, client_after.system),
+        "server user µs": per_call(server_before[0], server_after[0]),
+        "server sys µs": per_call(server_before[1], server_after[1]),
+    }
+
+
+def _child(argv):
+    """The client child: ``--child TARGET OP SECONDS PORT SERVER_PID CPU``."""
+    target_name, op, seconds, port, server_pid, cpu = argv
+    from bench.targets import TARGETS
+
+    if TARGETS[target_name].patched:
+        from gevent import monkey
+
+        monkey.patch_all()
+    from bench.proc import die_with_parent, pin_to_cpu
+
+    die_with_parent()
+    pin_to_cpu(int(cpu))
+    figures = measure(target_name, op, float(seconds), int(port), int(server_pid))
+    print(json.dumps(figures, ensure_ascii=False))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu")
+    parser.add_argument("--targets", default="floor,grpyc,rpyc-threaded")
+    parser.add_argument("--op", choices=sorted(_OPS), default="bound")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--split-cpus", action="store_true")
+    args = parser.parse_args(argv)
+    server_cpu, client_cpu = choose_cpus(args.split_cpus)
+    for target_name in args.targets.split(","):
+        server = None
+        with tempfile.TemporaryFile() as log:
+            try:
+                server, port = _start_server(target_name, server_cpu, log)
+                cmd = [sys.executable, "-m", "bench.cpu", "--child", target_name, args.op]
+                cmd += [str(args.seconds), str(port), str(server.pid), str(client_cpu)]
+                done = subprocess.run(
+                    cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
+                    timeout=args.seconds + 60,
+                )  # fmt: skip
+                print(done.stdout.strip() or done.stderr.strip()[-500:])
+            finally:
+                _stop(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
