@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -88,6 +87,16 @@ class ReplySlot:
 class ConnectionHub:
     """Reader, writer, handler greenlets and pending slots of one connection."""
 
+    # Slots: a server holds thousands of these.
+    __slots__ = (
+        "_bytes_in_flight", "_channel", "_close_reason", "_closed", "_closed_waiters",
+        "_flush_scheduled", "_frame_waiters", "_gevent_hub", "_handlers", "_on_closed",
+        "_on_frame", "_outbox", "_outbox_bytes", "_owned", "_queued", "_reader",
+        "_reader_began", "_switch_watch", "_take_deferred", "_thread_ident", "_timer",
+        "_writing", "last_received", "logger", "max_concurrent_requests",
+        "max_queued_requests", "max_request_bytes", "max_send_buffer", "name", "pending",
+    )  # fmt: skip
+
     def __init__(
         self,
         channel: ChannelLike,
@@ -121,14 +130,15 @@ class ConnectionHub:
         self._writing = False
         self._flush_scheduled = False
         self._handlers: set[Greenlet] = set()
-        self._queued: deque[tuple[Callable[..., Any], tuple[Any, ...], int]] = deque()
+        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], int]] = []
         self._bytes_in_flight = 0
         self._owned: set[Greenlet] = set()
         self._closed = False
         self._close_reason: BaseException | None = None
         self._closed_waiters: list[Waiter] = []
         self._frame_waiters: list[Waiter] = []
-        self._reader: Greenlet | None = None
+        self._reader: Any = None
+        self._reader_began = False
         self._switch_watch = _SwitchWatch.for_this_thread()
         self._timer: Any = None
 
@@ -149,8 +159,23 @@ class ConnectionHub:
         """Start the reader greenlet."""
         self._reader = gevent.spawn(self._read_loop)
 
+    def serve_until_closed(self) -> None:
+        """Block until the connection closes, reading in this greenlet if possible.
+
+        If the reader greenlet has not begun yet, the caller becomes the
+        reader instead (one greenlet per connection, not two: servers call
+        this for every connection they hold).
+        """
+        reader = self._reader
+        if reader is not None and not self._reader_began and not self._closed:
+            reader.kill(block=False)  # it never ran: nothing to undo
+            self._reader = gevent.getcurrent()
+            self._read_loop()
+        self.wait_closed()
+
     # ----------------------------------------------------------------- reader
     def _read_loop(self) -> None:
+        self._reader_began = True
         recv = self._channel.recv
         on_frame = self._on_frame
         me = gevent.getcurrent()
@@ -299,7 +324,7 @@ class ConnectionHub:
         self._handlers.discard(greenlet)
         self._bytes_in_flight -= cost
         if self._queued and not self._closed:
-            self._start_handler(*self._queued.popleft())
+            self._start_handler(*self._queued.pop(0))
 
     def is_busy(self) -> bool:
         """True while calls are in flight either way (ours pending, or the peer's running)."""

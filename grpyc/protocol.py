@@ -24,9 +24,9 @@ import pickle
 import sys
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 import gevent.lock
@@ -232,6 +232,8 @@ class Connection:
     greenlets may call through it at once.
     """
 
+    _HANDLERS: ClassVar[dict[int, Callable[..., Any]]]
+
     def __init__(self, root: Any, channel: Any, config: dict[str, Any] | None = None) -> None:
         self._config: dict[str, Any] = {**DEFAULT_CONFIG, **(config or {})}
         if self._config["connid"] is None:
@@ -248,7 +250,9 @@ class Connection:
         self._local_objects: dict[IdPack, list[Any]] = {}
         self._proxy_cache: weakref.WeakValueDictionary[IdPack, Any] = weakref.WeakValueDictionary()
         self._netref_classes: OrderedDict[tuple[str, int, bool], type] = OrderedDict()
-        self._dels: deque[tuple[IdPack, int]] = deque()
+        # A list: append and pop are atomic for other OS threads; DELs merge,
+        # so their order does not matter.
+        self._dels: list[tuple[IdPack, int]] = []
         self._local_method_lookup = bool(self._config["local_method_lookup"])
         self._max_depth = int(self._config["max_brine_depth"])
         self._closing = False
@@ -269,7 +273,6 @@ class Connection:
             max_request_bytes=int(self._config["max_request_bytes"]),
             take_deferred=self._take_del_frames,
         )
-        self._HANDLERS = self._request_handlers()
         self._hub.start()
         self._start_watchdog()
 
@@ -380,7 +383,7 @@ class Connection:
     def serve_all(self) -> None:
         """Block until the connection closes, then close it. RPyC-compatible."""
         try:
-            self._hub.wait_closed()
+            self._hub.serve_until_closed()
         finally:
             self.close()
 
@@ -601,7 +604,7 @@ class Connection:
             raise ProtocolError(f"unknown request handler {handler}")
         if type(args) is not tuple:
             raise ProtocolError("request arguments are not a tuple")
-        return func(*args)
+        return func(self, *args)
 
     def _raise_if_local(self, exc: BaseException) -> None:
         """Re-raise SystemExit/KeyboardInterrupt here when the config says so."""
@@ -742,7 +745,7 @@ class Connection:
             return []
         merged: dict[IdPack, int] = {}
         while self._dels:
-            id_pack, count = self._dels.popleft()
+            id_pack, count = self._dels.pop()
             merged[id_pack] = merged.get(id_pack, 0) + count
         return [
             encode_request(
@@ -787,12 +790,21 @@ class Connection:
         elif plain_policy:
             self._check_attr(obj, name, "allow_getattr")
 
-    def _request_handlers(self) -> dict[int, Callable[..., Any]]:
-        """Handler number -> bound ``_handle_<name>`` method (PROTOCOL.md section 5)."""
+    @classmethod
+    def _request_handlers(cls) -> dict[int, Callable[..., Any]]:
+        """Handler number -> ``_handle_<name>`` function (PROTOCOL.md section 5).
+
+        Built once per class (subclasses may override handlers), not per
+        connection: thousands of connections share it.
+        """
         return {
-            number: getattr(self, f"_handle_{name.lower()}")
+            number: getattr(cls, f"_handle_{name.lower()}")
             for number, name in consts.HANDLER_NAMES.items()
         }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._HANDLERS = cls._request_handlers()
 
     def _handle_ping(self, data: Any) -> Any:
         return data
@@ -954,3 +966,6 @@ class Connection:
                 self._hub.shutdown(EOFError("peer did not answer keepalive ping"))
             except EOFError:
                 pass
+
+
+Connection._HANDLERS = Connection._request_handlers()

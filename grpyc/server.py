@@ -180,19 +180,27 @@ class _WatchedChannel(Channel):
     def __init__(self, stream: SocketStream) -> None:
         super().__init__(stream)
         self.saw_frame = False
-        # Set by the first complete frame, or by the end of the channel.
-        self.settled = Event()
+        self._on_settled: list[Any] = []
+
+    def on_settled(self, callback: Any) -> None:
+        """Call ``callback()`` at the first complete frame or when the channel closes."""
+        self._on_settled.append(callback)
+
+    def _settle(self) -> None:
+        callbacks, self._on_settled = self._on_settled, []
+        for callback in callbacks:
+            callback()
 
     def recv(self) -> bytes:
         payload = super().recv()
         if not self.saw_frame:
             self.saw_frame = True
-            self.settled.set()
+            self._settle()
         return payload
 
     def close(self) -> None:
         super().close()
-        self.settled.set()
+        self._settle()
 
 
 class _Acceptor(StreamServer):
@@ -608,7 +616,8 @@ class Server:
     def _serve_socket(self, sock: Any, peer: str) -> bool:
         """Set the connection up within handshake_timeout, then serve it until it closes.
 
-        Returns whether the connection was set up (and served).
+        This greenlet becomes the connection's reader (one greenlet per
+        connection). Returns whether the connection was set up (and served).
         """
         state: dict[str, Any] = {"stage": "preparing the socket", "sock": sock, "channel": None}
         conn = None
@@ -628,23 +637,43 @@ class Server:
         return conn is not None
 
     def _handshake(self, state: dict[str, Any], peer: str) -> Any:
-        """The connection, once set up and its first frame received; else None (logged)."""
+        """The connection once set up, its first frame awaited by a timer; else None (logged)."""
         # A TimeoutError (an OSError) lets socket code on the way, such as a
         # half-made TLS socket, close what it opened before re-raising.
+        started = time.monotonic()
         expired = _HandshakeTimeoutError(f"handshake_timeout={self.handshake_timeout} s passed")
         timer = gevent.Timeout(self.handshake_timeout, expired)
         timer.start()
         try:
             conn = self._set_up(state)
-            state["stage"] = "waiting for the first frame"
-            state["channel"].settled.wait()
         except Exception as exc:  # noqa: BLE001 - to the log: one client must not stop the server
             timed_out = self.handshake_timeout is not None and not timer.pending
             self._log_failed_setup(peer, state["stage"], exc, timed_out)
             return None
         finally:
             timer.close()
-        return conn if state["channel"].saw_frame else None
+        self._expect_first_frame(conn, state["channel"], peer, started)
+        return conn
+
+    def _expect_first_frame(self, conn: Any, channel: Any, peer: str, started: float) -> None:
+        """Close `conn` unless its first frame arrives within what is left of the timeout.
+
+        A timer, not a waiting greenlet: the greenlet goes on to read.
+        """
+        if self.handshake_timeout is None or channel.saw_frame:
+            return
+        left = max(0.0, self.handshake_timeout - (time.monotonic() - started))
+
+        def check() -> None:
+            if not channel.saw_frame and not conn.closed:
+                self._log_failed_setup(
+                    peer, "waiting for the first frame", TimeoutError("no frame"), True
+                )
+                self._spawn_owned(conn._hub.shutdown, EOFError("no frame within handshake_timeout"))
+
+        watch = gevent.get_hub().loop.timer(left)
+        watch.start(check)
+        channel.on_settled(watch.close)
 
     def _log_failed_setup(self, peer: str, stage: str, exc: Exception, timed_out: bool) -> None:
         if timed_out:

@@ -96,17 +96,17 @@ def test_submit_runs_queues_then_refuses(make_hub):
     hub.shutdown(EOFError("done"))
 
 
-def test_small_frames_queued_while_writing_are_coalesced(make_hub):
+def test_small_frames_queued_while_writing_are_coalesced(make_hub, monkeypatch):
     hub, peer, _, _ = make_hub()
     writes = []
-    original = hub._write_frames
+    original = ConnectionHub._write_frames
 
-    def spy(frames):
+    def spy(self, frames):
         writes.append(len(frames))
         gevent.sleep(0.01)  # hold the writer so the others queue
-        original(frames)
+        original(self, frames)
 
-    hub._write_frames = spy
+    monkeypatch.setattr(ConnectionHub, "_write_frames", spy)
     jobs = [gevent.spawn(hub.send, b"\x01msg%d" % n) for n in range(10)]
     gevent.joinall(jobs, timeout=2, raise_error=True)
     assert writes[0] == 1
