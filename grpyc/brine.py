@@ -194,10 +194,16 @@ def _open_container(container: Any, append: Callable[[bytes], None]) -> Iterator
     return iter(members)
 
 
-def _dump_container(container: Any) -> bytes:
+# Parts joined into the result buffer at a time: many small values must not
+# cost a list slot and a bytes object each until the very end.
+_JOIN_EVERY = 4096
+
+
+def _dump_container(container: Any, prefix: bytes = b"") -> bytes:
     """Encode a tuple, frozenset or slice, walking nested ones on an explicit stack."""
-    out: list[bytes] = []
+    out: list[bytes] = [prefix] if prefix else []
     append = out.append
+    done = bytearray()
     if type(container) is tuple:
         count = len(container)
         append(_TUPLE_HEADS[count] if count < 256 else _tuple_head(count))
@@ -212,6 +218,10 @@ def _dump_container(container: Any) -> bytes:
     while True:
         for item in items:
             kind = type(item)
+            if len(out) > _JOIN_EVERY:
+                # b"".join costs ~80 bytes per part: join as we go.
+                done += b"".join(out)
+                out.clear()
             if kind is int:
                 if -48 <= item < 160:  # one byte: the tag is item + 0x50
                     append(_IMM_INTS[item + 48])
@@ -250,12 +260,18 @@ def _dump_container(container: Any) -> bytes:
                 break
         else:
             if not parents:
+                if done:
+                    done += b"".join(out)
+                    return bytes(done)
                 return b"".join(out)
             items = parents.pop()
 
 
-def dump(obj: Any) -> bytes:
+def dump(obj: Any, prefix: bytes = b"") -> bytes:
     """Encode a dumpable value; byte-identical to stock rpyc's `brine.dump`.
+
+    `prefix` is put before the encoding in the same buffer (a message type
+    byte, without copying the whole message once more).
 
     Raises:
         TypeError: `obj` is, or contains, a value of a type brine does not take
@@ -267,11 +283,11 @@ def dump(obj: Any) -> bytes:
     """
     kind = type(obj)
     if kind is tuple:  # every RPC message
-        return _dump_container(obj)
+        return _dump_container(obj, prefix)
     encode = _ENCODERS.get(kind)
     if encode is not None:
-        return encode(obj)
-    return _dump_container(obj)
+        return prefix + encode(obj)
+    return _dump_container(obj, prefix)
 
 
 def dumpable(obj: Any) -> bool:

@@ -160,7 +160,11 @@ def buffiter(obj: Any, chunk: int = 10, max_chunk: int = 1000, factor: int = 2) 
 
 
 def _buffered(obj: Any, chunk: int, max_chunk: int, factor: int) -> Iterator[Any]:
-    iterator = iter(obj)
+    # The remote iterator itself, not iter(proxy): that may already prefetch.
+    if isinstance(obj, BaseNetref):
+        iterator = syncreq(obj, consts.HANDLE_CALLATTR, "__iter__", (), ())
+    else:
+        iterator = iter(obj)
     if not isinstance(iterator, BaseNetref):
         yield from iterator
         return

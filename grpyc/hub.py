@@ -59,29 +59,39 @@ class ChannelLike(Protocol):
 class ReplySlot:
     """Where the reply to one synchronous request lands.
 
-    The reader calls `_deliver`; the waiting greenlet calls `wait`.
+    The reader calls `_deliver`; the waiting greenlet calls `wait`. The
+    outcome is handed over through an attribute, not through the switch, so
+    nothing else keeps a (possibly huge) reply alive once the caller drops it.
     """
 
-    __slots__ = ("_waiter",)
+    __slots__ = ("_outcome", "_waiter")
 
     def __init__(self) -> None:
         self._waiter = Waiter()
+        self._outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
 
     def _deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = (is_exc, obj, unresolved)
         # Waiter.switch must run in the hub greenlet; the reader is not the hub.
-        self._waiter.hub.loop.run_callback(self._waiter.switch, (is_exc, obj, unresolved))
+        self._waiter.hub.loop.run_callback(self._waiter.switch, None)
 
     def wait(self, timeout: float | None) -> tuple[bool, Any, tuple[Any, ...]] | None:
         """The delivered ``(is_exc, obj, unresolved)``, or None on timeout."""
-        if timeout is None:
-            return self._waiter.get()
-        # A bare loop timer costs a fraction of a gevent.Timeout on this hot path.
-        timer = self._waiter.hub.loop.timer(max(0.0, timeout))
-        timer.start(self._waiter.switch, None)
-        try:
-            return self._waiter.get()
-        finally:
-            timer.close()
+        if self._outcome is None:
+            if timeout is None:
+                self._waiter.get()
+            else:
+                # A bare loop timer costs a fraction of a gevent.Timeout here.
+                timer = self._waiter.hub.loop.timer(max(0.0, timeout))
+                timer.start(self._waiter.switch, None)
+                try:
+                    self._waiter.get()
+                finally:
+                    timer.close()
+        outcome, self._outcome = self._outcome, None
+        return outcome
 
 
 class ConnectionHub:
@@ -90,7 +100,8 @@ class ConnectionHub:
     # Slots: a server holds thousands of these.
     __slots__ = (
         "_bytes_in_flight", "_channel", "_close_reason", "_closed", "_closed_waiters",
-        "_flush_scheduled", "_frame_waiters", "_gevent_hub", "_handlers", "_on_closed",
+        "_flush_scheduled", "_frame_waiters", "_gevent_hub", "_handlers",
+        "_nested_waits", "_on_closed",
         "_on_frame", "_outbox", "_outbox_bytes", "_owned", "_queued", "_reader",
         "_reader_began", "_switch_watch", "_take_deferred", "_thread_ident", "_timer",
         "_writing", "last_received", "logger", "max_concurrent_requests",
@@ -132,6 +143,7 @@ class ConnectionHub:
         self._handlers: set[Greenlet] = set()
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], int]] = []
         self._bytes_in_flight = 0
+        self._nested_waits = 0
         self._owned: set[Greenlet] = set()
         self._closed = False
         self._close_reason: BaseException | None = None
@@ -185,6 +197,7 @@ class ConnectionHub:
                 payload = recv()
                 self.last_received = time.monotonic()
                 on_frame(payload)
+                del payload  # a big frame must not live on until the next one
                 if self._frame_waiters:
                     self._wake(self._frame_waiters)
                 if self._reader is not me:
@@ -262,7 +275,7 @@ class ConnectionHub:
         """
         if self._bytes_in_flight and self._bytes_in_flight + cost > self.max_request_bytes:
             return False
-        if len(self._handlers) < self.max_concurrent_requests and not self._queued:
+        if self._has_free_handler() and not self._queued:
             self._bytes_in_flight += cost
             if self._can_run_inline():
                 self._run_inline(func, args, cost)
@@ -274,6 +287,36 @@ class ConnectionHub:
             self._queued.append((func, args, cost))
             return True
         return False
+
+    def _has_free_handler(self) -> bool:
+        """A handler may start: fewer than the limit are busy.
+
+        Handlers waiting for the peer's answer to their own nested call do
+        not count (else a callback chain deeper than the limit would wait on
+        itself), but all handlers together stay under the running and queued
+        limits combined.
+        """
+        running = len(self._handlers)
+        return (
+            running - self._nested_waits < self.max_concurrent_requests
+            and running < self.max_concurrent_requests + self.max_queued_requests
+        )
+
+    def nested_wait(self) -> bool:
+        """Note that the current greenlet waits for a reply; True if it is a handler.
+
+        Pair a True result with `nested_wait_done`.
+        """
+        current = gevent.getcurrent()
+        if current in self._handlers or current is self._reader:
+            self._nested_waits += 1
+            return True
+        return False
+
+    def nested_wait_done(self) -> None:
+        self._nested_waits -= 1
+        if self._queued and not self._closed and self._has_free_handler():
+            self._start_handler(*self._queued.pop(0))
 
     def _start_handler(self, func: Callable[..., Any], args: tuple[Any, ...], cost: int) -> None:
         greenlet = Greenlet(self._run_handler, func, args, cost)
@@ -323,7 +366,7 @@ class ConnectionHub:
     def _finish_handler(self, greenlet: Any, cost: int) -> None:
         self._handlers.discard(greenlet)
         self._bytes_in_flight -= cost
-        if self._queued and not self._closed:
+        if self._queued and not self._closed and self._has_free_handler():
             self._start_handler(*self._queued.pop(0))
 
     def is_busy(self) -> bool:
@@ -333,6 +376,10 @@ class ConnectionHub:
     @property
     def running_handlers(self) -> int:
         return len(self._handlers)
+
+    @property
+    def nested_waits(self) -> int:
+        return self._nested_waits
 
     @property
     def queued_requests(self) -> int:

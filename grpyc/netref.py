@@ -357,7 +357,12 @@ def _special_method_names() -> frozenset[str]:
         memoryview,
         BaseException,
     )
-    names = {n for probe in probes for n in dir(probe) if n.startswith("__") and n.endswith("__")}
+    names = {
+        name
+        for probe in probes
+        for name in dir(probe)
+        if name.startswith("__") and name.endswith("__") and callable(getattr(probe, name, None))
+    }
     names |= {
         "__call__",
         "__enter__",
@@ -416,15 +421,44 @@ class UnresolvedNetref(BaseNetref):
     _named_methods: ClassVar[dict[str, Callable[..., Any]]] = {}
 
 
+# Built-in containers whose iteration has no side effects: their proxies
+# fetch items in batches (BUFFITER) instead of one request per item.
+_PREFETCHED_ITERABLES = frozenset(
+    ["builtins.list", "builtins.dict", "builtins.set", "builtins.frozenset"]
+)
+_FIRST_BATCH = 16
+_MAX_BATCH = 1024
+
+
+def _prefetching_iter(self: BaseNetref) -> Any:
+    """``iter(proxy)`` for built-in containers: batches, growing 16, 64 ... 1024."""
+    conn = object.__getattribute__(self, "____conn__")
+    remote_iterator = syncreq(self, consts.HANDLE_CALLATTR, "__iter__", (), ())
+    if not conn._config["prefetch_iteration"]:
+        return remote_iterator
+    return _batches(remote_iterator)
+
+
+def _batches(remote_iterator: BaseNetref) -> Any:
+    batch = _FIRST_BATCH
+    while True:
+        items = syncreq(remote_iterator, consts.HANDLE_BUFFITER, batch)
+        yield from items
+        if len(items) < batch:
+            return  # a built-in container's iterator is exhausted
+        batch = min(batch * 4, _MAX_BATCH)
+
+
 def _prepare_builtin_classes() -> None:
     for builtin in _BUILTIN_TYPES:
         id_pack = get_id_pack(builtin)
         _builtin_types_by_name[id_pack[0]] = builtin
     for builtin in _BUILTIN_TYPES:
         id_pack = get_id_pack(builtin)
-        builtin_classes_cache[id_pack[0]] = class_factory(
-            id_pack, get_methods(LOCAL_ATTRS, builtin)
-        )
+        cls = class_factory(id_pack, get_methods(LOCAL_ATTRS, builtin))
+        if id_pack[0] in _PREFETCHED_ITERABLES:
+            cls.__iter__ = _prefetching_iter  # type: ignore[method-assign]
+        builtin_classes_cache[id_pack[0]] = cls
 
 
 _prepare_builtin_classes()

@@ -20,6 +20,7 @@ import pytest
 
 from grpyc import classic, consts, factory
 from grpyc.channel import Channel
+from grpyc.hub import ConnectionHub
 from grpyc.netref import BaseNetref
 from grpyc.server import Server
 from grpyc.service import ClassicService, SlaveService
@@ -421,13 +422,14 @@ def test_no_message_carries_more_than_a_chunk(classic_pair, tmp_path, monkeypatc
     chunk = 64 * 1024
     largest = []
     sender = client if direction == "upload" else server
-    original_send = sender._hub.send
+    original_send = ConnectionHub.send
 
-    def recording_send(payload):
-        largest.append(len(payload))
-        return original_send(payload)
+    def recording_send(self, payload):
+        if self is sender._hub:
+            largest.append(len(payload))
+        return original_send(self, payload)
 
-    monkeypatch.setattr(sender._hub, "send", recording_send)
+    monkeypatch.setattr(ConnectionHub, "send", recording_send)
     if direction == "upload":
         classic.upload(client, str(tmp_path / "big.bin"), str(tmp_path / "copy"), chunk_size=chunk)
     else:

@@ -153,3 +153,29 @@ def test_raw_handlers_through_sync_request(client):
     assert client.sync_request(consts.HANDLE_GETATTR, thing, "value") == 4
     assert client.sync_request(consts.HANDLE_CALLATTR, thing, "bump", (2,), ()) == 6
     assert client.sync_request(consts.HANDLE_BUFFITER, iter(range(3)), 10) == (0, 1, 2)
+
+
+def test_iterating_a_remote_list_fetches_in_batches(make_pair):
+    server, client = make_pair()
+    items = client.root.make_list(*range(3000))
+    seen = []
+    original = type(server)._handle_buffiter
+
+    def spy(self, obj, count):
+        seen.append(count)
+        return original(self, obj, count)
+
+    type(server)._HANDLERS[consts.HANDLE_BUFFITER] = spy
+    try:
+        assert list(items) == list(range(3000))
+    finally:
+        type(server)._HANDLERS[consts.HANDLE_BUFFITER] = original
+    assert seen == [16, 64, 256, 1024, 1024, 1024]
+
+
+def test_prefetch_iteration_off_is_one_request_per_item(make_pair):
+    _, client = make_pair(client_config={"prefetch_iteration": False})
+    items = client.root.make_list(1, 2, 3)
+    iterator = iter(items)
+    assert type(iterator).__name__ == "builtins.list_iterator"
+    assert list(iterator) == [1, 2, 3]

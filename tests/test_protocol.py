@@ -170,7 +170,7 @@ def test_ping_echoes(pair):
 
 def test_ping_mismatch_raises_ping_error(make_pair):
     class Twisted(Connection):
-        def _try_ping_inline(self, seq, boxed_args):
+        def _try_ping_inline(self, seq, boxed_args, size):
             return False
 
         def _handle_ping(self, data):
@@ -444,3 +444,26 @@ def test_frame_limits_from_config_reach_the_channel(make_pair):
         Connection(TestService(), channel, {"max_frame_size": -1})
     assert channel.closed
     theirs.close()
+
+
+def test_callback_chain_deeper_than_max_concurrent_requests(make_pair):
+    box = {}
+    _, client = make_pair(
+        server_config={"max_concurrent_requests": 8}, client_config={"max_concurrent_requests": 8}
+    )
+    box["root"] = client.root
+
+    def callback(depth):
+        return box["root"].bounce(callback, depth)
+
+    assert client.root.bounce(callback, 60) == 60
+
+
+def test_callback_chain_1000_deep_with_defaults(pair):
+    _, client = pair
+    root = client.root
+
+    def callback(depth):
+        return root.bounce(callback, depth)
+
+    assert root.bounce(callback, 1000) == 1000

@@ -13,7 +13,6 @@ import tracemalloc
 import zlib
 
 import gevent
-import pytest
 
 from grpyc import brine, consts
 from tests.hostile.conftest import L, R, V, assert_serves, boxed, frame, request, zlib_bomb
@@ -94,11 +93,6 @@ def wide_ping(items):
     return header + b"\x00" * items
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="brine.dump joins one bytes object per item: b''.join allocates ~80 bytes "
-    "of Py_buffer per part, so echoing a 2 MiB frame of 1-byte items peaks near 200 MiB",
-)
 def test_many_small_items_cost_a_bounded_multiple_of_the_frame(server_process, raw_peers):
     process = server_process()
     baseline = process.status_kib("VmHWM")

@@ -316,7 +316,7 @@ ROOT_SHAPES = [
         ((L, ("x", 1, 2)), (V, 10**100)),
         "KeyError: ('x', 1, 2)",
     ),
-    ("DEL with an int id pack", consts.HANDLE_DEL, ((L, 5), (V, 1)), "TypeError: 'int' object"),
+    ("DEL with an int id pack", consts.HANDLE_DEL, ((L, 5), (V, 1)), "KeyError: 5"),
 ]
 
 
