@@ -248,10 +248,28 @@ def teleport_function(
     """
     from grpyc.teleportation import export_function
 
+    _require_same_python(conn, func)
     if globals is None:
         globals = conn.namespace
     exported = export_function(func)
     return _remote_teleportation(conn).import_function(exported, globals, def_)
+
+
+_LOCAL_PYTHON = tuple(sys.version_info[:2])
+
+
+def _require_same_python(conn: Classic, func: FunctionType) -> None:
+    """Refuse to teleport between Python minor versions: their bytecode differs.
+
+    The export format (RPyC's) carries no version, so the peer is asked.
+    """
+    remote = tuple(conn.modules["sys"].version_info[:2])
+    if remote != _LOCAL_PYTHON:
+        raise ValueError(
+            f"cannot teleport {func.__name__!r}: the peer runs Python "
+            f"{remote[0]}.{remote[1]} and this side {_LOCAL_PYTHON[0]}.{_LOCAL_PYTHON[1]}; "
+            "bytecode differs between Python versions"
+        )
 
 
 def _remote_teleportation(conn: Classic) -> Any:

@@ -122,7 +122,6 @@ def test_classic_connection_serves_classic_service_locally(classic_pair):
     assert server.root.eval("1 + 1") == 2
 
 
-@pytest.mark.skipif(not hasattr(factory, "connect_subproc"), reason="factory.connect_subproc")
 def test_connect_subproc_runs_stdio_server():
     conn = classic.connect_subproc()
     try:
@@ -133,7 +132,6 @@ def test_connect_subproc_runs_stdio_server():
         conn.proc.wait()
 
 
-@pytest.mark.skipif(not hasattr(factory, "connect_thread"), reason="factory.connect_thread")
 def test_connect_thread():
     with classic.connect_thread() as conn:
         _check_classic(conn)
@@ -149,9 +147,6 @@ def test_factory_connect_thread_with_classic_service_on_both_ends():
         _check_classic(conn)
 
 
-@pytest.mark.skipif(
-    not hasattr(factory, "connect_multiprocess"), reason="factory.connect_multiprocess"
-)
 def test_connect_multiprocess_shares_args():
     import multiprocessing
 
@@ -166,7 +161,6 @@ def test_connect_multiprocess_shares_args():
         conn.proc.join(10)
 
 
-@pytest.mark.skipif(not hasattr(factory, "ssl_connect"), reason="factory.ssl_connect")
 def test_ssl_connect(tmp_path):
     from grpyc.authenticators import SSLAuthenticator
     from tests.certs import make_pki
@@ -263,6 +257,16 @@ def test_teleport_function_runs_at_peer(child):
     assert isinstance(remote_scale, BaseNetref)
     assert remote_scale(2.5) == 7
     assert child.eval("scale(2, factor=4)") == 8
+
+
+def test_teleport_function_refuses_another_python_version(child, monkeypatch):
+    monkeypatch.setattr(classic, "_LOCAL_PYTHON", (3, 99))
+
+    def answer():
+        return 42
+
+    with pytest.raises(ValueError, match=r"peer runs Python 3\.\d+ and this side 3\.99"):
+        classic.teleport_function(child, answer)
 
 
 def test_teleport_function_refuses_closure(child):
