@@ -232,13 +232,18 @@ def chart(run, path):
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) * max(len(shown), 2) / 2 + 1.5))
     for index, target in enumerate(shown):
         ys = [row - 0.4 + height * (index + 0.5) for row in range(len(rows))]
-        values = [r[1][index] or 0 for r in rows]
+        # A log axis needs positive bars; a missing figure shows as no bar.
+        values = [r[1][index] or 1e-3 for r in rows]
         ax.barh(ys, values, height=height, label=target)
+    ax.set_xscale("log")  # ratios span 0.01x to 100x: a linear axis hides most bars
+    ax.set_xlim(left=0.01)
     ax.axvline(1.0, color="black", linewidth=1, linestyle="--", label="floor = 1")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([label.replace("`", "") for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("throughput relative to the floor measured in the same run (higher is better)")
+    ax.set_xlabel(
+        "throughput relative to the floor measured in the same run, log scale (higher is better)"
+    )
     ax.set_title(f"grpyc vs stock rpyc vs raw-socket floor — {run['meta']['date']}")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
