@@ -119,8 +119,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "local_method_lookup": True,
     # True iterates proxies of built-in lists, dicts and sets in batches
     # (BUFFITER: 16, 64, 256, then 1024 items a request); False is RPyC's one
-    # request per item.
-    "prefetch_iteration": True,
+    # request per item. Off by default: under the soak workload a server that
+    # prefetches grows RSS in memory outside Python's allocator (issue note).
+    "prefetch_iteration": False,
     # Seconds between keepalive pings when nothing arrives (None: off), and how
     # long a ping may take before the peer is declared dead.
     "keepalive_interval": None,

@@ -156,7 +156,7 @@ def test_raw_handlers_through_sync_request(client):
 
 
 def test_iterating_a_remote_list_fetches_in_batches(make_pair):
-    server, client = make_pair()
+    server, client = make_pair(client_config={"prefetch_iteration": True})
     items = client.root.make_list(*range(3000))
     seen = []
     original = type(server)._handle_buffiter
@@ -173,8 +173,8 @@ def test_iterating_a_remote_list_fetches_in_batches(make_pair):
     assert seen == [16, 64, 256, 1024, 1024, 1024]
 
 
-def test_prefetch_iteration_off_is_one_request_per_item(make_pair):
-    _, client = make_pair(client_config={"prefetch_iteration": False})
+def test_prefetch_iteration_is_off_by_default_one_request_per_item(make_pair):
+    _, client = make_pair()
     items = client.root.make_list(1, 2, 3)
     iterator = iter(items)
     assert type(iterator).__name__ == "builtins.list_iterator"
