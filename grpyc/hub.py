@@ -220,29 +220,19 @@ class ConnectionHub:
             EOFError: the connection is (or becomes) closed.
         """
         self._raise_if_closed()
-        waiter = Waiter()
-        self._frame_waiters.append(waiter)
-        self._closed_waiters.append(waiter)
-        timer = gevent.Timeout._start_new_or_dummy(timeout)
-        try:
-            waiter.get()
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
-            return False
-        finally:
-            timer.close()
-            _discard(self._frame_waiters, waiter)
-            _discard(self._closed_waiters, waiter)
+        woken = self._wait_listed(timeout, self._frame_waiters, self._closed_waiters)
         self._raise_if_closed()
-        return True
+        return woken
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first."""
-        if self._closed:
-            return True
+        return self._closed or self._wait_listed(timeout, self._closed_waiters)
+
+    def _wait_listed(self, timeout: float | None, *lists: list[Waiter]) -> bool:
+        """Wait until a waiter put on `lists` is woken (True) or `timeout` passes."""
         waiter = Waiter()
-        self._closed_waiters.append(waiter)
+        for waiters in lists:
+            waiters.append(waiter)
         timer = gevent.Timeout._start_new_or_dummy(timeout)
         try:
             waiter.get()
@@ -252,7 +242,8 @@ class ConnectionHub:
             return False
         finally:
             timer.close()
-            _discard(self._closed_waiters, waiter)
+            for waiters in lists:
+                _discard(waiters, waiter)
         return True
 
     def _wake(self, waiters: list[Waiter]) -> None:
