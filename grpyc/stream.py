@@ -441,34 +441,28 @@ class SocketStream(Stream):
         return EOFError(f"connection broken: {exc}")
 
     def read_some(self, max_count: int) -> bytes:
-        while True:
-            if self._closed:
-                raise EOFError("stream has been closed")
-            try:
-                data: bytes = self.sock.recv(max_count)
-            except TimeoutError:
-                continue  # a timeout set on the socket by its owner does not end the stream
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            if not data:
-                self.close()
-                raise EOFError("connection closed by peer")
-            return data
+        data: bytes = self._receive(self.sock.recv, max_count)
+        return data
 
     def read_into(self, buffer: memoryview) -> int:
+        count: int = self._receive(self.sock.recv_into, buffer)
+        return count
+
+    def _receive(self, receive: Callable[[Any], Any], argument: Any) -> Any:
+        """``receive(argument)`` until it yields something; empty means EOF."""
         while True:
             if self._closed:
                 raise EOFError("stream has been closed")
             try:
-                count: int = self.sock.recv_into(buffer)
+                result = receive(argument)
             except TimeoutError:
                 continue  # a timeout set on the socket by its owner does not end the stream
             except OSError as exc:
                 raise self._broken(exc) from exc
-            if not count:
+            if not result:
                 self.close()
                 raise EOFError("connection closed by peer")
-            return count
+            return result
 
     def write(self, data: BytesLike) -> None:
         if self._closed:
