@@ -100,7 +100,7 @@ class ConnectionHub:
     # Slots: a server holds thousands of these.
     __slots__ = (
         "_bytes_in_flight", "_channel", "_close_reason", "_closed", "_closed_waiters",
-        "_flush_scheduled", "_frame_waiters", "_gevent_hub", "_handlers",
+        "_flush_scheduled", "_frame_waiters", "_gevent_hub", "_handlers", "_idle_waiters",
         "_nested_waits", "_on_closed",
         "_on_frame", "_outbox", "_outbox_bytes", "_owned", "_queued", "_reader",
         "_reader_began", "_switch_watch", "_take_deferred", "_thread_ident", "_timer",
@@ -149,6 +149,7 @@ class ConnectionHub:
         self._close_reason: BaseException | None = None
         self._closed_waiters: list[Waiter] = []
         self._frame_waiters: list[Waiter] = []
+        self._idle_waiters: list[Waiter] = []
         self._reader: Any = None
         self._reader_began = False
         self._switch_watch = _SwitchWatch.for_this_thread()
@@ -227,6 +228,15 @@ class ConnectionHub:
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first."""
         return self._closed or self._wait_listed(timeout, self._closed_waiters)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no request of the peer runs or waits here; False on timeout.
+
+        A closed connection is idle.
+        """
+        if self._closed or not (self._handlers or self._queued):
+            return True
+        return self._wait_listed(timeout, self._idle_waiters, self._closed_waiters)
 
     def _wait_listed(self, timeout: float | None, *lists: list[Waiter]) -> bool:
         """Wait until a waiter put on `lists` is woken (True) or `timeout` passes."""
@@ -359,6 +369,8 @@ class ConnectionHub:
         self._bytes_in_flight -= cost
         if self._queued and not self._closed and self._has_free_handler():
             self._start_handler(*self._queued.pop(0))
+        if self._idle_waiters and not self._handlers and not self._queued:
+            self._wake(self._idle_waiters)
 
     def is_busy(self) -> bool:
         """True while calls are in flight either way (ours pending, or the peer's running)."""

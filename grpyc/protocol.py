@@ -330,6 +330,20 @@ class Connection:
         finally:
             self._hub.shutdown(EOFError("connection closed locally"))
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no request of the peer runs here; False if `timeout` passed first.
+
+        grpyc's own (servers drain connections with it); a closed connection is idle.
+        """
+        return self._hub.wait_idle(timeout)
+
+    def abort(self, reason: str = "connection aborted") -> None:
+        """Close at once, without the CLOSE exchange: pending calls get `EOFError`.
+
+        grpyc's own (servers use it for connections that must go now).
+        """
+        self._hub.shutdown(EOFError(reason))
+
     def _on_closed(self, reason: BaseException) -> None:
         """Runs once when the hub shuts down: release everything, tell the service."""
         self._closing = True
