@@ -562,13 +562,57 @@ class Channel:
         return payload
 
     def _next_payload(self) -> bytes:
-        decoder = self._decoder
         while True:
-            payload = decoder.next_frame()
+            payload = self._decoder.next_frame()
             if payload is not None:
                 return payload
-            lent = decoder.take_body(_LARGE_BODY)
-            if lent is None:
-                decoder.feed(self.stream.read_some(_READ_SIZE))
-            else:
-                decoder.put_body(_read_body(self.stream, *lent))
+            self._fill()
+
+    def next_buffered(self) -> bytes | None:
+        """The next frame's payload if it is already buffered, else None; never reads.
+
+        Raises:
+            FrameError: the peer sent an invalid frame or an older message
+                format; the stream is closed.
+        """
+        try:
+            payload = self._decoder.next_frame()
+            if payload is not None:
+                check_message(payload)
+        except FrameError:
+            self.stream.close()
+            raise
+        return payload
+
+    def fill(self) -> None:
+        """Read what the stream has (at least one byte) into the frame buffer.
+
+        Meant for a reader that waited until the stream is readable; a large
+        frame body is read whole, straight into its final buffer.
+
+        Raises:
+            EOFError: the stream ended or is closed.
+            FrameError: the peer sent an invalid frame; the stream is closed.
+        """
+        try:
+            self._fill()
+        except FrameError:
+            self.stream.close()
+            raise
+
+    def has_buffered_frame(self) -> bool:
+        """Whether `next_buffered` would return a payload (or raise) without reading."""
+        return self._decoder.has_frame()
+
+    def has_pending_input(self) -> bool:
+        """Whether bytes wait above the descriptor (TLS buffers), so `fill` will not wait."""
+        has_pending = getattr(self.stream, "has_pending", None)
+        return has_pending is not None and bool(has_pending())
+
+    def _fill(self) -> None:
+        decoder = self._decoder
+        lent = decoder.take_body(_LARGE_BODY)
+        if lent is None:
+            decoder.feed(self.stream.read_some(_READ_SIZE))
+        else:
+            decoder.put_body(_read_body(self.stream, *lent))

@@ -8,17 +8,21 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+import gevent.monkey
+from gevent._hub_local import get_hub_if_exists
 
 __all__ = [
     "Timeout",
     "get_id_pack",
     "get_methods",
     "hasattr_static",
+    "in_gevent",
     "setup_logger",
     "spawn",
 ]
@@ -106,10 +110,26 @@ class Timeout:
         return max(0.0, self.deadline - time.monotonic())
 
 
-def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenlet:
-    """Start ``func`` in a new greenlet. RPyC's ``spawn`` starts a daemon thread;
-    on gevent a greenlet is the unit of concurrency."""
-    return gevent.spawn(func, *args, **kwargs)
+def in_gevent() -> bool:
+    """Whether code in this thread runs under gevent: monkey patched, or its hub exists.
+
+    A connection made where this is False belongs to plain OS threads: it
+    uses blocking sockets and is read by whichever thread waits on it, as in
+    RPyC (DESIGN.md, "Callers outside gevent"). grpyc never creates a hub in
+    such a thread itself, so the answer stays the same for the thread's life
+    unless the program starts using gevent there.
+    """
+    return gevent.monkey.is_module_patched("socket") or get_hub_if_exists() is not None
+
+
+def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> threading.Thread:
+    """Start ``func(*args, **kwargs)`` in a new daemon thread and return it. RPyC-compatible.
+
+    Under monkey patching the thread is a greenlet, as every thread is then.
+    """
+    thread = threading.Thread(target=func, args=args, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
 
 
 def setup_logger(

@@ -165,7 +165,7 @@ def _in_flight(conn: Any) -> int:
     Queued requests exist only while handlers run, so the running count is
     enough to tell a busy connection from an idle one.
     """
-    return conn._hub.running_handlers
+    return 0 if conn.wait_idle(0) else 1
 
 
 def _exit_child(status: int) -> NoReturn:
@@ -193,10 +193,18 @@ class _WatchedChannel(Channel):
 
     def recv(self) -> bytes:
         payload = super().recv()
-        if not self.saw_frame:
+        self._saw(payload)
+        return payload
+
+    def next_buffered(self) -> bytes | None:
+        payload = super().next_buffered()
+        self._saw(payload)
+        return payload
+
+    def _saw(self, payload: bytes | None) -> None:
+        if payload is not None and not self.saw_frame:
             self.saw_frame = True
             self._settle()
-        return payload
 
     def close(self) -> None:
         super().close()
@@ -669,7 +677,7 @@ class Server:
                 self._log_failed_setup(
                     peer, "waiting for the first frame", TimeoutError("no frame"), True
                 )
-                self._spawn_owned(conn._hub.shutdown, EOFError("no frame within handshake_timeout"))
+                self._spawn_owned(conn.abort, "no frame within handshake_timeout")
 
         watch = gevent.get_hub().loop.timer(left)
         watch.start(check)

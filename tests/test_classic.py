@@ -20,7 +20,6 @@ import pytest
 
 from grpyc import classic, consts, factory
 from grpyc.channel import Channel
-from grpyc.hub import ConnectionHub
 from grpyc.netref import BaseNetref
 from grpyc.server import Server
 from grpyc.service import ClassicService, SlaveService
@@ -425,15 +424,20 @@ def test_no_message_carries_more_than_a_chunk(classic_pair, tmp_path, monkeypatc
     (tmp_path / "big.bin").write_bytes(os.urandom(2 * MIB))
     chunk = 64 * 1024
     largest = []
-    sender = client if direction == "upload" else server
-    original_send = ConnectionHub.send
+    channel = (client if direction == "upload" else server)._channel
+    original_send_many = channel.send_many
+    original_send = channel.send
 
-    def recording_send(self, payload):
-        if self is sender._hub:
-            largest.append(len(payload))
-        return original_send(self, payload)
+    def recording_send_many(payloads):
+        largest.extend(len(payload) for payload in payloads)
+        return original_send_many(payloads)
 
-    monkeypatch.setattr(ConnectionHub, "send", recording_send)
+    def recording_send(payload):
+        largest.append(len(payload))
+        return original_send(payload)
+
+    monkeypatch.setattr(channel, "send_many", recording_send_many)
+    monkeypatch.setattr(channel, "send", recording_send)
     if direction == "upload":
         classic.upload(client, str(tmp_path / "big.bin"), str(tmp_path / "copy"), chunk_size=chunk)
     else:
