@@ -30,7 +30,8 @@ import gevent
 from gevent import socket
 
 from grpyc import brine, consts
-from grpyc.channel import Channel, FrameDecoder, FrameError
+from grpyc.channel import Channel
+from grpyc.framing import FrameDecoder, FrameError
 from grpyc.protocol import ProtocolError, decode_message
 from grpyc.service import Service
 from grpyc.stream import SocketStream
