@@ -44,9 +44,9 @@ Address = tuple[str, int]
 class RegistryLimits:
     """What a registry server accepts, holds and sends; pass as ``limits=``.
 
-    An *entry* is one server under one name: ``(name, host, port)``. One
-    costs the table about 400 bytes plus its name, so the defaults hold the
-    table under 3 MiB whatever peers send.
+    An *entry* is one server under one name: ``(name, host, port)``. At the
+    defaults the full table takes at most about 2.5 MiB (measured with
+    4,096 entries of 255-character names), whatever peers send.
     """
 
     # RPyC reads requests with recvfrom(1500): larger ones never worked with it.
@@ -57,8 +57,9 @@ class RegistryLimits:
     max_entries_per_host: int = 256
     # A LAN of 1,000 servers with 4 aliases each.
     max_entries: int = 4096
-    # UDP replies at most 10x their request: a QUERY of a 3-letter name
-    # (21 bytes) gets 210 bytes, 10 loopback or 8 LAN servers; more needs TCP.
+    # UDP replies at most 10x their request, since a datagram's source can be
+    # forged: a QUERY of a 3-letter name (21 bytes) gets 210 bytes, 10
+    # loopback or 8 to 10 LAN servers; more needs TCP.
     max_amplification: int = 10
     # TCP replies: our clients read up to 64 KiB (the TCP handshake proves
     # the source, so there is no amplification to fear).
