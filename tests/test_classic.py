@@ -631,10 +631,14 @@ def peer_tree(root: Path) -> Path:
 
 
 @pytest.fixture
-def hostile_child():
-    """A classic stdio server in a child of its own, to be made hostile."""
+def hostile_child(tmp_path):
+    """A classic stdio server in a child of its own, to be made hostile.
+
+    It runs in `tmp_path`: a relative path that slips through lands there,
+    where the tests look."""
     proc = gevent.subprocess.Popen(
         [sys.executable, "-u", "-c", classic._stdio_server_code()],
+        cwd=tmp_path,
         stdin=gevent.subprocess.PIPE,
         stdout=gevent.subprocess.PIPE,
     )
