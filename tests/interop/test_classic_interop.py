@@ -290,3 +290,18 @@ def test_peer_symlinks_are_followed_as_stock_does(to_stock, stock_classic_server
     assert grpyc_tree["dirlink/o.txt"] == b"outside"
     assert grpyc_tree["filelink"] == b"from the peer"
     assert sorted(os.listdir(tmp_path / "local")) == ["grpyc", "stock"]
+
+
+def test_upload_to_a_stock_server_with_windows_paths_refuses_backslash_names(
+    hostile_stock, tmp_path
+):
+    conn, _ = hostile_stock
+    conn.execute("import sys, ntpath\nsys.modules['os.path'] = ntpath")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "ok.txt").write_bytes(b"ok")
+    (source / "..\\escaped.txt").write_bytes(b"evil")
+    before = tree_snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"listed by this side in .*: it contains the separator"):
+        classic.upload_dir(conn, str(source), str(tmp_path / "up"))
+    assert tree_snapshot(tmp_path) == before
