@@ -627,6 +627,20 @@ def test_version_switch_like_stock(program, name):
         assert out == f"{name} (grpyc {__version__})\n"
 
 
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("grpyc.cli", "grpyc classic (grpyc {})\n"),
+        ("grpyc.cli.rpyc_classic", "rpyc_classic (grpyc {})\n"),
+        ("grpyc.cli.rpyc_registry", "rpyc_registry (grpyc {})\n"),
+    ],
+)
+def test_the_cli_modules_run_with_python_m(module, expected):
+    args = ["classic", "--version"] if module == "grpyc.cli" else ["--version"]
+    status, out, _ = run(*args, program=(sys.executable, "-m", module))
+    assert (status, out) == (0, expected.format(__version__))
+
+
 def test_rpyc_classic_main_exits_with_the_status(capsys):
     from grpyc.cli import rpyc_classic, rpyc_registry
 

@@ -61,7 +61,3 @@ def run(args: argparse.Namespace, prog: str) -> int:
     except StartError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

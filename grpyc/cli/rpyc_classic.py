@@ -25,3 +25,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     args = classic_parser(PROG).parse_args(argv)
     raise SystemExit(run(args, PROG))
+
+
+if __name__ == "__main__":
+    main()
