@@ -253,7 +253,7 @@ class _Downloader:
         results: list[Any] = []
         for start in range(0, len(items), _MAP_BATCH):
             batch = items[start : start + _MAP_BATCH]
-            results += self.remote_tuple(self.remote_map(func, batch))
+            results += _by_value(self.remote_tuple(self.remote_map(func, batch)), "answer")
         return tuple(results)
 
     def plan_dir(self, remote: str, local: str, filter: Callable[[str], bool] | None) -> _Plan:
@@ -280,7 +280,9 @@ class _Downloader:
         Every name is checked before it is used (see the module docstring).
         """
         # tuple() at the peer: the names come back as one value, not item by item.
-        listing = self.remote_tuple(self.remote_listdir(remote))
+        listing = _by_value(
+            self.remote_tuple(self.remote_listdir(remote)), f"listing of {remote!r}"
+        )
         checked = [_check_name(name, os.path, "the peer", remote, dest) for name in listing]
         names = [name for name in sorted(checked) if filter is None or filter(name)]
         paths = tuple(self.remote_path.join(remote, name) for name in names)
@@ -309,9 +311,22 @@ class _Downloader:
             _open_local_target(item.target, confined) as local_file,
         ):
             read = remote_file.read
-            while chunk := read(self.chunk_size):
+            while chunk := _chunk(read(self.chunk_size), item.source):
                 local_file.write(chunk)
                 meter.add(len(chunk))
+
+
+def _by_value(value: Any, what: str) -> tuple[Any, ...]:
+    # A tuple comes by value; anything else would be a proxy, each use a call.
+    if type(value) is not tuple:
+        raise ValueError(f"the peer's {what} is a {type(value).__name__}, not a tuple")
+    return value
+
+
+def _chunk(value: Any, path: str) -> bytes:
+    if type(value) is not bytes:
+        raise ValueError(f"the peer read a {type(value).__name__} from {path!r}, not bytes")
+    return value
 
 
 def _size(value: Any, path: str) -> int:
@@ -429,10 +444,11 @@ def download(
         ValueError: `remotepath` is neither a file nor a directory at the
             peer (unless `ignore_invalid`); `chunk_size` < 1; the peer lists
             a name that is not a plain file name here (``..``, ``/etc/x``,
-            ``a/b``, NUL, not a str) or gives a size that is not an int;
-            a path to write is a symbolic link inside `localpath`. Nothing
-            is written when a name is refused. Unlike RPyC, which writes
-            wherever such names lead.
+            ``a/b``, NUL, not a str), or answers with something else than
+            a tuple of names, an int size or bytes read; a path to write is
+            a symbolic link inside `localpath`. Nothing is written when a
+            name is refused. Unlike RPyC, which writes wherever such names
+            lead.
     """
     downloader = _Downloader(conn, chunk_size)
     kind = downloader.kind(remotepath)

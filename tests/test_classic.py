@@ -784,3 +784,24 @@ def test_transfers_refuse_a_peer_path_flavour_they_do_not_know(hostile_child, tm
             transfer(hostile_child, str(tmp_path / "f"), str(tmp_path / "g"))
     assert ("this" in sys.modules) == loaded_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_download_refuses_chunks_that_are_not_bytes(hostile_child, tmp_path):
+    source = peer_tree(tmp_path)
+    hostile_child.execute(
+        "import builtins, io\n_real_open = builtins.open\n"
+        "def _open(path, mode='r', *args, **kwargs):\n"
+        "    if path.endswith('a.txt'):\n"
+        "        return io.StringIO('text')\n"
+        "    return _real_open(path, mode, *args, **kwargs)\n"
+        "builtins.open = _open\n"
+    )
+    with pytest.raises(ValueError, match=r"the peer read a str from '.*a\.txt', not bytes"):
+        classic.download(hostile_child, str(source), str(tmp_path / "local" / "dest"))
+    assert (tmp_path / "local" / "dest" / "a.txt").read_bytes() == b""
+
+
+def test_answers_that_are_proxies_are_refused(conn):
+    with pytest.raises(ValueError, match=r"the peer's listing of 'x' is a builtins\.list, not a"):
+        _transfer._by_value(conn.eval("['a']"), "listing of 'x'")
+    assert _transfer._by_value(("a",), "answer") == ("a",)
