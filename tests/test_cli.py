@@ -597,6 +597,31 @@ def test_rpyc_classic_options_serve_on_this_machine(command, name):
     assert classic_pid(int(found.group(2))) == cmd.proc.pid
 
 
+def wait_for_file_line(path, pattern, timeout=10.0):
+    """The first match of `pattern` in the file at `path`, polled for `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        found = re.search(pattern, text, re.M)
+        if found:
+            return found
+        gevent.sleep(0.05)
+    pytest.fail(f"no line matching {pattern!r} in {path} within {timeout} s")
+
+
+@pytest.mark.parametrize("name", ["stock", "grpyc"])
+def test_logfile_takes_the_log_like_stock(command, tmp_path, name):
+    log = tmp_path / "server.log"
+    cmd = command("-p", "0", "--logfile", str(log), program=CLASSIC_PROGRAMS[name])
+    started = STOCK_CLASSIC_STARTED if name == "stock" else r"listening on (\S+):(\d+)$"
+    port = int(wait_for_file_line(log, started).group(2))
+    assert classic_pid(port) == cmd.proc.pid
+    wait_for_file_line(log, r"(welcome|connection from) .*127\.0\.0\.1")
+    if name == "grpyc":
+        # The line scripts read stays on stderr; the log goes to the file only.
+        assert cmd.lines == [f"grpyc classic server listening on 127.0.0.1:{port}"]
+
+
 @pytest.mark.parametrize(
     "args",
     [["-p", "x"], ["-p", "70000"], ["-m", "nonsense"], ["--no-such-option"], ["--port"]],
