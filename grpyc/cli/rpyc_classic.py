@@ -1,0 +1,31 @@
+"""RPyC's ``rpyc_classic`` command, run by grpyc (``rpyc.cli.rpyc_classic`` after
+``grpyc.install_as_rpyc()``). RPyC-compatible.
+
+Same options as ``grpyc classic`` (which accepts every option of RPyC's
+``rpyc_classic``); docs/servers.md lists where the two differ.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from grpyc.cli import run
+from grpyc.cli._options import classic_parser
+
+__all__ = ["main"]
+
+PROG = "rpyc_classic"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the command with `argv` (default: ``sys.argv[1:]``); exits with its status.
+
+    Exits (raises `SystemExit`) as RPyC's ``main()`` does, so launch
+    scripts that only call ``main()`` end with the right status.
+    """
+    args = classic_parser(PROG).parse_args(argv)
+    raise SystemExit(run(args, PROG))
+
+
+if __name__ == "__main__":
+    main()
