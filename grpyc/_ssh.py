@@ -1,7 +1,7 @@
 """What grpyc does through plumbum's SSH machines (the ``ssh`` extra): routes and processes.
 
 `RemoteProcess` watches a process plumbum started on a remote machine
-(its first output line, its exit) without blocking the hub.
+(its output lines, its exit) without blocking the hub.
 
 A route turns "port P on the remote machine's loopback" into local streams.
 Three kinds, chosen by what the plumbum machine offers:
@@ -15,8 +15,8 @@ Three kinds, chosen by what the plumbum machine offers:
   tunnel from a free TCP port on localhost, as RPyC does.
 
 This module owns the tunnels, bridges and process handles it makes; it
-knows nothing of frames or connections. plumbum and paramiko are imported only when a route
-is made, so grpyc imports without them.
+knows nothing of frames or connections. plumbum and paramiko are imported
+only when a route is made, so grpyc imports without them.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ from grpyc._ssh import RemoteProcess, SshRoute, open_route
 from grpyc.service import VoidService
 
 __all__ = [
+    "DEFAULT_SERVER_CLASS",
+    "DEFAULT_SERVICE_CLASS",
     "DEFAULT_STARTUP_TIMEOUT",
     "SERVER_SCRIPT",
     "DeployedServer",
@@ -57,7 +59,11 @@ DEFAULT_STARTUP_TIMEOUT = 60.0
 # A remote server asked to stop by force (kill -KILL) is gone at once;
 # this bounds the wait for its SSH session to end.
 _KILL_WAIT = 5.0
+# A server that printed something else than its port is given this long to
+# exit, for its exit status and stderr in the error; then it is killed.
+_FAILED_START_WAIT = 2.0
 
+# RPyC's defaults, under grpyc's names.
 DEFAULT_SERVER_CLASS = "grpyc.server.ThreadedServer"
 DEFAULT_SERVICE_CLASS = "grpyc.service.SlaveService"
 
@@ -347,7 +353,7 @@ class DeployedServer:
                 return _parse_port(line)
             except ValueError as exc:
                 reason = "it exited" if process.exited and not line else str(exc)
-                process.wait_exit(timeout)
+                process.wait_exit(_FAILED_START_WAIT)
                 raise ProcessExecutionError(
                     process.argv,
                     process.returncode(),

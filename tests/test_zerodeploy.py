@@ -271,6 +271,11 @@ def test_service_connection_calls_back_into_our_service(deployed):
         assert conn.root.ask_peer(7) == 21  # the local service we passed
     finally:
         conn.close()
+    plain = deployed.connect()  # VoidService here, as in RPyC
+    try:
+        assert plain.root.echo(("a", 1)) == ("a", 1)
+    finally:
+        plain.close()
 
 
 def test_connections_through_one_deployment_are_independent(deployed):
