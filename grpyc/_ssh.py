@@ -160,14 +160,17 @@ class _UnixSocketTunnel(SshRoute):
 
     def __init__(self, remote_machine: Any, remote_port: int, remote_host: str) -> None:
         # mkdtemp makes the directory 0700: only this user reaches the socket.
-        self._directory = Path(tempfile.mkdtemp(prefix="grpyc-ssh-"))
-        self.path = str(self._directory / "tunnel.sock")
+        directory = tempfile.mkdtemp(prefix="grpyc-ssh-")
+        # Also when the route is collected unclosed (plumbum's session then
+        # ends the ssh process); removing a local directory never blocks long.
+        self._remove_directory = weakref.finalize(self, shutil.rmtree, directory, True)
+        self.path = str(Path(directory) / "tunnel.sock")
         try:
             self._tunnel = remote_machine.tunnel(
                 self.path, remote_port, lhost=None, dhost=remote_host
             )
         except BaseException:
-            shutil.rmtree(self._directory, ignore_errors=True)
+            self._remove_directory()
             raise
 
     def connect_stream(self) -> TunneledSocketStream:
@@ -177,7 +180,7 @@ class _UnixSocketTunnel(SshRoute):
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None:
             tunnel.close()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        self._remove_directory()
 
 
 class _ChannelRoute(SshRoute):

@@ -334,9 +334,11 @@ def test_close_timeout_kills_a_server_that_does_not_stop(machine):
     conn.close()
 
 
-def test_a_forgotten_deployment_stops_its_server_when_collected(machine):
+def test_a_forgotten_deployment_stops_its_server_when_collected(machine, tmp_path, monkeypatch):
     import gc
+    import tempfile
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a tunnel socket goes
     server = deploy(machine)
     remote_pid, remote_dir = server.remote_pid, str(server.remote_dir)
     del server
@@ -345,6 +347,7 @@ def test_a_forgotten_deployment_stops_its_server_when_collected(machine):
     assert wait_until(lambda: not is_running(remote_pid))
     assert wait_until(lambda: not Path(remote_dir).exists())
     assert machine["true"]() == ""  # the machine was not closed
+    assert list(tmp_path.iterdir()) == []  # nor is the tunnel's local directory left
 
 
 # ----------------------------------------------------------- failed starts
