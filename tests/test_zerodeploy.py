@@ -561,42 +561,6 @@ def test_a_failed_multi_deployment_tears_down_the_servers_it_made(sshd, remote_d
 
 
 # ------------------------------------------------------------ monkey patching
-PATCHED_SCENARIO = """
-from gevent import monkey
-
-monkey.patch_all()
-
-import json
-import os
-import sys
-from pathlib import Path
-
-import gevent
-
-from grpyc import factory
-from grpyc.zerodeploy import DeployedServer
-from tests.sshd import Sshd
-
-sshd = Sshd(proc=None, log=None, **json.loads(sys.argv[1]))
-results = []
-for machine in (sshd.ssh_machine(), sshd.paramiko_machine()):
-    with DeployedServer(machine, python_executable=sys.executable) as server:
-        conn = server.classic_connect()
-        sleeps = [gevent.spawn(conn.modules.time.sleep, 0.2) for _ in range(5)]
-        gevent.joinall(sleeps, timeout=10, raise_error=True)
-        tunneled = factory.ssh_connect(machine, server.remote_port)
-        results.append([
-            conn.modules.os.getpid() == server.remote_pid != os.getpid(),
-            tunneled.root.getmodule("os").getpid() == server.remote_pid,
-        ])
-        tunneled.close()
-        conn.close()
-        remote_dir = str(server.remote_dir)
-    results[-1].append(Path(remote_dir).exists())
-print(json.dumps(results))
-"""
-
-
 def test_deploys_and_connects_in_a_monkey_patched_process(sshd):
     details = {
         "port": sshd.port,
@@ -606,7 +570,7 @@ def test_deploys_and_connects_in_a_monkey_patched_process(sshd):
         "user": sshd.user,
     }
     result = subprocess.run(
-        [sys.executable, "-c", PATCHED_SCENARIO, json.dumps(details)],
+        [sys.executable, "-m", "tests.zerodeploy_patched", json.dumps(details)],
         cwd=ROOT,
         capture_output=True,
         text=True,
