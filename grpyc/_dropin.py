@@ -62,16 +62,29 @@ PROVIDED_MODULES: dict[str, str] = {
     "rpyc.version": "grpyc._rpyc_version",
 }
 
-# The modules stock ``import rpyc`` does not load: these load on first
-# import or attribute access. `install_as_rpyc` loads the others.
-_LOADED_ON_FIRST_USE = frozenset(
+# The modules stock ``import rpyc`` loads, which `install_as_rpyc` loads too
+# (``rpyc.cli`` aside: grpyc's is the command-line tool, which programs do
+# not need). Every other name loads on first import or attribute access.
+_LOADED_BY_INSTALL = frozenset(
     {
-        "rpyc.cli",  # grpyc's is the command-line tool, which programs do not need loaded
-        "rpyc.cli.rpyc_classic",
-        "rpyc.cli.rpyc_registry",
-        "rpyc.core.async",
-        "rpyc.utils.teleportation",
-        "rpyc.utils.zerodeploy",  # needs plumbum
+        "rpyc.core.async_",
+        "rpyc.core.brine",
+        "rpyc.core.channel",
+        "rpyc.core.consts",
+        "rpyc.core.netref",
+        "rpyc.core.protocol",
+        "rpyc.core.service",
+        "rpyc.core.stream",
+        "rpyc.core.vinegar",
+        "rpyc.lib.colls",
+        "rpyc.lib.compat",
+        "rpyc.utils.authenticators",
+        "rpyc.utils.classic",
+        "rpyc.utils.factory",
+        "rpyc.utils.helpers",
+        "rpyc.utils.registry",
+        "rpyc.utils.server",
+        "rpyc.version",
     }
 )
 
@@ -258,9 +271,8 @@ def install_as_rpyc() -> ModuleType:
     packages = _build_packages()
     # Everything that can fail is imported before anything is published.
     modules = {
-        rpyc_name: importlib.import_module(grpyc_name)
-        for rpyc_name, grpyc_name in PROVIDED_MODULES.items()
-        if rpyc_name not in _LOADED_ON_FIRST_USE
+        rpyc_name: importlib.import_module(PROVIDED_MODULES[rpyc_name])
+        for rpyc_name in sorted(_LOADED_BY_INSTALL)
     }
     for rpyc_name, module in modules.items():
         parent, _, leaf = rpyc_name.rpartition(".")

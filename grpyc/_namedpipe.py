@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from grpyc.consts import STREAM_CHUNK
-
 __all__ = ["NamedPipeStream", "Win32PipeStream"]
 
 
@@ -34,7 +32,8 @@ class Win32PipeStream:
     """
 
     PIPE_BUFFER_SIZE = 130000
-    MAX_IO_CHUNK = STREAM_CHUNK
+    # RPyC's values, kept for programs that read them; no bytes move here.
+    MAX_IO_CHUNK = 64000
 
     def __init__(self, incoming: Any, outgoing: Any) -> None:
         _unavailable(type(self))
