@@ -357,42 +357,52 @@ def _stop(proc):
     proc.stderr.close()
 
 
-EXPECTED_CLIENT_OUTPUT = [
-    "add: 5",
-    "apply with callback: (10, 20, 30)",
-    "async ready at once: False",
-    "async value: 49",
-    "timed: expired",
-    "remote error: ZeroDivisionError",
-    "classic eval: 42",
-    "classic runs elsewhere: True",
-    "classic upload: uploaded by the client",
-    "client: done",
-]
+def expected_client_output(connection_class):
+    return [
+        "compat: b'ok' True True",
+        "safe_import: zlib False",
+        "colls: 1 True",
+        "named pipes: not on this platform",
+        f"connection class: {connection_class}",
+        "add: 5",
+        "apply with callback: (10, 20, 30)",
+        "async ready at once: False",
+        "async value: 49",
+        "timed: expired",
+        "remote error: ZeroDivisionError",
+        "registered remote error: CalcError ('negative', -4)",
+        "remote major version: 6",
+        "classic eval: 42",
+        "classic runs elsewhere: True",
+        "classic upload: uploaded by the client",
+        "log: rpyc ERROR: client finished",
+        "client: done",
+    ]
+
+
+LAUNCHERS = {"grpyc": ["run_on_grpyc.py"], "stock": []}
+CONNECTION_CLASSES = {
+    "grpyc": "grpyc.protocol.Connection",
+    "stock": "rpyc.core.protocol.Connection",
+}
 
 
 @pytest.mark.parametrize(
-    ("launcher", "connection_class"),
-    [
-        (["run_on_grpyc.py"], "grpyc.protocol.Connection"),
-        ([], "rpyc.core.protocol.Connection"),
-    ],
-    ids=["grpyc", "stock-rpyc"],
+    ("server_side", "client_side"),
+    [("grpyc", "grpyc"), ("stock", "stock"), ("grpyc", "stock"), ("stock", "grpyc")],
+    ids=["grpyc", "stock-rpyc", "grpyc-server-stock-client", "stock-server-grpyc-client"],
 )
-def test_rpyc_program_runs_unchanged(launcher, connection_class):
-    calc = _start([*launcher, "server.py"])
-    classic = _start([*launcher, "server.py", "classic"])
+def test_rpyc_program_runs_unchanged(server_side, client_side):
+    calc = _start([*LAUNCHERS[server_side], "server.py"])
+    classic = _start([*LAUNCHERS[server_side], "server.py", "classic"])
     try:
         calc_port = int(_read_line(calc).removeprefix("server: listening on port "))
         classic_port = int(_read_line(classic).removeprefix("server: listening on port "))
-        client = _start([*launcher, "client.py", str(calc_port), str(classic_port)])
+        client = _start([*LAUNCHERS[client_side], "client.py", str(calc_port), str(classic_port)])
         with gevent.Timeout(20, AssertionError("client did not finish")):
             output, errors = client.communicate()
         assert client.returncode == 0, errors
-        assert output.splitlines() == [
-            f"connection class: {connection_class}",
-            *EXPECTED_CLIENT_OUTPUT,
-        ]
+        assert output.splitlines() == expected_client_output(CONNECTION_CLASSES[client_side])
         assert _read_line(calc) == "server: client connected"
         assert _read_line(calc) == "server: client disconnected"
     finally:
