@@ -255,3 +255,15 @@ def test_grpyc_public_names_are_listed_once_and_imported_for_type_checkers():
     assert out["all"] == sorted(out["table"])
     assert out["unresolved"] == []
     assert _imported_public_names(tree) == out["table"]
+
+
+# ------------------------------------------------------------- distribution
+def test_distribution_grpyc_gevent_installs_the_grpyc_package_and_command():
+    out = run_python(
+        "import importlib.metadata as metadata, json, grpyc\n"
+        "dist = metadata.distribution('grpyc-gevent')\n"
+        "scripts = {ep.name: ep.value for ep in dist.entry_points\n"
+        "           if ep.group == 'console_scripts'}\n"
+        "print(json.dumps([dist.metadata['Name'], dist.version, grpyc.__version__, scripts]))\n"
+    )
+    assert out == ["grpyc-gevent", "0.1.0", "0.1.0", {"grpyc": "grpyc.cli:main"}]
