@@ -135,18 +135,30 @@ def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> threading.Thre
 def setup_logger(
     quiet: bool = False, logfile: str | None = None, namespace: str | None = None
 ) -> logging.Logger:
-    """Configure a logger for command-line servers. RPyC-compatible.
+    """Configure the root logger as RPyC's command-line tools do; return RPyC's logger.
+
+    RPyC-compatible: `logging.basicConfig` (so nothing changes if the root
+    logger already has a handler) at DEBUG, or ERROR when ``quiet``, to
+    standard error or appended to ``logfile``; records show time, level,
+    logger and thread names (quiet: time and level only).
 
     Args:
-        quiet: log warnings and errors only (else INFO and up).
-        logfile: append to this file instead of standard error.
-        namespace: the logger's name (None: the root logger).
+        quiet: log errors only, in the short format.
+        logfile: write to this file instead of standard error.
+        namespace: a child of the ``rpyc`` logger to return.
+
+    Returns:
+        The logger ``rpyc``, or ``rpyc.<namespace>``.
     """
-    logger = logging.getLogger(namespace)
-    handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    )
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    return logger
+    options: dict[str, Any] = {"datefmt": "%b %d %H:%M:%S"}
+    if quiet:
+        options.update(level=logging.ERROR, format="%(asctime)s %(levelname)s: %(message)s")
+    else:
+        options.update(
+            level=logging.DEBUG,
+            format="%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s",
+        )
+    if logfile:
+        options["filename"] = logfile
+    logging.basicConfig(**options)
+    return logging.getLogger("rpyc" if namespace is None else f"rpyc.{namespace}")
