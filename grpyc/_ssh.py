@@ -81,7 +81,7 @@ def require_plumbum(what: str) -> None:
     except ImportError as exc:
         raise ImportError(
             f"{what} needs plumbum for its SSH tunnel; install it with "
-            f"pip install 'grpyc[ssh]' (or pip install plumbum)"
+            f"pip install 'grpyc-gevent[ssh]' (or pip install plumbum)"
         ) from exc
 
 

@@ -352,27 +352,6 @@ def connect_multiprocess(
 
 
 # ---------------------------------------------------------------- SSH
-# Held from choosing a free port until the tunnel is bound to it, so two
-# greenlets in this process cannot pick the same port.
-_ssh_tunnel_lock = gevent.lock.Semaphore()
-
-
-def _free_local_port() -> int:
-    with gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("localhost", 0))
-        return int(probe.getsockname()[1])
-
-
-def _require_plumbum() -> None:
-    try:
-        import plumbum  # noqa: F401 - only checks that the optional dependency is there
-    except ImportError as exc:
-        raise ImportError(
-            "ssh_connect needs plumbum for its SSH tunnel; install it with "
-            "pip install 'grpyc[ssh]' (or pip install plumbum)"
-        ) from exc
-
-
 def ssh_connect(
     remote_machine: Any,
     remote_port: int,
@@ -401,9 +380,9 @@ def ssh_connect(
     Raises:
         ImportError: plumbum is not installed.
     """
-    from grpyc._ssh import open_stream
+    from grpyc._ssh import open_stream, require_plumbum
 
-    _require_plumbum()
+    require_plumbum("ssh_connect")
     stream: TunneledSocketStream = open_stream(remote_machine, remote_port)
     try:
         return connect_stream(stream, service, config)

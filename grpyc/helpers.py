@@ -114,6 +114,10 @@ def async_(proxy: Any) -> _Async:
     return wrapper
 
 
+# RPyC's name from before ``async`` became a keyword.
+globals()["async"] = async_
+
+
 class timed:  # noqa: N801 - RPyC's name
     """A callable proxy whose calls expire after `timeout` seconds. RPyC-compatible.
 

@@ -33,14 +33,17 @@ import gevent.socket as gsocket
 import gevent.ssl as gssl
 from gevent.monkey import get_original
 
+from grpyc._namedpipe import NamedPipeStream, Win32PipeStream
 from grpyc.consts import STREAM_CHUNK
 from grpyc.lib import in_gevent
 
 __all__ = [
+    "NamedPipeStream",
     "PipeStream",
     "SocketStream",
     "Stream",
     "TunneledSocketStream",
+    "Win32PipeStream",
     "set_keepalive",
     "set_nodelay",
 ]

@@ -31,22 +31,23 @@ from collections.abc import Callable
 from typing import Any
 
 from grpyc import brine, consts
-from grpyc.version import __version__
+from grpyc.version import LOCAL_VERSION, RPYC_VERSION
 
 __all__ = [
     "LOCAL_VERSION",
+    "REMOTE_LINE",
+    "REMOTE_LINE_END",
+    "REMOTE_LINE_START",
     "GenericException",
     "VinegarError",
     "dump",
     "load",
 ]
 
-# The RPyC release whose wire format grpyc speaks. A stock peer compares the
-# part before the first "." with its own major version and appends a warning
-# to the remote traceback when they differ, so grpyc's version string leads
-# with it; the local part after "+" names the implementation (PEP 440).
-_RPYC_PROTOCOL_VERSION = "6.0.2"
-LOCAL_VERSION = f"{_RPYC_PROTOCOL_VERSION}+grpyc.{__version__}"
+# The version a peer sees (`grpyc.version.LOCAL_VERSION`): a stock peer
+# compares the part before the first "." with its own major version and
+# appends a warning to the remote traceback when they differ, so it leads
+# with the RPyC release whose wire format grpyc speaks.
 
 _VERSION_DENIED = "<version denied>"
 _TRACEBACK_DENIED = "<traceback denied>"
@@ -58,6 +59,10 @@ _REMOTE_TB_ATTR = "_remote_tb"
 # counts them. Same text as RPyC, so mixed chains of peers count alike.
 _REMOTE_TB_START = "\n\n========= Remote Traceback "
 _REMOTE_TB_END = " =========\n"
+# RPyC's public names for the same header.
+REMOTE_LINE_START = _REMOTE_TB_START
+REMOTE_LINE_END = _REMOTE_TB_END
+REMOTE_LINE = f"{REMOTE_LINE_START}({{}}){REMOTE_LINE_END}"
 
 # Public attributes `dump` leaves out, as RPyC does: the remote traceback
 # travels as the traceback text. Other public methods (``add_note``) are sent
@@ -475,7 +480,7 @@ def _version_warning(attrs: tuple[tuple[str, Any], ...]) -> str:
     remote_version = remote_versions[-1]
     if not isinstance(remote_version, str) or remote_version == _VERSION_DENIED:
         return ""
-    if remote_version.split(".")[0] == _RPYC_PROTOCOL_VERSION.split(".")[0]:
+    if remote_version.split(".")[0] == RPYC_VERSION.split(".")[0]:
         return ""
     local = LOCAL_VERSION
     return f"\nWARNING: Remote is on RPyC {remote_version} and local is on RPyC {local}.\n\n"

@@ -8,7 +8,7 @@ reaches it through SSH; `close` stops the server, ends the tunnel and
 removes the directory. `MultiServerDeployment` does it for several machines.
 
 The remote machine is a plumbum ``SshMachine`` or ``ParamikoMachine``
-(``pip install 'grpyc[ssh]'``). grpyc's sources are copied, but gevent and
+(``pip install 'grpyc-gevent[ssh]'``). grpyc's sources are copied, but gevent and
 greenlet are compiled extensions and cannot be: the remote Python must have
 them installed already. This module imports without plumbum (the deployed
 server imports it too); plumbum is needed only to deploy.

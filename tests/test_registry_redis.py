@@ -181,7 +181,7 @@ def test_redis_ttl_must_be_positive():
 
 def test_redis_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "redis", None)
-    with pytest.raises(ImportError, match=r"pip install grpyc\[redis\]"):
+    with pytest.raises(ImportError, match=r"pip install grpyc-gevent\[redis\]"):
         RedisRegistryClient()
 
 

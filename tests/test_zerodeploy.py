@@ -196,7 +196,7 @@ def test_zerodeploy_imports_without_plumbum_and_names_the_extra_at_use():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "grpyc.zerodeploy needs plumbum for its SSH tunnel; install it with "
-        "pip install 'grpyc[ssh]' (or pip install plumbum)"
+        "pip install 'grpyc-gevent[ssh]' (or pip install plumbum)"
     )
 
 

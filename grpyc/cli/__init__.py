@@ -24,11 +24,23 @@ line on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from grpyc.cli._options import StartError, UsageError, build_parser
 
 __all__ = ["main", "run"]
+
+# RPyC's command modules, loaded when first reached as attributes (as
+# ``rpyc.cli.rpyc_classic`` after ``import rpyc.cli``).
+_COMMAND_MODULES = frozenset(["rpyc_classic", "rpyc_registry"])
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _COMMAND_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

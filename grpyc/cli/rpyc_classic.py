@@ -12,7 +12,7 @@ from typing import NoReturn
 from grpyc.cli import run
 from grpyc.cli._options import classic_parser
 
-__all__ = ["main"]
+__all__ = ["ClassicServer", "main"]
 
 PROG = "rpyc_classic"
 
@@ -25,6 +25,29 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     args = classic_parser(PROG).parse_args(argv)
     raise SystemExit(run(args, PROG))
+
+
+class ClassicServer:
+    """RPyC's command class (a plumbum ``Application`` in RPyC). RPyC-compatible.
+
+    Only its entry point is provided: ``ClassicServer.run()`` parses the command
+    line as `main` does.
+    """
+
+    PROGNAME = PROG
+
+    @classmethod
+    def run(cls, argv: list[str] | None = None, exit: bool = True) -> int:  # noqa: A002 - plumbum's name
+        """Run the command with `argv` (plumbum's convention: ``argv[0]`` is the program).
+
+        Raises `SystemExit` with the status when `exit` is true (plumbum's
+        default), else returns the status.
+        """
+        args = classic_parser(PROG).parse_args(None if argv is None else list(argv)[1:])
+        status = run(args, PROG)
+        if exit:
+            raise SystemExit(status)
+        return status
 
 
 if __name__ == "__main__":

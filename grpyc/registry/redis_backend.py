@@ -103,7 +103,7 @@ def _import_redis() -> Any:
         import redis  # optional dependency: loaded on first use
     except ImportError as exc:
         raise ImportError(
-            "RedisRegistryClient needs the redis package: pip install grpyc[redis]"
+            "RedisRegistryClient needs the redis package: pip install grpyc-gevent[redis]"
         ) from exc
     return redis
 
@@ -134,7 +134,7 @@ class RedisRegistryClient(RegistryClient):
     server clock), so a server that dies disappears within ``ttl``; live
     servers refresh every ``REREGISTER_INTERVAL`` (a third of ``ttl``).
     Listing is always allowed. Needs Redis 5+ (single instance, not Cluster)
-    and the ``redis`` package (``pip install grpyc[redis]``).
+    and the ``redis`` package (``pip install grpyc-gevent[redis]``).
 
     The redis client blocks, so each call runs in the gevent hub's
     threadpool, unless ``socket`` is monkey-patched and it cooperates itself.
