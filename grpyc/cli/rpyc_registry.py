@@ -37,7 +37,7 @@ class RegistryServer:
     PROGNAME = PROG
 
     @classmethod
-    def run(cls, argv: list[str] | None = None, exit: bool = True) -> int:  # noqa: A002 - plumbum's name
+    def run(cls, argv: list[str] | None = None, exit: bool = True) -> int:
         """Run the command with `argv` (plumbum's convention: ``argv[0]`` is the program).
 
         Raises `SystemExit` with the status when `exit` is true (plumbum's
