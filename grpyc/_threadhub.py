@@ -177,7 +177,7 @@ class ThreadHub:
         while slot.outcome is None and not self._closed:
             if self._take_baton_or_sleep(slot, deadline):
                 self._serve_one(deadline, lambda: slot.outcome is None)
-            elif deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 break
         return slot.outcome
 
