@@ -274,12 +274,18 @@ class Lifecycle:
                 self.closing = True
         if here:
             self.closing_event.set()
-            close_here()
-            self.stopped.set()
+            try:
+                close_here()
+            finally:
+                # Under the lock: once `stopped` is set the owner's hub may be
+                # destroyed, so nothing may be handed to it any more.
+                with self.owner.lock:
+                    self.stopped.set()
             return
-        if self.stopped.is_set():
-            return
-        self.owner.call_soon(self.spawn, self.close, close_here, timeout, where)
+        with self.owner.lock:
+            if self.stopped.is_set():
+                return
+            self.owner.call_soon(self.spawn, self.close, close_here, timeout, where)
         if not self.stopped.wait(timeout):
             raise TimeoutError(
                 f"server on {where} did not close within {timeout:.1f} s: "
