@@ -776,3 +776,98 @@ def test_start_in_thread_on_a_closed_server_raises_in_the_caller(make_server):
         server._start_in_thread()
     with pytest.raises(ValueError, match=r"server on 127\.0\.0\.1:\d+ is closed"):
         server._listen()
+
+
+# ------------------------------------------------------------------- drain
+class FakeConnection:
+    """What `_drain.Drain` uses of a connection: wait_idle() and closed."""
+
+    def __init__(self, busy=False):
+        self.idle = Event()
+        if not busy:
+            self.idle.set()
+        self.ended = Event()
+        self.closed = False
+
+    def wait_idle(self, timeout=None):
+        return self.idle.wait(timeout)
+
+    def close(self):
+        self.closed = True
+        self.ended.set()
+
+
+def _drain(grace_period, hurry=None):
+    from grpyc._drain import Drain
+
+    closed_order = []
+
+    def close(conn):
+        closed_order.append(conn)
+        conn.close()
+
+    logger = logging.getLogger("tests.server.drain")
+    return Drain(grace_period, hurry or Event(), close, logger), closed_order
+
+
+def test_drain_closes_idle_connections_at_once_and_busy_ones_when_idle(caplog):
+    drain, closed = _drain(grace_period=10)
+    idle, busy = FakeConnection(), FakeConnection(busy=True)
+    gevent.spawn_later(0.1, busy.idle.set)
+    gevent.spawn_later(0.15, busy.ended.set)  # its client closes during the linger
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(idle, idle.ended), (busy, busy.ended)])
+    took = time.monotonic() - began
+    assert closed == [idle, busy]
+    assert 0.1 <= took < 0.45  # no linger past the client's own close, no polling
+    assert caplog.records == []
+
+
+def test_drain_gives_a_connection_that_just_went_idle_the_linger(caplog):
+    from grpyc._drain import LINGER
+
+    drain, closed = _drain(grace_period=10)
+    busy = FakeConnection(busy=True)
+    gevent.spawn_later(0.05, busy.idle.set)
+    began = time.monotonic()
+    drain.run([(busy, busy.ended)])
+    took = time.monotonic() - began
+    assert closed == [busy]
+    assert 0.05 + LINGER <= took < 0.05 + LINGER + 0.5
+
+
+def test_drain_takes_connections_set_up_while_it_runs():
+    drain, closed = _drain(grace_period=10)
+    busy, late = FakeConnection(busy=True), FakeConnection()
+    gevent.spawn_later(0.05, drain.add, late, late.ended)
+    gevent.spawn_later(0.1, busy.ended.set)
+    gevent.spawn_later(0.1, busy.idle.set)
+    drain.run([(busy, busy.ended)])
+    assert closed == [late, busy]
+
+
+def test_drain_cuts_connections_busy_past_the_grace_period(caplog):
+    drain, closed = _drain(grace_period=0.2)
+    stuck, idle = FakeConnection(busy=True), FakeConnection()
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(stuck, stuck.ended), (idle, idle.ended)])
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert set(closed) == {stuck, idle}
+    assert [r.getMessage() for r in caplog.records] == [
+        "grace_period=0.2 s is over: closing 1 connections with calls in flight"
+    ]
+
+
+def test_drain_hurry_skips_the_rest_of_the_grace_period(caplog):
+    hurry = Event()
+    drain, closed = _drain(grace_period=30, hurry=hurry)
+    stuck = FakeConnection(busy=True)
+    gevent.spawn_later(0.1, hurry.set)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(stuck, stuck.ended)])
+    assert time.monotonic() - began < 1.0
+    assert closed == [stuck]
+    assert len(caplog.records) == 1
