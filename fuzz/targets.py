@@ -8,7 +8,9 @@ so the test suite runs them on their seeds (tests/hostile/test_fuzz.py) and
 
 Targets:
 
-- ``brine``: `grpyc.brine.load`; a value it returns must dump and load again.
+- ``brine``: `grpyc.brine.load_measured` with small limits and a progress
+  hook; a value it returns must dump and load again, its estimate stay
+  within the limit and within what the input's length pays for.
 - ``frames``: `grpyc.channel.FrameDecoder` fed in chunks the input chooses,
   with small limits; only `FrameError`.
 - ``message``: `grpyc.protocol.decode_message`; only `ProtocolError`.
@@ -28,7 +30,8 @@ import gevent
 from gevent import socket
 
 from grpyc import brine, consts
-from grpyc.channel import Channel, FrameDecoder, FrameError
+from grpyc.channel import Channel
+from grpyc.framing import FrameDecoder, FrameError
 from grpyc.protocol import ProtocolError, decode_message
 from grpyc.service import Service
 from grpyc.stream import SocketStream
@@ -36,15 +39,30 @@ from grpyc.stream import SocketStream
 __all__ = ["SEEDS", "TARGETS", "fuzz_brine", "fuzz_dispatch", "fuzz_frames", "fuzz_message"]
 
 
+# Most bytes of objects one input byte can decode to: nested one-item
+# frozensets cost 216 bytes per two bytes (0x1a 0x10), plus a slot.
+_MAX_BYTES_PER_INPUT_BYTE = 112
+_FUZZ_DECODED_SIZE = 64 * 1024
+
+
 def fuzz_brine(data: bytes) -> None:
     try:
-        value = brine.load(data, max_depth=64)
+        value, size = brine.load_measured(
+            data,
+            max_depth=64,
+            max_decoded_size=_FUZZ_DECODED_SIZE,
+            max_frozenset_items=64,
+            progress=lambda: None,
+        )
     except brine.BrineError:
         return
+    assert 0 <= size <= _FUZZ_DECODED_SIZE, size
+    assert size <= _MAX_BYTES_PER_INPUT_BYTE * len(data), (size, len(data))
     try:
         encoded = brine.dump(value)
     except ValueError:
         return  # an int past the str-conversion limit loads but does not dump
+    assert brine.dump(brine.load(data, max_depth=64, max_frozenset_items=64)) == encoded
     brine.load(encoded, max_depth=64)
 
 
@@ -173,6 +191,7 @@ def _seeds() -> dict[str, list[bytes]]:
     tup, val, ref = consts.LABEL_TUPLE, consts.LABEL_VALUE, consts.LABEL_LOCAL_REF
     root = (ref, "@root")
     values = [None, True, 7, -300, 10**30, 1.5, 2j, b"bytes", "text", (1, (2, 3)), frozenset([1])]
+    values += [frozenset(k * (2**61 - 1) for k in range(1, 18)), slice(1, "a", None), "é€🐍"]
     messages = [
         _message(1, 1, (consts.HANDLE_PING, (tup, ((val, "x"),)))),
         _message(1, 2, (consts.HANDLE_GETROOT, (tup, ()))),

@@ -15,6 +15,12 @@ reads the attribute). ``grpyc.version`` is the version module, as
 Importing grpyc has no side effects (no environment reads, sockets or
 monkey patching) and is cheap: the names below load their module on first
 use, except the helpers, which are bound at import (see below why).
+
+`_PUBLIC_NAMES` is the one list of public names: ``__all__`` is made from
+it and the lazy lookup reads it. Type checkers cannot run that lookup, so
+the imports under ``TYPE_CHECKING`` name the same objects for them, in the
+``name as name`` form that marks a re-export without a literal ``__all__``;
+tests/test_api_surface.py checks that the imports and the table agree.
 """
 
 from importlib import import_module as _import_module
@@ -26,33 +32,33 @@ from typing import TYPE_CHECKING, Any
 # and leaves ``grpyc.service`` (the decorator) alone.
 from grpyc import async_ as _async_module
 from grpyc import service as _service_module
-from grpyc import version
-from grpyc.helpers import (
-    BgServingThread,
-    async_,
-    buffiter,
-    classpartial,
-    exposed,
-    restricted,
-    service,
-    timed,
-)
-from grpyc.version import __version__
+from grpyc import version as version
+from grpyc.helpers import BgServingThread as BgServingThread
+from grpyc.helpers import async_ as async_
+from grpyc.helpers import buffiter as buffiter
+from grpyc.helpers import classpartial as classpartial
+from grpyc.helpers import exposed as exposed
+from grpyc.helpers import restricted as restricted
+from grpyc.helpers import service as service
+from grpyc.helpers import timed as timed
+from grpyc.version import __version__ as __version__
 
 del _async_module, _service_module
 
-# Public name -> the module that defines it; a name equal to its module's
-# last component is the module itself.
-_LAZY_NAMES: dict[str, str] = {
+# Every public name -> the module that defines it; a name equal to its
+# module's last component is the module itself. The names bound by the
+# imports above are here too; the others load on first use.
+_PUBLIC_NAMES: dict[str, str] = {
     "AsyncResult": "grpyc.async_",
     "AsyncResultTimeout": "grpyc.async_",
     "BaseNetref": "grpyc.netref",
+    "BgServingThread": "grpyc.helpers",
     "Channel": "grpyc.channel",
     "ClassicService": "grpyc.service",
     "Connection": "grpyc.protocol",
     "DiscoveryError": "grpyc.factory",
-    "GenericException": "grpyc.vinegar",
     "ForkingServer": "grpyc.server",
+    "GenericException": "grpyc.vinegar",
     "GeventServer": "grpyc.server",
     "MasterService": "grpyc.service",
     "OneShotServer": "grpyc.server",
@@ -65,7 +71,11 @@ _LAZY_NAMES: dict[str, str] = {
     "ThreadedServer": "grpyc.server",
     "TunneledSocketStream": "grpyc.stream",
     "VoidService": "grpyc.service",
+    "__version__": "grpyc.version",
+    "async_": "grpyc.helpers",
+    "buffiter": "grpyc.helpers",
     "classic": "grpyc.classic",
+    "classpartial": "grpyc.helpers",
     "connect": "grpyc.factory",
     "connect_by_service": "grpyc.factory",
     "connect_channel": "grpyc.factory",
@@ -76,56 +86,67 @@ _LAZY_NAMES: dict[str, str] = {
     "connect_subproc": "grpyc.factory",
     "connect_thread": "grpyc.factory",
     "discover": "grpyc.factory",
+    "exposed": "grpyc.helpers",
     "install_as_rpyc": "grpyc._dropin",
     "list_services": "grpyc.factory",
+    "restricted": "grpyc.helpers",
+    "service": "grpyc.helpers",
     "setup_logger": "grpyc.lib",
     "spawn": "grpyc.lib",
     "ssh_connect": "grpyc.factory",
     "ssl_connect": "grpyc.factory",
+    "timed": "grpyc.helpers",
     "unix_connect": "grpyc.factory",
+    "version": "grpyc.version",
 }
 
+__all__ = sorted(_PUBLIC_NAMES)
+
 if TYPE_CHECKING:
-    from grpyc import classic
-    from grpyc._dropin import install_as_rpyc
-    from grpyc.async_ import AsyncResult, AsyncResultTimeout
-    from grpyc.channel import Channel
-    from grpyc.factory import (
-        DiscoveryError,
-        connect,
-        connect_by_service,
-        connect_channel,
-        connect_multiprocess,
-        connect_pipes,
-        connect_stdpipes,
-        connect_stream,
-        connect_subproc,
-        connect_thread,
-        discover,
-        list_services,
-        ssh_connect,
-        ssl_connect,
-        unix_connect,
-    )
-    from grpyc.lib import setup_logger, spawn
-    from grpyc.netref import BaseNetref
-    from grpyc.protocol import Connection
-    from grpyc.server import (
-        ForkingServer,
-        GeventServer,
-        OneShotServer,
-        Server,
-        ThreadedServer,
-        ThreadPoolServer,
-    )
-    from grpyc.service import ClassicService, MasterService, Service, SlaveService, VoidService
-    from grpyc.stream import PipeStream, SocketStream, TunneledSocketStream
-    from grpyc.vinegar import GenericException
+    from grpyc import classic as classic
+    from grpyc._dropin import install_as_rpyc as install_as_rpyc
+    from grpyc.async_ import AsyncResult as AsyncResult
+    from grpyc.async_ import AsyncResultTimeout as AsyncResultTimeout
+    from grpyc.channel import Channel as Channel
+    from grpyc.factory import DiscoveryError as DiscoveryError
+    from grpyc.factory import connect as connect
+    from grpyc.factory import connect_by_service as connect_by_service
+    from grpyc.factory import connect_channel as connect_channel
+    from grpyc.factory import connect_multiprocess as connect_multiprocess
+    from grpyc.factory import connect_pipes as connect_pipes
+    from grpyc.factory import connect_stdpipes as connect_stdpipes
+    from grpyc.factory import connect_stream as connect_stream
+    from grpyc.factory import connect_subproc as connect_subproc
+    from grpyc.factory import connect_thread as connect_thread
+    from grpyc.factory import discover as discover
+    from grpyc.factory import list_services as list_services
+    from grpyc.factory import ssh_connect as ssh_connect
+    from grpyc.factory import ssl_connect as ssl_connect
+    from grpyc.factory import unix_connect as unix_connect
+    from grpyc.lib import setup_logger as setup_logger
+    from grpyc.lib import spawn as spawn
+    from grpyc.netref import BaseNetref as BaseNetref
+    from grpyc.protocol import Connection as Connection
+    from grpyc.server import ForkingServer as ForkingServer
+    from grpyc.server import GeventServer as GeventServer
+    from grpyc.server import OneShotServer as OneShotServer
+    from grpyc.server import Server as Server
+    from grpyc.server import ThreadedServer as ThreadedServer
+    from grpyc.server import ThreadPoolServer as ThreadPoolServer
+    from grpyc.service import ClassicService as ClassicService
+    from grpyc.service import MasterService as MasterService
+    from grpyc.service import Service as Service
+    from grpyc.service import SlaveService as SlaveService
+    from grpyc.service import VoidService as VoidService
+    from grpyc.stream import PipeStream as PipeStream
+    from grpyc.stream import SocketStream as SocketStream
+    from grpyc.stream import TunneledSocketStream as TunneledSocketStream
+    from grpyc.vinegar import GenericException as GenericException
 
 
 def __getattr__(name: str) -> Any:
     """Load a public name's module on first use, then keep the name here."""
-    module_name = _LAZY_NAMES.get(name)
+    module_name = _PUBLIC_NAMES.get(name)
     if module_name is None:
         raise AttributeError(f"module 'grpyc' has no attribute {name!r}")
     module = _import_module(module_name)
@@ -136,56 +157,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-__all__ = [
-    "AsyncResult",
-    "AsyncResultTimeout",
-    "BaseNetref",
-    "BgServingThread",
-    "Channel",
-    "ClassicService",
-    "Connection",
-    "DiscoveryError",
-    "ForkingServer",
-    "GenericException",
-    "GeventServer",
-    "MasterService",
-    "OneShotServer",
-    "PipeStream",
-    "Server",
-    "Service",
-    "SlaveService",
-    "SocketStream",
-    "ThreadPoolServer",
-    "ThreadedServer",
-    "TunneledSocketStream",
-    "VoidService",
-    "__version__",
-    "async_",
-    "buffiter",
-    "classic",
-    "classpartial",
-    "connect",
-    "connect_by_service",
-    "connect_channel",
-    "connect_multiprocess",
-    "connect_pipes",
-    "connect_stdpipes",
-    "connect_stream",
-    "connect_subproc",
-    "connect_thread",
-    "discover",
-    "exposed",
-    "install_as_rpyc",
-    "list_services",
-    "restricted",
-    "service",
-    "setup_logger",
-    "spawn",
-    "ssh_connect",
-    "ssl_connect",
-    "timed",
-    "unix_connect",
-    "version",
-]

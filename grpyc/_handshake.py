@@ -51,10 +51,18 @@ class WatchedChannel(Channel):
 
     def recv(self) -> bytes:
         payload = super().recv()
-        if not self.saw_frame:
+        self._saw(payload)
+        return payload
+
+    def next_buffered(self) -> bytes | None:
+        payload = super().next_buffered()
+        self._saw(payload)
+        return payload
+
+    def _saw(self, payload: bytes | None) -> None:
+        if payload is not None and not self.saw_frame:
             self.saw_frame = True
             self._settle()
-        return payload
 
     def close(self) -> None:
         super().close()

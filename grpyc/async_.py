@@ -2,103 +2,145 @@
 
 RPyC-compatible API (`ready`, `error`, `expired`, `value`, `wait()`,
 `add_callback()`, `set_expiry()`), and waitable with gevent: it has
-`rawlink`/`unlink`, so `gevent.wait([res1, res2])` and `gevent.joinall`-style
-waiting work. The connection's reader greenlet delivers the outcome through
-`_deliver()`; nothing here reads a socket.
+`rawlink`/`unlink`, so `gevent.wait([res1, res2])` works under gevent.
+
+A result lives on its connection's runtime (`hub.ConnectionHub` or
+`_threadhub.ThreadHub`), which delivers the outcome through `deliver` and
+lends its waiting: `wait()` reads frames itself when nobody else does, in
+either runtime, so a result completes whatever the calling code does.
+Nothing here imports the protocol: the connection passes in what resolves
+the proxy classes of a value (`resolve`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from gevent.event import Event
+import gevent
 
-if TYPE_CHECKING:
-    from grpyc.protocol import Connection
-
-__all__ = ["AsyncResult", "AsyncResultTimeout"]
+__all__ = ["AsyncResult", "AsyncResultTimeout", "ResultRuntime"]
 
 
 class AsyncResultTimeout(TimeoutError):  # noqa: N818 - RPyC's name
     """The result did not arrive before its expiry. RPyC-compatible name."""
 
 
-class AsyncResult:
-    """The eventual result (or exception) of an asynchronous request.
+class ResultRuntime(Protocol):
+    """What a result needs of its connection's runtime."""
 
-    RPyC-compatible. Unlike RPyC, waiting never reads the socket: the reader
-    greenlet resolves the result, so any number of greenlets may wait on it.
+    def new_slot(self) -> Any: ...
+    def wait_reply(self, slot: Any, timeout: float | None) -> Any: ...
+    def wait_frame(self, timeout: float | None) -> bool: ...
+    def is_hub_thread(self) -> bool: ...
+    def call_from_thread(
+        self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
+    ) -> Any: ...
+    def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class AsyncResult:
+    """The eventual result (or exception) of an asynchronous request. RPyC-compatible.
+
+    Callbacks added with `add_callback` run once the result arrives: before
+    `wait()` (or `value`) returns in the code waiting for it, else on their
+    own (a greenlet under gevent, the thread that read the reply otherwise).
+    A reply that arrives after the expiry is dropped; the result stays
+    expired, as in RPyC.
     """
 
     __slots__ = (
         "__weakref__",
         "_callbacks",
-        "_conn",
         "_deadline",
-        "_event",
-        "_is_exc",
         "_links",
-        "_obj",
-        "_unresolved",
+        "_resolve",
+        "_runtime",
+        "_slot",
+        "_waiting",
     )
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._event = Event()
-        self._is_exc = False
-        self._obj: Any = None
-        self._unresolved: tuple[Any, ...] = ()
+    def __init__(
+        self,
+        runtime: ResultRuntime,
+        resolve: Callable[[tuple[Any, ...]], None] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._resolve = resolve
+        self._slot = runtime.new_slot()
         self._callbacks: list[Callable[[AsyncResult], Any]] = []
         self._deadline: float | None = None
-        self._links: dict[Callable[[Any], Any], Callable[[Event], None]] = {}
+        self._links: dict[Callable[[Any], Any], Callable[[], None]] = {}
+        self._waiting = 0
 
     def __repr__(self) -> str:
-        if self._event.is_set():
-            state = "error" if self._is_exc else "ready"
+        if self._slot.outcome is not None:
+            state = "error" if self._slot.outcome[0] else "ready"
         elif self.expired:
             state = "expired"
         else:
             state = "pending"
         return f"<AsyncResult object ({state}) at 0x{id(self):08x}>"
 
-    def _deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
-        """Store the outcome; called by the reader greenlet, never blocks."""
-        if self._event.is_set():
+    # ----------------------------------------------------------- delivering
+    @property
+    def outcome(self) -> tuple[bool, Any, tuple[Any, ...]] | None:
+        """The delivered ``(is_exc, obj, unresolved)``, or None."""
+        return self._slot.outcome
+
+    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        """Store the outcome (called by whoever read the reply; never blocks)."""
+        if self._slot.outcome is not None or self.expired:
             return
-        self._is_exc = is_exc
-        self._obj = obj
-        self._unresolved = unresolved
-        self._event.set()
-        for callback in self._callbacks:
-            self._run_callback(callback)
-        self._callbacks = []
+        self._slot.deliver(is_exc, obj, unresolved)
+        if self._callbacks and not self._waiting:
+            self._runtime.spawn_owned(self._run_callbacks)
+        if self._links:
+            self._notify_links()
 
-    def _run_callback(self, callback: Callable[[AsyncResult], Any]) -> None:
-        # Callbacks may call the peer (block), so each runs in its own greenlet;
-        # the owner is the connection, which joins its greenlets on close.
-        self._conn._hub.spawn_owned(callback, self)
+    def _notify_links(self) -> None:
+        # gevent's waiters must be switched from the hub greenlet.
+        loop = gevent.get_hub().loop
+        for notify in list(self._links.values()):
+            loop.run_callback(notify)
 
+    def _run_callbacks(self) -> None:
+        # Each callback runs once, whoever gets here first.
+        while self._callbacks:
+            self._callbacks.pop(0)(self)
+
+    # -------------------------------------------------------------- waiting
     def wait(self) -> None:
-        """Wait until the result arrives or expires.
+        """Wait until the result arrives or expires; RPyC-compatible.
 
         Raises:
             AsyncResultTimeout: the expiry passed first.
         """
-        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-        hub = self._conn._hub
-        if not hub.is_hub_thread():
-            # A gevent Event cannot be waited on from another OS thread.
-            hub.call_from_thread(self.wait, (), timeout)
-            return
-        if not self._event.wait(timeout):
+        if self._slot.outcome is None and not self.expired:
+            timeout = self._time_left()
+            runtime = self._runtime
+            self._waiting += 1
+            try:
+                if runtime.is_hub_thread():
+                    runtime.wait_reply(self._slot, timeout)
+                else:
+                    runtime.call_from_thread(runtime.wait_reply, (self._slot, timeout), timeout)
+            finally:
+                self._waiting -= 1
+        if self._slot.outcome is None:
             raise AsyncResultTimeout("result expired")
+        self._run_callbacks()
+
+    def _time_left(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
 
     def add_callback(self, func: Callable[[AsyncResult], Any]) -> None:
-        """Call ``func(self)`` once the result arrives (at once if it has)."""
-        if self._event.is_set():
-            self._run_callback(func)
+        """Call ``func(self)`` once the result arrives (at once, here, if it has)."""
+        if self._slot.outcome is not None:
+            func(self)
         else:
             self._callbacks.append(func)
 
@@ -106,20 +148,38 @@ class AsyncResult:
         """Make the result expire ``timeout`` seconds from now (None: never)."""
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
+    # ----------------------------------------------------------- properties
     @property
     def ready(self) -> bool:
-        """True once the result (value or exception) has arrived."""
-        return self._event.is_set()
+        """True once the result (value or exception) has arrived.
+
+        Like RPyC, asking serves the connection once without waiting, so a
+        loop polling ``ready`` makes progress in any runtime.
+        """
+        if self._slot.outcome is not None:
+            return True
+        if self.expired:
+            return False
+        self._poll()
+        return self._slot.outcome is not None
+
+    def _poll(self) -> None:
+        runtime = self._runtime
+        try:
+            if runtime.is_hub_thread():
+                runtime.wait_frame(0)
+        except EOFError:
+            pass  # a closed connection delivered EOFError to this result already
 
     @property
     def error(self) -> bool:
         """True if the result arrived and is an exception."""
-        return self._event.is_set() and self._is_exc
+        return self.ready and bool(self._slot.outcome[0])
 
     @property
     def expired(self) -> bool:
         """True if the expiry passed before the result arrived."""
-        if self._event.is_set() or self._deadline is None:
+        if self._slot.outcome is not None or self._deadline is None:
             return False
         return time.monotonic() > self._deadline
 
@@ -131,25 +191,24 @@ class AsyncResult:
             AsyncResultTimeout: the expiry passed first.
         """
         self.wait()
-        if self._unresolved:
-            unresolved, self._unresolved = self._unresolved, ()
-            self._conn._resolve_netref_classes(unresolved)
-        if self._is_exc:
-            raise self._obj
-        return self._obj
+        is_exc, obj, unresolved = self._slot.outcome
+        if unresolved and self._resolve is not None:
+            self._resolve(unresolved)
+        if is_exc:
+            raise obj
+        return obj
 
     # gevent waiting protocol: lets gevent.wait() / gevent.iwait() take results.
     def rawlink(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` from the hub once the result arrives."""
+        """Call ``callback(self)`` once the result arrives (from the hub's thread)."""
 
-        def notify(_event: Event) -> None:
+        def notify() -> None:
             callback(self)
 
         self._links[callback] = notify
-        self._event.rawlink(notify)
+        if self._slot.outcome is not None:
+            gevent.get_hub().loop.run_callback(notify)
 
     def unlink(self, callback: Callable[[Any], Any]) -> None:
         """Undo `rawlink`."""
-        notify = self._links.pop(callback, None)
-        if notify is not None:
-            self._event.unlink(notify)
+        self._links.pop(callback, None)

@@ -1,30 +1,42 @@
-"""Framing, compression and size limits of a connection (PROTOCOL.md section 1).
+"""Frames over a stream: the connection's channel (PROTOCOL.md section 1).
 
-A frame is a 4-byte big-endian payload length N, a 1-byte compressed flag,
-N payload bytes and a newline byte. This module owns that format in both
-directions:
+`Channel` runs the sans-I/O frame codec of `grpyc.framing` over a
+`grpyc.stream.Stream`: it reads into the decoder, hands out checked
+payloads, and writes encoded frames. It is not locked: one reader greenlet
+calls `recv` and one writer at a time calls `send`.
 
-- the codec: `encode_frame` for the sender and the sans-IO `FrameDecoder`
-  for the receiver. They never touch a socket and import no gevent; the
-  decoder checks each header against the limits before it does anything
-  with the body, and holds only bytes the peer really sent.
-- `check_message`: the first-byte test that tells an rpyc 6 message from a
-  peer speaking an older format (RPyC 5.x, or ``bind_threads``).
-- `Channel`: the codec over a `grpyc.stream.Stream`. It is not locked: one
-  reader greenlet calls `recv` and one writer at a time calls `send`.
-
-Messages (what a payload means) belong to `protocol`; bytes on the wire to
-`stream`.
+The codec's names (`encode_frame`, `FrameDecoder`, `FrameError`, ...) are
+re-exported here, where earlier versions defined them. Messages (what a
+payload means) belong to `protocol`; bytes on the wire to `stream`.
 """
 
 from __future__ import annotations
 
 import io
 import struct
-import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST, STREAM_CHUNK
+from grpyc.consts import STREAM_CHUNK
+from grpyc.framing import (
+    COMPRESSION_LEVEL,
+    COMPRESSION_THRESHOLD,
+    FLUSHER,
+    FRAME_HEADER,
+    MAX_DECOMPRESSED_SIZE,
+    MAX_FRAME_SIZE,
+    THREAD_IDS,
+    BytesLike,
+    CompressMode,
+    FrameDecoder,
+    FrameError,
+    check_compress_mode,
+    check_limit,
+    check_message,
+    deflate,
+    encode_frame,
+    inflate,
+)
 
 if TYPE_CHECKING:
     from grpyc.stream import Stream
@@ -43,369 +55,13 @@ __all__ = [
     "inflate",
 ]
 
-BytesLike = bytes | bytearray | memoryview
-CompressMode = bool | str
+ThreadIds = tuple[int, int]
 
-# RPyC has no limit at all. 64 MiB carries any bulk value a single call
-# reasonably returns, while bounding what one hostile header can make a
-# connection hold; raise it per channel for bigger single transfers.
-MAX_FRAME_SIZE = 64 * 1024 * 1024
-# A zlib stream inflates up to ~1000x: without this bound a 64 MiB frame
-# could demand 64 GiB. Same figure as MAX_FRAME_SIZE so that whatever a
-# sender may send uncompressed it may also send compressed.
-MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
-
-# RPyC's sender rule: zlib level 1, only for payloads longer than this.
-COMPRESSION_THRESHOLD = 3000
-COMPRESSION_LEVEL = 1
-
-_FRAME_HEADER = struct.Struct("!LB")
-_FLUSHER = b"\n"
-_NEWLINE = 0x0A
-_MAX_WIRE_LENGTH = 0xFFFFFFFF  # the 4-byte length field
-
-# "auto" compresses only payloads whose middle sample shrinks by at least
-# _AUTO_MIN_SAVING, and keeps the result only if the whole shrank as much:
-# deflating incompressible data costs ~20 ns/byte and saves nothing.
-_AUTO_SAMPLE_SIZE = 1024
-_AUTO_MIN_SAVING = 0.10
-
-# Most output and most input of one zlib call in `inflate`.
-_INFLATE_STEP = 1024 * 1024
-_INFLATE_INPUT_STEP = 64 * 1024
-
-# Frames up to this size go out as one joined buffer: copying a small
-# payload is cheaper than a vectored write; bigger ones are never copied.
-_JOIN_LIMIT = 16 * 1024
 # One read syscall asks for this much, so several small frames arrive at once.
 _READ_SIZE = STREAM_CHUNK
 # A body at least this large that is not all buffered is read straight
 # into its final bytes object instead of being assembled from chunks.
 _LARGE_BODY = STREAM_CHUNK
-
-_MESSAGE_TYPES = frozenset((MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION))
-# RPyC 5.x sends brine (msg, seq, args): tag 0x12 is a brine 3-tuple.
-_BRINE_TUPLE3 = 0x12
-# A bind_threads peer prefixes two 8-byte thread ids (local, remote).
-_THREAD_IDS_SIZE = 16
-
-
-class FrameError(ValueError):
-    """The peer sent bytes that are not a valid frame; the stream is unusable."""
-
-
-def _check_limit(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_mode(compress: CompressMode) -> CompressMode:
-    if compress not in (True, False, "auto"):
-        raise ValueError(f"compress must be True, False or 'auto', got {compress!r}")
-    return compress
-
-
-def _parse_header(data: BytesLike, offset: int, max_frame_size: int) -> tuple[int, bool]:
-    """Length and compressed flag of the frame header at ``offset``.
-
-    Raises:
-        FrameError: the flag is not 0 or 1, or the length exceeds ``max_frame_size``.
-    """
-    length, flag = _FRAME_HEADER.unpack_from(data, offset)
-    if flag > 1:
-        raise FrameError(f"frame compressed flag is {flag}, expected 0 or 1")
-    if length > max_frame_size:
-        raise FrameError(f"frame of {length} bytes exceeds max_frame_size={max_frame_size}")
-    return length, flag == 1
-
-
-def _check_trailer(byte: int, length: int) -> None:
-    if byte != _NEWLINE:
-        raise FrameError(
-            f"frame of {length} bytes ends with byte 0x{byte:02x}, expected a newline (0x0a)"
-        )
-
-
-def inflate(data: BytesLike, max_decompressed_size: int) -> bytes:
-    """Decompress one zlib stream, refusing to produce more than the limit.
-
-    Each zlib call gets at most `_INFLATE_INPUT_STEP` input bytes and may
-    produce at most `_INFLATE_STEP` output bytes; inflation stops at the
-    first step past the limit. So a zlib bomb costs at most about
-    ``max_decompressed_size + _INFLATE_STEP`` bytes of memory and the time to
-    produce them, and big inputs are never re-copied (zlib copies the input
-    it could not use into ``unconsumed_tail`` on every call).
-
-    Raises:
-        FrameError: invalid or truncated zlib data, trailing bytes after the
-            stream, or output larger than ``max_decompressed_size``.
-    """
-    inflater = zlib.decompressobj()
-    chunks: list[bytes] = []
-    size = offset = 0
-    with memoryview(data) as view:
-        while not inflater.eof:
-            piece = view[offset : offset + _INFLATE_INPUT_STEP]
-            try:
-                chunk = inflater.decompress(piece, _INFLATE_STEP)
-            except zlib.error as exc:
-                raise FrameError(
-                    f"compressed frame of {len(view)} bytes is not valid zlib: {exc}"
-                ) from exc
-            size += len(chunk)
-            if size > max_decompressed_size:
-                # The traceback of the error would keep the chunks alive.
-                chunks.clear()
-                raise FrameError(
-                    f"compressed frame of {len(view)} bytes inflates past "
-                    f"max_decompressed_size={max_decompressed_size}"
-                )
-            chunks.append(chunk)
-            offset += len(piece) - len(inflater.unconsumed_tail)
-            # A full step may leave output inside zlib even with no input left.
-            if offset >= len(view) and len(chunk) < _INFLATE_STEP:
-                break
-        if not inflater.eof:
-            raise FrameError(f"compressed frame of {len(view)} bytes ends inside its zlib stream")
-        trailing = len(view) - offset + len(inflater.unused_data)
-    if trailing:
-        raise FrameError(
-            f"compressed frame of {len(data)} bytes has {trailing} bytes after its zlib stream"
-        )
-    return b"".join(chunks)
-
-
-def _looks_compressible(payload: BytesLike) -> bool:
-    middle = len(payload) // 2
-    start = max(0, middle - _AUTO_SAMPLE_SIZE // 2)
-    with memoryview(payload) as view:
-        sample = view[start : start + _AUTO_SAMPLE_SIZE]
-        # A raw deflater with a 4 KiB window and small tables sets up ~3x
-        # faster than zlib.compress() and rates a 1 KiB sample the same.
-        deflater = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -12, 4)
-        packed_size = len(deflater.compress(sample)) + len(deflater.flush())
-        return packed_size <= len(sample) * (1 - _AUTO_MIN_SAVING)
-
-
-def deflate(payload: BytesLike, compress: CompressMode) -> tuple[BytesLike, bool]:
-    """What to put on the wire for ``payload``, and whether it is compressed.
-
-    ``compress=True`` is RPyC's rule: zlib level 1 for payloads longer than
-    `COMPRESSION_THRESHOLD`, except that a payload compression does not
-    shrink goes as is. ``"auto"`` also needs a sample from the middle of the
-    payload, and then the whole, to shrink by at least 10%; else the payload
-    goes as is. ``False`` never compresses.
-    """
-    if not compress or len(payload) <= COMPRESSION_THRESHOLD:
-        return payload, False
-    if compress == "auto" and not _looks_compressible(payload):
-        return payload, False
-    packed = zlib.compress(payload, COMPRESSION_LEVEL)
-    # Any receiver takes either form, so a frame never grows by compression
-    # (a full-size incompressible payload would otherwise exceed the limit).
-    keep_below = len(payload) * (1 - _AUTO_MIN_SAVING) if compress == "auto" else len(payload)
-    if len(packed) >= keep_below:
-        return payload, False
-    return packed, True
-
-
-def encode_frame(payload: BytesLike, compress: CompressMode = False) -> list[BytesLike]:
-    """The buffers of one frame carrying ``payload``, to be written in order.
-
-    A small frame is one joined ``bytes``; a large one is header, payload
-    and newline as separate buffers, so the payload is never copied.
-
-    Args:
-        payload: a bytes-like object of unsigned bytes (format ``B``).
-        compress: ``True``, ``False`` or ``"auto"``, see `deflate`.
-
-    Raises:
-        ValueError: the (compressed) payload does not fit the 4-byte length.
-    """
-    data, compressed = deflate(payload, _check_mode(compress))
-    length = len(data)
-    if length > _MAX_WIRE_LENGTH:
-        raise ValueError(
-            f"payload of {length} bytes does not fit a frame (at most {_MAX_WIRE_LENGTH} bytes)"
-        )
-    header = _FRAME_HEADER.pack(length, compressed)
-    if length <= _JOIN_LIMIT:
-        return [b"".join((header, data, _FLUSHER))]
-    return [header, data, _FLUSHER]
-
-
-def check_message(payload: BytesLike) -> None:
-    """Refuse a payload that is not an rpyc 6 message (PROTOCOL.md section 2).
-
-    Raises:
-        FrameError: saying "RPyC 5.x peer", "bind_threads peer" or "unknown
-            message type", so the operator knows what to fix.
-    """
-    if payload and payload[0] in _MESSAGE_TYPES:
-        return
-    if not payload:
-        raise FrameError("unknown message type: empty frame payload")
-    first = payload[0]
-    if first == _BRINE_TUPLE3:
-        raise FrameError(
-            "frame payload starts with 0x12 (a brine 3-tuple): an RPyC 5.x peer "
-            "(or older); grpyc speaks the rpyc 6 message format only"
-        )
-    if len(payload) > _THREAD_IDS_SIZE and payload[_THREAD_IDS_SIZE] in _MESSAGE_TYPES:
-        raise FrameError(
-            "frame payload has a 16-byte thread-id prefix: a bind_threads peer "
-            "(rpyc bind_threads=True or RPYC_BIND_THREADS=true); turn it off on the peer"
-        )
-    raise FrameError(f"unknown message type {first} in frame payload (expected 1, 2 or 3)")
-
-
-class FrameDecoder:
-    """Split a byte stream into frame payloads. Never reads a socket.
-
-    `feed` bytes as they arrive, then call `next_frame` until it returns
-    None. Limits are checked from each header before its body is kept.
-    After a `FrameError` the decoder stays failed: every later call raises
-    the same error, since the stream cannot be resynchronised.
-
-    A reader that can fill a buffer itself may take over a large body with
-    `take_body` and hand it back whole with `put_body`; this saves a copy.
-    """
-
-    def __init__(
-        self,
-        max_frame_size: int = MAX_FRAME_SIZE,
-        max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
-    ) -> None:
-        self.max_frame_size = _check_limit("max_frame_size", max_frame_size)
-        self.max_decompressed_size = _check_limit("max_decompressed_size", max_decompressed_size)
-        # Unparsed input is _data[_pos:]; _data is the caller's bytes until
-        # a partial frame forces a private bytearray to append to.
-        self._data: bytes | bytearray = b""
-        self._pos = 0
-        self._length = -1  # body length of the current frame; -1 before its header
-        self._compressed = False
-        self._body: bytes | None = None  # body given back by put_body()
-        self._lent = False  # take_body() handed the body out; put_body() not called yet
-        self._error: FrameError | None = None
-
-    def feed(self, data: BytesLike) -> None:
-        """Append received bytes (copied if they are not ``bytes``)."""
-        if self._lent:
-            raise RuntimeError("feed() while a body taken by take_body() is not put back")
-        if not data:
-            return
-        if self._pos >= len(self._data):
-            self._data = data if isinstance(data, bytes) else bytes(data)
-        elif isinstance(self._data, bytes):
-            self._data = bytearray(memoryview(self._data)[self._pos :])
-            self._data += data
-        else:
-            del self._data[: self._pos]
-            self._data += data
-        self._pos = 0
-
-    def next_frame(self) -> bytes | None:
-        """Next whole payload (decompressed), or None until more bytes arrive.
-
-        Raises:
-            FrameError: the peer sent an invalid frame.
-        """
-        if self._error is not None:
-            raise self._error.with_traceback(None)
-        try:
-            return self._next_frame()
-        except FrameError as exc:
-            # A copy without the traceback, whose frames may hold big buffers.
-            self._error = FrameError(str(exc))
-            self._data, self._pos, self._body = b"", 0, None
-            raise
-
-    def _next_frame(self) -> bytes | None:
-        if self._lent:
-            return None
-        if self._length < 0 and not self._read_header():
-            return None
-        if self._body is not None:
-            return self._finish_put_body()
-        available = len(self._data) - self._pos
-        if available <= self._length:
-            return None
-        data, start, end = self._data, self._pos, self._pos + self._length
-        _check_trailer(data[end], self._length)
-        self._pos, self._length = end + 1, -1
-        if self._pos == len(data):
-            # Drop the input now: an idle connection must not pin a big frame.
-            self._data, self._pos = b"", 0
-        with memoryview(data) as view:
-            return self._payload(view[start:end])
-
-    def _read_header(self) -> bool:
-        if len(self._data) - self._pos < _FRAME_HEADER.size:
-            return False
-        self._length, self._compressed = _parse_header(self._data, self._pos, self.max_frame_size)
-        self._pos += _FRAME_HEADER.size
-        return True
-
-    def _finish_put_body(self) -> bytes | None:
-        if self._pos >= len(self._data):
-            return None
-        body, self._body = self._body, None
-        assert body is not None
-        _check_trailer(self._data[self._pos], self._length)
-        self._pos += 1
-        self._length = -1
-        return self._payload(body)
-
-    def _payload(self, body: BytesLike) -> bytes:
-        if self._compressed:
-            return inflate(body, self.max_decompressed_size)
-        return bytes(body)
-
-    def has_frame(self) -> bool:
-        """Whether `next_frame` would return a payload or raise without more input."""
-        if self._error is not None:
-            return True
-        if self._lent:
-            return False
-        available = len(self._data) - self._pos
-        if self._body is not None:
-            return available > 0
-        if self._length >= 0:
-            return available > self._length
-        if available < _FRAME_HEADER.size:
-            return False
-        length, flag = _FRAME_HEADER.unpack_from(self._data, self._pos)
-        invalid = flag > 1 or length > self.max_frame_size
-        return invalid or available > _FRAME_HEADER.size + length
-
-    def take_body(self, min_size: int = 0) -> tuple[memoryview, int] | None:
-        """Hand the current frame's body to the caller to read, if worth it.
-
-        Only when a header has been read, its body of at least ``min_size``
-        bytes has not all arrived, and nothing else is buffered. Returns the
-        body bytes already received and the full body length; the caller
-        reads the rest and passes the whole body to `put_body`.
-        """
-        if self._lent or self._body is not None or self._length < min_size:
-            return None
-        available = len(self._data) - self._pos
-        if available >= self._length:
-            return None
-        with memoryview(self._data) as view:
-            prefix = view[self._pos :]
-        self._data, self._pos = b"", 0
-        self._lent = True
-        return prefix, self._length
-
-    def put_body(self, body: bytes) -> None:
-        """Give back the whole body of the frame whose body `take_body` handed out."""
-        if not self._lent:
-            raise RuntimeError("put_body() without a body taken by take_body()")
-        if len(body) != self._length:
-            raise ValueError(f"put_body() got {len(body)} bytes, the frame body has {self._length}")
-        self._body = body
-        self._lent = False
 
 
 class _PrefixedReader(io.RawIOBase):
@@ -449,18 +105,24 @@ class Channel:
     against ``max_frame_size``, ``max_decompressed_size`` and the message
     type (`check_message`). A received protocol error closes the stream.
 
+    With ``thread_ids`` on, each payload carries the 16-byte thread-id prefix
+    of rpyc's ``bind_threads`` framing (`grpyc.framing.THREAD_IDS`): `send`
+    and `send_many` take the ids to put there, `recv_with_ids` returns them,
+    `recv` drops them. A payload without the prefix is refused.
+
     Args:
         stream: a `grpyc.stream.Stream` (it needs ``read_some``, ``read_into``
             and ``write_buffers`` besides RPyC's stream methods).
         compress: ``True``, ``False`` or ``"auto"``; may be changed at any time.
         max_frame_size: largest frame accepted, in bytes on the wire.
         max_decompressed_size: largest payload a compressed frame may inflate to.
+        thread_ids: speak ``bind_threads`` framing; may be changed at any time.
     """
 
     COMPRESSION_THRESHOLD = COMPRESSION_THRESHOLD
     COMPRESSION_LEVEL = COMPRESSION_LEVEL
-    FRAME_HEADER = _FRAME_HEADER
-    FLUSHER = _FLUSHER
+    FRAME_HEADER = FRAME_HEADER
+    FLUSHER = FLUSHER
 
     def __init__(
         self,
@@ -468,9 +130,11 @@ class Channel:
         compress: CompressMode = "auto",
         max_frame_size: int = MAX_FRAME_SIZE,
         max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
+        thread_ids: bool = False,
     ) -> None:
         self.stream = stream
         self.compress = compress
+        self.thread_ids = thread_ids
         self._decoder = FrameDecoder(max_frame_size, max_decompressed_size)
 
     @property
@@ -480,7 +144,7 @@ class Channel:
 
     @compress.setter
     def compress(self, value: CompressMode) -> None:
-        self._compress = _check_mode(value)
+        self._compress = check_compress_mode(value)
 
     @property
     def max_frame_size(self) -> int:
@@ -488,7 +152,7 @@ class Channel:
 
     @max_frame_size.setter
     def max_frame_size(self, value: int) -> None:
-        self._decoder.max_frame_size = _check_limit("max_frame_size", value)
+        self._decoder.max_frame_size = check_limit("max_frame_size", value)
 
     @property
     def max_decompressed_size(self) -> int:
@@ -496,7 +160,7 @@ class Channel:
 
     @max_decompressed_size.setter
     def max_decompressed_size(self, value: int) -> None:
-        self._decoder.max_decompressed_size = _check_limit("max_decompressed_size", value)
+        self._decoder.max_decompressed_size = check_limit("max_decompressed_size", value)
 
     @property
     def closed(self) -> bool:
@@ -513,27 +177,47 @@ class Channel:
         """Whether a frame is buffered or the stream has data within ``timeout`` seconds."""
         return self._decoder.has_frame() or self.stream.poll(timeout)
 
-    def send(self, data: BytesLike) -> None:
+    def _encode(self, payload: BytesLike, ids: ThreadIds | None) -> list[BytesLike]:
+        if not self.thread_ids:
+            if ids is not None:
+                raise ValueError("ids given to a channel without thread_ids framing")
+            return encode_frame(payload, self._compress)
+        return encode_frame(payload, self._compress, _pack_thread_ids(ids))
+
+    def send(self, data: BytesLike, ids: ThreadIds | None = None) -> None:
         """Send ``data`` as one frame.
+
+        Args:
+            data: the payload.
+            ids: with ``thread_ids`` on, and only then: ``(sender, recipient)``,
+                the thread ids to put before the payload.
 
         Raises:
             EOFError: the stream is closed or broke while writing.
+            ValueError: ``ids`` missing, out of range, or given without
+                ``thread_ids``.
         """
-        self.stream.write_buffers(encode_frame(data, self._compress))
+        self.stream.write_buffers(self._encode(data, ids))
 
-    def send_many(self, payloads: list[BytesLike]) -> None:
+    def send_many(
+        self, payloads: Sequence[BytesLike], ids: Sequence[ThreadIds] | None = None
+    ) -> None:
         """Send each payload as one frame, in order, in as few writes as possible.
 
         Runs of small frames are joined into one buffer; large payloads are
-        not copied.
+        not copied. With ``thread_ids`` on, ``ids[i]`` are the ids of
+        ``payloads[i]`` (see `send`).
 
         Raises:
             EOFError: the stream is closed or broke while writing.
+            ValueError: as `send`, or ``ids`` is not as long as ``payloads``.
         """
+        if ids is not None and len(ids) != len(payloads):
+            raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         buffers: list[BytesLike] = []
         small: list[BytesLike] = []
-        for payload in payloads:
-            frame = encode_frame(payload, self._compress)
+        for index, payload in enumerate(payloads):
+            frame = self._encode(payload, None if ids is None else ids[index])
             if len(frame) == 1:
                 small.extend(frame)
                 continue
@@ -546,29 +230,116 @@ class Channel:
         self.stream.write_buffers(buffers)
 
     def recv(self) -> bytes:
-        """Receive the next frame's payload, blocking until it is complete.
+        """Receive the next frame's payload (without thread ids), blocking until it is complete.
 
         Raises:
             EOFError: the stream ended or is closed.
             FrameError: the peer sent an invalid frame or an older message
                 format; the stream is closed.
         """
+        thread_ids = self.thread_ids
         try:
             payload = self._next_payload()
-            check_message(payload)
+            check_message(payload, thread_ids)
+        except FrameError:
+            self.stream.close()
+            raise
+        return payload[THREAD_IDS.size :] if thread_ids else payload
+
+    def recv_with_ids(self) -> tuple[bytes, int, int]:
+        """`recv`, and the ``(sender, recipient)`` thread ids the payload carried.
+
+        Both ids are 0 (rpyc's "no thread") when ``thread_ids`` is off.
+        """
+        thread_ids = self.thread_ids
+        try:
+            payload = self._next_payload()
+            check_message(payload, thread_ids)
+        except FrameError:
+            self.stream.close()
+            raise
+        if not thread_ids:
+            return payload, 0, 0
+        sender, recipient = THREAD_IDS.unpack_from(payload)
+        return payload[THREAD_IDS.size :], sender, recipient
+
+    def _next_payload(self) -> bytes:
+        while True:
+            payload = self._decoder.next_frame()
+            if payload is not None:
+                return payload
+            self._fill()
+
+    def next_buffered(self) -> bytes | None:
+        """The next frame's payload if it is already buffered, else None; never reads.
+
+        Raises:
+            FrameError: the peer sent an invalid frame or an older message
+                format; the stream is closed.
+        """
+        frame = self._next_buffered_frame()
+        if frame is None or not self.thread_ids:
+            return frame
+        return frame[THREAD_IDS.size :]
+
+    def next_buffered_with_ids(self) -> tuple[bytes, int, int] | None:
+        """`next_buffered`, and the ``(sender, recipient)`` thread ids it carried (0s when off)."""
+        frame = self._next_buffered_frame()
+        if frame is None:
+            return None
+        if not self.thread_ids:
+            return frame, 0, 0
+        sender, recipient = THREAD_IDS.unpack_from(frame)
+        return frame[THREAD_IDS.size :], sender, recipient
+
+    def _next_buffered_frame(self) -> bytes | None:
+        try:
+            payload = self._decoder.next_frame()
+            if payload is not None:
+                check_message(payload, self.thread_ids)
         except FrameError:
             self.stream.close()
             raise
         return payload
 
-    def _next_payload(self) -> bytes:
+    def fill(self) -> None:
+        """Read what the stream has (at least one byte) into the frame buffer.
+
+        Meant for a reader that waited until the stream is readable; a large
+        frame body is read whole, straight into its final buffer.
+
+        Raises:
+            EOFError: the stream ended or is closed.
+            FrameError: the peer sent an invalid frame; the stream is closed.
+        """
+        try:
+            self._fill()
+        except FrameError:
+            self.stream.close()
+            raise
+
+    def has_buffered_frame(self) -> bool:
+        """Whether `next_buffered` would return a payload (or raise) without reading."""
+        return self._decoder.has_frame()
+
+    def has_pending_input(self) -> bool:
+        """Whether bytes wait above the descriptor (TLS buffers), so `fill` will not wait."""
+        has_pending = getattr(self.stream, "has_pending", None)
+        return has_pending is not None and bool(has_pending())
+
+    def _fill(self) -> None:
         decoder = self._decoder
-        while True:
-            payload = decoder.next_frame()
-            if payload is not None:
-                return payload
-            lent = decoder.take_body(_LARGE_BODY)
-            if lent is None:
-                decoder.feed(self.stream.read_some(_READ_SIZE))
-            else:
-                decoder.put_body(_read_body(self.stream, *lent))
+        lent = decoder.take_body(_LARGE_BODY)
+        if lent is None:
+            decoder.feed(self.stream.read_some(_READ_SIZE))
+        else:
+            decoder.put_body(_read_body(self.stream, *lent))
+
+
+def _pack_thread_ids(ids: ThreadIds | None) -> bytes:
+    if ids is None:
+        raise ValueError("a channel with thread_ids framing needs ids=(sender, recipient)")
+    try:
+        return THREAD_IDS.pack(*ids)
+    except struct.error as exc:
+        raise ValueError(f"thread ids {ids!r} are not two ints in 0..2**64-1: {exc}") from None

@@ -14,27 +14,33 @@ sends, by design: it is remote control of a process, in both directions
 write to our stdout and read our namespaces). Use it only between processes
 that trust each other completely.
 
-File transfers plan first (which directories and files, how many bytes),
-then move each file in chunks of ``chunk_size`` bytes, one request per
-chunk: time is linear in the size and neither side ever holds more than a
-chunk of a file.
+File transfer (`upload`, `download` and friends) lives in
+`grpyc._transfer` and is exported here: it moves files in chunks and never
+writes outside the destination, whatever names the peer lists.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
-import os
 import pickle
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from types import FunctionType, ModuleType
+from types import FunctionType
 from typing import Any
 
 from grpyc import consts, factory
+from grpyc._transfer import (
+    DEFAULT_CHUNK_SIZE,
+    download,
+    download_dir,
+    download_file,
+    upload,
+    upload_dir,
+    upload_file,
+    upload_module,
+    upload_package,
+)
 from grpyc.netref import BaseNetref, syncreq
 from grpyc.service import ClassicService, MasterService, ModuleNamespace, Slave, SlaveService
 
@@ -74,15 +80,6 @@ __all__ = [
 DEFAULT_SERVER_PORT = consts.DEFAULT_SERVER_PORT
 DEFAULT_SERVER_SSL_PORT = consts.DEFAULT_SERVER_SSL_PORT
 
-# One request per chunk: 256 KiB keeps the per-request cost (a round trip)
-# small next to the copying, and a chunk far below any frame limit.
-DEFAULT_CHUNK_SIZE = consts.STREAM_CHUNK
-
-# Paths per remote ``map`` call while listing a directory: keeps each request
-# a few hundred KiB even for huge directories.
-_MAP_BATCH = 4096
-
-Progress = Callable[[int, int], Any]
 Classic = Any  # a Connection with the attributes MasterService installs
 
 # The local service of every classic connection, as in RPyC.
@@ -283,367 +280,6 @@ def _remote_teleportation(conn: Classic) -> Any:
         with contextlib.suppress(ImportError):
             return conn.modules["grpyc.teleportation"]
     return conn.modules["rpyc.utils.teleportation"]
-
-
-# ------------------------------------------------------------ transfers
-@dataclass(frozen=True, slots=True)
-class _File:
-    source: str
-    target: str
-    size: int
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What a transfer does: directories to create, then files to copy."""
-
-    dirs: list[str]
-    files: list[_File]
-
-    @property
-    def total(self) -> int:
-        return sum(item.size for item in self.files)
-
-
-class _Meter:
-    """Counts bytes moved and reports them to the caller's callback."""
-
-    __slots__ = ("done", "progress", "total")
-
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress = progress
-        self.total = total
-        self.done = 0
-        if progress is not None:
-            progress(0, total)
-
-    def add(self, count: int) -> None:
-        self.done += count
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
-
-
-def _remote_path_module(conn: Classic) -> ModuleType:
-    """The peer's ``os.path`` flavour (posixpath or ntpath), imported here.
-
-    Joining remote paths locally saves a round trip per file.
-    """
-    return importlib.import_module(str(conn.modules["os.path"].__name__))
-
-
-class _Uploader:
-    """Copies local files and directories to the peer."""
-
-    def __init__(self, conn: Classic, chunk_size: int) -> None:
-        _check_chunk_size(chunk_size)
-        self.chunk_size = chunk_size
-        # Remote functions fetched once: each attribute read is a round trip.
-        self.remote_makedirs = conn.modules["os"].makedirs
-        self.remote_open = conn.builtins.open
-        self.remote_path = _remote_path_module(conn)
-
-    def plan_dir(self, local: str, remote: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([], [])
-        # An explicit stack: no recursion limit, and each entry is handled once
-        # whatever the depth. A directory is planned before its contents.
-        pending = [(local, remote)]
-        while pending:
-            local_dir, remote_dir = pending.pop()
-            plan.dirs.append(remote_dir)
-            for name in sorted(os.listdir(local_dir)):
-                if filter is not None and not filter(name):
-                    continue
-                source = os.path.join(local_dir, name)
-                target = self.remote_path.join(remote_dir, name)
-                if os.path.isdir(source):
-                    pending.append((source, target))
-                elif os.path.isfile(source):
-                    plan.files.append(_File(source, target, os.path.getsize(source)))
-        return plan
-
-    def run(self, plan: _Plan, progress: Progress | None) -> None:
-        meter = _Meter(progress, plan.total)
-        for directory in plan.dirs:
-            self.remote_makedirs(directory, exist_ok=True)
-        for item in plan.files:
-            self.copy(item, meter)
-
-    def copy(self, item: _File, meter: _Meter) -> None:
-        with (
-            open(item.source, "rb") as local_file,
-            _closing_remote(self.remote_open(item.target, "wb")) as remote_file,
-        ):
-            write = remote_file.write
-            while chunk := local_file.read(self.chunk_size):
-                write(chunk)
-                meter.add(len(chunk))
-
-
-class _Downloader:
-    """Copies the peer's files and directories here."""
-
-    def __init__(self, conn: Classic, chunk_size: int) -> None:
-        _check_chunk_size(chunk_size)
-        self.chunk_size = chunk_size
-        # Remote functions fetched once: each attribute read is a round trip.
-        remote_ospath = conn.modules["os.path"]
-        self.remote_isdir = remote_ospath.isdir
-        self.remote_isfile = remote_ospath.isfile
-        self.remote_getsize = remote_ospath.getsize
-        self.remote_listdir = conn.modules["os"].listdir
-        self.remote_open = conn.builtins.open
-        self.remote_tuple = conn.builtins.tuple
-        self.remote_map = conn.builtins.map
-        self.remote_path = _remote_path_module(conn)
-
-    def kind(self, remote: str) -> str | None:
-        if self.remote_isdir(remote):
-            return "dir"
-        if self.remote_isfile(remote):
-            return "file"
-        return None
-
-    def file_plan(self, remote: str, local: str) -> _Plan:
-        return _Plan([], [_File(remote, local, self.remote_getsize(remote))])
-
-    def _remote_map(self, func: Any, items: tuple[str, ...]) -> tuple[Any, ...]:
-        """``func`` over ``items`` at the peer: two round trips per batch of paths."""
-        results: list[Any] = []
-        for start in range(0, len(items), _MAP_BATCH):
-            batch = items[start : start + _MAP_BATCH]
-            results += self.remote_tuple(self.remote_map(func, batch))
-        return tuple(results)
-
-    def plan_dir(self, remote: str, local: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([], [])
-        # An explicit stack, as in `_Uploader.plan_dir`.
-        pending = [(remote, local)]
-        while pending:
-            remote_dir, local_dir = pending.pop()
-            plan.dirs.append(local_dir)
-            for kind, source, target, size in self._list_dir(remote_dir, local_dir, filter):
-                if kind == "dir":
-                    pending.append((source, target))
-                else:
-                    plan.files.append(_File(source, target, size))
-        return plan
-
-    def _list_dir(
-        self, remote: str, local: str, filter: Callable[[str], bool] | None
-    ) -> Iterator[tuple[str, str, str, int]]:
-        """``(kind, remote path, local path, size)`` of the wanted entries of a directory.
-
-        A fixed number of round trips per directory, not per entry. Entries
-        that are neither files nor directories (broken links...) are skipped.
-        """
-        # tuple() at the peer: the names come back as one value, not item by item.
-        listing = self.remote_tuple(self.remote_listdir(remote))
-        names = [name for name in sorted(listing) if filter is None or filter(name)]
-        paths = tuple(self.remote_path.join(remote, name) for name in names)
-        is_dir = self._remote_map(self.remote_isdir, paths)
-        is_file = self._remote_map(self.remote_isfile, paths)
-        files = tuple(path for path, flag in zip(paths, is_file, strict=True) if flag)
-        sizes = dict(zip(files, self._remote_map(self.remote_getsize, files), strict=True))
-        for name, path, dir_flag in zip(names, paths, is_dir, strict=True):
-            if dir_flag:
-                yield "dir", path, os.path.join(local, name), 0
-            elif path in sizes:
-                yield "file", path, os.path.join(local, name), int(sizes[path])
-
-    def run(self, plan: _Plan, progress: Progress | None) -> None:
-        meter = _Meter(progress, plan.total)
-        for directory in plan.dirs:
-            os.makedirs(directory, exist_ok=True)
-        for item in plan.files:
-            self.copy(item, meter)
-
-    def copy(self, item: _File, meter: _Meter) -> None:
-        with (
-            _closing_remote(self.remote_open(item.source, "rb")) as remote_file,
-            open(item.target, "wb") as local_file,
-        ):
-            read = remote_file.read
-            while chunk := read(self.chunk_size):
-                local_file.write(chunk)
-                meter.add(len(chunk))
-
-
-@contextlib.contextmanager
-def _closing_remote(remote_file: Any) -> Iterator[Any]:
-    """Close a remote file on the way out (one CALLATTR, no CTXEXIT traceback)."""
-    try:
-        yield remote_file
-    finally:
-        remote_file.close()
-
-
-def upload(
-    conn: Classic,
-    localpath: str,
-    remotepath: str,
-    filter: Callable[[str], bool] | None = None,
-    ignore_invalid: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy a local file or directory tree to `remotepath` at the peer. RPyC-compatible.
-
-    Args:
-        conn: a classic connection.
-        localpath: the file or directory to copy.
-        remotepath: where it goes at the peer (directories are created).
-        filter: ``filter(name) -> bool`` for each entry name inside a
-            directory, at every level; None copies everything.
-        ignore_invalid: if `localpath` is neither a file nor a directory, do
-            nothing instead of raising.
-        chunk_size: bytes per request.
-        progress: ``progress(bytes_done, bytes_total)``, called with 0 first
-            and after every chunk; the total counts every file of the call.
-
-    Raises:
-        ValueError: `localpath` is neither a file nor a directory (unless
-            `ignore_invalid`), or `chunk_size` < 1.
-    """
-    if os.path.isdir(localpath):
-        upload_dir(conn, localpath, remotepath, filter, chunk_size, progress)
-    elif os.path.isfile(localpath):
-        upload_file(conn, localpath, remotepath, chunk_size, progress)
-    elif not ignore_invalid:
-        raise ValueError(f"cannot upload {localpath!r}: not a file or a directory")
-
-
-def upload_file(
-    conn: Classic,
-    localpath: str,
-    remotepath: str,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy one local file to `remotepath` at the peer. RPyC-compatible; see `upload`."""
-    uploader = _Uploader(conn, chunk_size)
-    plan = _Plan([], [_File(localpath, remotepath, os.path.getsize(localpath))])
-    uploader.run(plan, progress)
-
-
-def upload_dir(
-    conn: Classic,
-    localpath: str,
-    remotepath: str,
-    filter: Callable[[str], bool] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy a local directory tree to `remotepath` at the peer. RPyC-compatible; see `upload`."""
-    uploader = _Uploader(conn, chunk_size)
-    uploader.run(uploader.plan_dir(localpath, remotepath, filter), progress)
-
-
-def download(
-    conn: Classic,
-    remotepath: str,
-    localpath: str,
-    filter: Callable[[str], bool] | None = None,
-    ignore_invalid: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy the peer's file or directory tree at `remotepath` here. RPyC-compatible.
-
-    The arguments mean what they mean for `upload`, with the roles of the
-    two paths swapped.
-
-    Raises:
-        ValueError: `remotepath` is neither a file nor a directory at the
-            peer (unless `ignore_invalid`), or `chunk_size` < 1.
-    """
-    downloader = _Downloader(conn, chunk_size)
-    kind = downloader.kind(remotepath)
-    if kind == "dir":
-        plan = downloader.plan_dir(remotepath, localpath, filter)
-    elif kind == "file":
-        plan = downloader.file_plan(remotepath, localpath)
-    elif ignore_invalid:
-        return
-    else:
-        raise ValueError(f"cannot download {remotepath!r}: not a file or a directory at the peer")
-    downloader.run(plan, progress)
-
-
-def download_file(
-    conn: Classic,
-    remotepath: str,
-    localpath: str,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy one file of the peer here. RPyC-compatible; see `download`."""
-    downloader = _Downloader(conn, chunk_size)
-    downloader.run(downloader.file_plan(remotepath, localpath), progress)
-
-
-def download_dir(
-    conn: Classic,
-    remotepath: str,
-    localpath: str,
-    filter: Callable[[str], bool] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy a directory tree of the peer here. RPyC-compatible; see `download`."""
-    downloader = _Downloader(conn, chunk_size)
-    downloader.run(downloader.plan_dir(remotepath, localpath, filter), progress)
-
-
-def upload_package(
-    conn: Classic,
-    module: ModuleType,
-    remotepath: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress | None = None,
-) -> None:
-    """Copy a local package (or single-file module) to the peer. RPyC-compatible.
-
-    Args:
-        conn: a classic connection.
-        module: the imported package or module.
-        remotepath: where it goes; defaults to the peer's ``purelib``
-            directory (``sysconfig``) plus the module's dotted path.
-        chunk_size: bytes per request.
-        progress: as for `upload`.
-
-    Unlike RPyC (which copies the whole directory around a single-file
-    module), a plain module is copied as its one file, and ``__pycache__``
-    directories are left out.
-    """
-    source = inspect.getsourcefile(module)
-    if source is None:
-        raise ValueError(f"cannot upload {module.__name__!r}: it has no source file")
-    is_package = hasattr(module, "__path__")
-    if remotepath is None:
-        site = str(conn.modules["sysconfig"].get_paths()["purelib"])
-        parts = module.__name__.split(".")
-        if not is_package:
-            parts[-1] += ".py"
-        remotepath = _remote_path_module(conn).join(site, *parts)
-    if is_package:
-        upload_dir(
-            conn,
-            os.path.dirname(os.path.abspath(source)),
-            remotepath,
-            filter=lambda name: name != "__pycache__",
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-    else:
-        upload_file(conn, source, remotepath, chunk_size, progress)
-
-
-upload_module = upload_package
 
 
 # ----------------------------------------------------------------- stdio

@@ -352,58 +352,43 @@ def connect_multiprocess(
 
 
 # ---------------------------------------------------------------- SSH
-# Held from choosing a free port until the tunnel is bound to it, so two
-# greenlets in this process cannot pick the same port.
-_ssh_tunnel_lock = gevent.lock.Semaphore()
-
-
-def _free_local_port() -> int:
-    with gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("localhost", 0))
-        return int(probe.getsockname()[1])
-
-
-def _require_plumbum() -> None:
-    try:
-        import plumbum  # noqa: F401 - only checks that the optional dependency is there
-    except ImportError as exc:
-        raise ImportError(
-            "ssh_connect needs plumbum for its SSH tunnel; install it with "
-            "pip install 'grpyc[ssh]' (or pip install plumbum)"
-        ) from exc
-
-
 def ssh_connect(
     remote_machine: Any,
     remote_port: int,
     service: Any = VoidService,
     config: dict[str, Any] | None = None,
 ) -> Connection:
-    """Connect to a server through an SSH tunnel made by plumbum. RPyC-compatible.
+    """Connect through SSH to a server on a remote machine's loopback (plumbum). RPyC-compatible.
 
     Args:
-        remote_machine: a ``plumbum`` remote machine (e.g. ``SshMachine``);
-            its ``tunnel(local_port, remote_port)`` makes the tunnel.
-        remote_port: the server's port on the remote machine.
+        remote_machine: a plumbum ``SshMachine`` or ``ParamikoMachine``, or
+            any object with RPyC's ``tunnel(local_port, remote_port)``.
+        remote_port: the server's port on the remote machine, reached there
+            as ``localhost``.
+        service, config: as for `connect`.
 
-    The tunnel closes when the connection closes. As in RPyC, the local
-    port is picked free and then bound by ssh: another process could take
-    it in between.
+    The tunnel (or SSH channel) closes when the connection closes.
+
+    Where grpyc differs from RPyC: with an OpenSSH ``SshMachine`` the tunnel
+    starts at a Unix socket in a private local directory instead of a free
+    local TCP port, so no other local user can connect through it and no
+    other process can take the port first; a ``ParamikoMachine`` (which has
+    no ``tunnel``, so RPyC's fails with `AttributeError`) works over an SSH
+    channel. Other objects get RPyC's TCP tunnel, with its race for the
+    free port.
 
     Raises:
         ImportError: plumbum is not installed.
     """
-    _require_plumbum()
-    with _ssh_tunnel_lock:
-        local_port = _free_local_port()
-        tunnel = remote_machine.tunnel(local_port, remote_port)
+    from grpyc._ssh import open_stream, require_plumbum
+
+    require_plumbum("ssh_connect")
+    stream: TunneledSocketStream = open_stream(remote_machine, remote_port)
     try:
-        stream = TunneledSocketStream.connect("localhost", local_port)
+        return connect_stream(stream, service, config)
     except BaseException:
-        tunnel.close()
+        stream.close()
         raise
-    stream.tun = tunnel
-    return connect_stream(stream, service, config)
 
 
 # ----------------------------------------------------------- discovery

@@ -3,8 +3,8 @@
 Owns the client-side conveniences (`async_`, `timed`, `buffiter`), the
 server-side ones (`restricted`, `classpartial`, `exposed`, `service`) and
 `BgServingThread`, kept so that RPyC code runs unchanged. Nothing here touches
-a socket: requests go through `grpyc.netref`, so the connection's policy and
-limits apply as for any other call.
+a socket: requests go through `grpyc.netref` and the connection's public
+methods, so the connection's policy and limits apply as for any other call.
 
 All names, arguments and behaviours are RPyC-compatible; where grpyc differs
 (`BgServingThread`, `buffiter` on local iterables) the docstring says so.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -111,6 +112,10 @@ def async_(proxy: Any) -> _Async:
     _async_wrappers[id(proxy)] = wrapper
     _async_wrappers[id(wrapper)] = wrapper
     return wrapper
+
+
+# RPyC's name from before ``async`` became a keyword.
+globals()["async"] = async_
 
 
 class timed:  # noqa: N801 - RPyC's name
@@ -241,17 +246,25 @@ def restricted(obj: Any, attrs: Iterable[str], wattrs: Iterable[str] | None = No
 
 # --------------------------------------------------------- BgServingThread
 class BgServingThread:
-    """RPyC's background server for a connection; a no-op here. RPyC-compatible.
+    """Serve a connection in the background. RPyC-compatible.
 
-    A grpyc connection is always served by its own reader greenlet, so there
-    is nothing to serve: this only watches for the connection to end (one
-    idle greenlet) and then calls `callback`, as RPyC's thread does when
-    serving fails. `serve_interval` and `sleep_interval` are accepted and
-    unused. `stop` never closes the connection.
+    On a connection made in plain threads (RPyC's model, where a connection
+    is read only by the threads that wait on it) this is RPyC's background
+    thread: a daemon thread that serves requests and replies as they come,
+    so callbacks run there while the program's other threads block.
+
+    On a connection made under gevent, which its own reader greenlet always
+    serves, there is nothing to serve: it only watches for the connection to
+    end and then calls `callback`, as RPyC's thread does when serving fails.
+
+    `serve_interval` bounds each wait of the serving thread; `sleep_interval`
+    is accepted and unused (waiting needs no pause between serves here).
     """
 
     SERVE_INTERVAL = 0.0
     SLEEP_INTERVAL = 0.1
+    # Longest single wait of the serving thread, so `stop` returns soon.
+    _WAIT = 0.5
 
     def __init__(
         self,
@@ -265,10 +278,26 @@ class BgServingThread:
         self._callback = callback
         self._serve_interval = serve_interval
         self._sleep_interval = sleep_interval
-        self._thread = gevent.spawn(self._watch, conn)
+        if conn.cooperative:
+            self._thread: Any = gevent.spawn(self._watch, conn)
+        else:
+            self._thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._thread.start()
 
     def _watch(self, conn: Any) -> None:
-        conn._hub.wait_closed()
+        conn.wait_closed()
+        self._ended()
+
+    def _serve(self, conn: Any) -> None:
+        wait = max(self._serve_interval, self._WAIT)
+        try:
+            while self._active and not conn.closed:
+                conn.serve(wait)
+        except Exception:  # noqa: BLE001, S110 - the connection ended: the callback is told below
+            pass
+        self._ended()
+
+    def _ended(self) -> None:
         if self._active:
             self._active = False
             self._conn = None
@@ -281,19 +310,25 @@ class BgServingThread:
         return self._active
 
     def stop(self) -> None:
-        """Stop watching; the connection stays open. RPyC-compatible.
+        """Stop serving and wait for the background thread; the connection stays open.
 
-        Unlike RPyC, stopping again, or after the connection ended, is harmless.
+        RPyC-compatible. Unlike RPyC, stopping again, or after the connection
+        ended, is harmless.
         """
         self._active = False
         self._conn = None
-        if self._thread is not gevent.getcurrent():
+        if isinstance(self._thread, threading.Thread):
+            if self._thread is not threading.current_thread():
+                self._thread.join()
+        elif self._thread is not gevent.getcurrent():
             self._thread.kill()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the connection ends or `stop` is called; False on timeout."""
+        """Wait until serving ends (connection closed or `stop`); False on timeout."""
         self._thread.join(timeout)
-        return self._thread.dead
+        if isinstance(self._thread, threading.Thread):
+            return not self._thread.is_alive()
+        return bool(self._thread.dead)
 
 
 # ------------------------------------------------------------ classpartial

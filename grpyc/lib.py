@@ -8,17 +8,21 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+import gevent.monkey
+from gevent._hub_local import get_hub_if_exists
 
 __all__ = [
     "Timeout",
     "get_id_pack",
     "get_methods",
     "hasattr_static",
+    "in_gevent",
     "setup_logger",
     "spawn",
 ]
@@ -106,27 +110,55 @@ class Timeout:
         return max(0.0, self.deadline - time.monotonic())
 
 
-def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenlet:
-    """Start ``func`` in a new greenlet. RPyC's ``spawn`` starts a daemon thread;
-    on gevent a greenlet is the unit of concurrency."""
-    return gevent.spawn(func, *args, **kwargs)
+def in_gevent() -> bool:
+    """Whether code in this thread runs under gevent: monkey patched, or its hub exists.
+
+    A connection made where this is False belongs to plain OS threads: it
+    uses blocking sockets and is read by whichever thread waits on it, as in
+    RPyC (DESIGN.md, "Callers outside gevent"). grpyc never creates a hub in
+    such a thread itself, so the answer stays the same for the thread's life
+    unless the program starts using gevent there.
+    """
+    return gevent.monkey.is_module_patched("socket") or get_hub_if_exists() is not None
+
+
+def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> threading.Thread:
+    """Start ``func(*args, **kwargs)`` in a new daemon thread and return it. RPyC-compatible.
+
+    Under monkey patching the thread is a greenlet, as every thread is then.
+    """
+    thread = threading.Thread(target=func, args=args, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
 
 
 def setup_logger(
     quiet: bool = False, logfile: str | None = None, namespace: str | None = None
 ) -> logging.Logger:
-    """Configure a logger for command-line servers. RPyC-compatible.
+    """Configure the root logger as RPyC's command-line tools do; return RPyC's logger.
+
+    RPyC-compatible: `logging.basicConfig` (so nothing changes if the root
+    logger already has a handler) at DEBUG, or ERROR when ``quiet``, to
+    standard error or appended to ``logfile``; records show time, level,
+    logger and thread names (quiet: time and level only).
 
     Args:
-        quiet: log warnings and errors only (else INFO and up).
-        logfile: append to this file instead of standard error.
-        namespace: the logger's name (None: the root logger).
+        quiet: log errors only, in the short format.
+        logfile: write to this file instead of standard error.
+        namespace: a child of the ``rpyc`` logger to return.
+
+    Returns:
+        The logger ``rpyc``, or ``rpyc.<namespace>``.
     """
-    logger = logging.getLogger(namespace)
-    handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    )
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    return logger
+    options: dict[str, Any] = {"datefmt": "%b %d %H:%M:%S"}
+    if quiet:
+        options.update(level=logging.ERROR, format="%(asctime)s %(levelname)s: %(message)s")
+    else:
+        options.update(
+            level=logging.DEBUG,
+            format="%(asctime)s %(levelname)s %(name)s[%(threadName)s]: %(message)s",
+        )
+    if logfile:
+        options["filename"] = logfile
+    logging.basicConfig(**options)
+    return logging.getLogger("rpyc" if namespace is None else f"rpyc.{namespace}")

@@ -5,34 +5,40 @@ and how many times that id pack was received (its reference count). Every
 operation becomes a request (section 5) through `syncreq`. Proxy classes are
 built from the remote class's method list (the INSPECT answer): one class per
 remote class, cached; classes for the built-in types are prepared once at
-import and shared by all connections.
+import and shared by all connections. A proxy whose class is not known yet
+has the placeholder class `UnresolvedNetref` and asks for its class on first
+use (an operator, ``__class__``, ``isinstance``).
 
-A proxy's ``__del__`` only queues a DEL for its connection; it never sends,
-blocks or switches greenlets, since it may run inside a GC pass anywhere.
+Proxies talk to their connection only through `ProxyConnection`. A proxy's
+``__del__`` only queues a DEL; it never sends, blocks or switches greenlets,
+since it may run inside a GC pass anywhere.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import pickle
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from grpyc import consts
 from grpyc.lib import IdPack, get_id_pack, get_methods
 
-if TYPE_CHECKING:
-    from grpyc.async_ import AsyncResult
-    from grpyc.protocol import Connection
-
 __all__ = [
     "LOCAL_ATTRS",
     "BaseNetref",
+    "ProxyConnection",
+    "UnresolvedNetref",
     "asyncreq",
     "builtin_classes_cache",
     "class_factory",
+    "connection_of",
+    "id_pack_of",
+    "local_class_of",
+    "resolve",
     "syncreq",
 ]
 
@@ -65,13 +71,58 @@ _builtin_types_by_name: dict[str, type] = {}
 builtin_classes_cache: dict[str, type[BaseNetref]] = {}
 
 
+class ProxyConnection(Protocol):
+    """What a proxy needs of its connection (`grpyc.protocol.Connection` provides it)."""
+
+    @property
+    def local_method_lookup(self) -> bool: ...
+    def proxy_setting(self, key: str) -> Any: ...
+    def sync_request(self, handler: int, *args: Any) -> Any: ...
+    def async_request(self, handler: int, *args: Any, timeout: float | None = None) -> Any: ...
+    def release_proxy(self, id_pack: IdPack, count: int) -> None: ...
+    def resolve_proxy_class(self, id_pack: IdPack) -> type: ...
+
+
+def connection_of(proxy: BaseNetref) -> Any:
+    """The connection `proxy` belongs to."""
+    return object.__getattribute__(proxy, "____conn__")
+
+
+def id_pack_of(proxy: BaseNetref) -> IdPack:
+    """The id pack of the remote object `proxy` stands for."""
+    return object.__getattribute__(proxy, "____id_pack__")  # type: ignore[no-any-return]
+
+
+def add_reference(proxy: BaseNetref) -> None:
+    """Count one more reference received for `proxy` (released together by its DEL)."""
+    object.__setattr__(
+        proxy, "____refcount__", object.__getattribute__(proxy, "____refcount__") + 1
+    )
+
+
+def resolve(proxy: Any) -> None:
+    """Give a placeholder proxy its real class (asks the peer's INSPECT if needed)."""
+    if type(proxy) is UnresolvedNetref:
+        cls = connection_of(proxy).resolve_proxy_class(id_pack_of(proxy))
+        object.__setattr__(proxy, "__class__", cls)
+
+
+def local_class_of(obj: Any) -> Any:
+    """The class of `obj`; for a proxy, the local class of the same name if there is one,
+    else its proxy class (found without a round trip)."""
+    if not isinstance(obj, BaseNetref):
+        return type(obj)
+    resolve(obj)
+    return type(obj)._local_class or type(obj)
+
+
 def syncreq(proxy: BaseNetref, handler: int, *args: Any) -> Any:
     """Send request `handler` about `proxy` and wait for the result. RPyC-compatible."""
     conn = object.__getattribute__(proxy, "____conn__")
     return conn.sync_request(handler, proxy, *args)
 
 
-def asyncreq(proxy: BaseNetref, handler: int, *args: Any) -> AsyncResult:
+def asyncreq(proxy: BaseNetref, handler: int, *args: Any) -> Any:
     """Send request `handler` about `proxy`; returns an `AsyncResult`. RPyC-compatible."""
     conn = object.__getattribute__(proxy, "____conn__")
     return conn.async_request(handler, proxy, *args)
@@ -98,7 +149,7 @@ class BaseNetref(metaclass=NetrefMetaclass):
     _local_class: type | None = None
     _routines: frozenset[str] = frozenset()
 
-    def __init__(self, conn: Connection, id_pack: IdPack) -> None:
+    def __init__(self, conn: ProxyConnection, id_pack: IdPack) -> None:
         object.__setattr__(self, "____conn__", conn)
         object.__setattr__(self, "____id_pack__", id_pack)
         object.__setattr__(self, "____refcount__", 1)
@@ -107,7 +158,7 @@ class BaseNetref(metaclass=NetrefMetaclass):
         # Runs inside GC passes: only queue (never send, block or switch).
         try:
             conn = object.__getattribute__(self, "____conn__")
-            conn._queue_del(
+            conn.release_proxy(
                 object.__getattribute__(self, "____id_pack__"),
                 object.__getattribute__(self, "____refcount__"),
             )
@@ -122,7 +173,7 @@ class BaseNetref(metaclass=NetrefMetaclass):
         cls = type(self)
         if name in cls._routines:
             conn = object.__getattribute__(self, "____conn__")
-            if conn._local_method_lookup:
+            if conn.local_method_lookup:
                 return _method_for(cls, name).__get__(self, cls)
         return syncreq(self, consts.HANDLE_GETATTR, name)
 
@@ -181,9 +232,12 @@ class BaseNetref(metaclass=NetrefMetaclass):
         return syncreq(self, consts.HANDLE_CTXEXIT, exc)
 
     def __reduce_ex__(self, proto: int) -> Any:
-        # Unpickling peer bytes runs peer-chosen code here: only when this side
-        # allows pickle too (CVE-2024-27758 class).
-        _require_local_pickle(self)
+        # As RPyC, the peer decides (its allow_pickle): pickle.dumps(proxy)
+        # only stores the peer's bytes. copy.copy/deepcopy would unpickle them
+        # here at once, running code the peer chose (CVE-2024-27758 class):
+        # that needs this side's allow_pickle too.
+        if sys._getframe(1).f_globals.get("__name__") == "copy":
+            _require_local_pickle(self)
         return pickle.loads, (syncreq(self, consts.HANDLE_PICKLE, proto),)
 
     def __instancecheck__(self, other: Any) -> bool:
@@ -192,8 +246,11 @@ class BaseNetref(metaclass=NetrefMetaclass):
             raise TypeError("isinstance() arg 2 must be a type, a tuple of types, or a union")
         if isinstance(other, BaseNetref):
             theirs = object.__getattribute__(other, "____id_pack__")
-            if theirs[1] == own[1]:
+            same_peer = connection_of(other) is connection_of(self)
+            if same_peer and theirs[1] == own[1]:
                 return theirs[2] != 0
+            if not same_peer:
+                return False  # objects of another connection live in another process
             return syncreq(self, consts.HANDLE_INSTANCECHECK, theirs)
         local = type(self)._local_class
         return local is not None and isinstance(other, local)
@@ -214,6 +271,7 @@ def _class_of(proxy: BaseNetref) -> Any:
 
     That makes ``isinstance(remote_list, list)`` true, as in RPyC.
     """
+    resolve(proxy)
     local = type(proxy)._local_class
     is_class = object.__getattribute__(proxy, "____id_pack__")[2] == 0
     if local is not None:
@@ -222,8 +280,7 @@ def _class_of(proxy: BaseNetref) -> Any:
 
 
 def _require_local_pickle(proxy: BaseNetref) -> None:
-    conn = object.__getattribute__(proxy, "____conn__")
-    if not conn._config["allow_pickle"]:
+    if not connection_of(proxy).proxy_setting("allow_pickle"):
         raise ValueError("pickling is disabled (allow_pickle=False)")
 
 
@@ -361,7 +418,9 @@ def _special_method_names() -> frozenset[str]:
         name
         for probe in probes
         for name in dir(probe)
-        if name.startswith("__") and name.endswith("__") and callable(getattr(probe, name, None))
+        if name.startswith("__")
+        and name.endswith("__")
+        and inspect.isroutine(getattr(probe, name, None))
     }
     names |= {
         "__call__",
@@ -410,15 +469,31 @@ _SPECIAL_METHODS = _special_method_names()
 
 
 class UnresolvedNetref(BaseNetref):
-    """Placeholder class of a proxy made by the reader before its class is known.
+    """Placeholder class of a proxy made before its class is known.
 
-    The reader greenlet must not wait for an INSPECT reply, so it creates the
-    proxy with this class (keeping its reference count exact) and the caller
-    then swaps in the real class (same slots, so ``__class__`` assignment works).
+    Unboxing never waits for the peer, so a proxy of a class not seen yet
+    starts with this class (its reference count exact) and gets its real
+    class (same slots, so ``__class__`` assignment works) when a caller
+    resolves it or on first use of an operator, ``__class__`` or
+    ``isinstance``; attribute access needs no class (it is a GETATTR).
     """
 
     __slots__ = ()
     _named_methods: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+
+def _resolving(name: str) -> Callable[..., Any]:
+    """A special method of the placeholder: resolve the class, then use its method."""
+
+    def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
+        resolve(self)
+        real = getattr(type(self), name, None)
+        if real is None or type(self) is UnresolvedNetref:
+            raise TypeError(f"'{type(self).__name__}' proxy does not support {name}")
+        return real(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
 
 
 # Built-in containers whose iteration has no side effects: their proxies
@@ -434,7 +509,7 @@ def _prefetching_iter(self: BaseNetref) -> Any:
     """``iter(proxy)`` for built-in containers: batches, growing 16, 64 ... 1024."""
     conn = object.__getattribute__(self, "____conn__")
     remote_iterator = syncreq(self, consts.HANDLE_CALLATTR, "__iter__", (), ())
-    if not conn._config["prefetch_iteration"]:
+    if not conn.proxy_setting("prefetch_iteration"):
         return remote_iterator
     return _batches(remote_iterator)
 
@@ -449,6 +524,12 @@ def _batches(remote_iterator: BaseNetref) -> Any:
         batch = min(batch * 4, _MAX_BATCH)
 
 
+def _prepare_placeholder() -> None:
+    for name in _SPECIAL_METHODS:
+        if name not in vars(BaseNetref) and name not in LOCAL_ATTRS:
+            setattr(UnresolvedNetref, name, _resolving(name))
+
+
 def _prepare_builtin_classes() -> None:
     for builtin in _BUILTIN_TYPES:
         id_pack = get_id_pack(builtin)
@@ -461,4 +542,5 @@ def _prepare_builtin_classes() -> None:
         builtin_classes_cache[id_pack[0]] = cls
 
 
+_prepare_placeholder()
 _prepare_builtin_classes()

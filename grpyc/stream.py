@@ -1,14 +1,20 @@
-"""Byte streams on gevent: TCP, TLS, Unix sockets and pipes (RPyC-compatible names).
+"""Byte streams: TCP, TLS, Unix sockets and pipes (RPyC-compatible names).
 
 A stream moves bytes and knows nothing of frames (`grpyc.channel` does).
-Every blocking call waits in the gevent hub, with or without monkey
-patching: sockets are gevent sockets (a plain socket handed in is adopted),
-pipes are non-blocking descriptors watched by the hub.
+A stream is made in one of two modes, by where it is made (`lib.in_gevent`):
+
+- **cooperative** (code under gevent: monkey patched, or the thread has a
+  hub): sockets are gevent sockets (a plain socket handed in is adopted),
+  pipes are non-blocking descriptors watched by the hub; every blocking call
+  waits in the hub, so other greenlets run meanwhile.
+- **plain** (a thread that does not use gevent): blocking sockets and
+  descriptors, waited on by the OS; such a stream never creates a gevent hub,
+  and any OS thread may use it.
 
 Invariants: whatever ends a stream (EOF, reset, broken pipe, local close),
 `read`, `read_some`, `read_into` and `write` raise `EOFError` and the
-stream is closed, as in RPyC. `close` is idempotent and wakes a greenlet
-blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
+stream is closed, as in RPyC. `close` is idempotent and wakes a greenlet or
+thread blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import os
 import select
 import socket
+import ssl as plain_ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Self
@@ -26,13 +33,17 @@ import gevent.socket as gsocket
 import gevent.ssl as gssl
 from gevent.monkey import get_original
 
+from grpyc._namedpipe import NamedPipeStream, Win32PipeStream
 from grpyc.consts import STREAM_CHUNK
+from grpyc.lib import in_gevent
 
 __all__ = [
+    "NamedPipeStream",
     "PipeStream",
     "SocketStream",
     "Stream",
     "TunneledSocketStream",
+    "Win32PipeStream",
     "set_keepalive",
     "set_nodelay",
 ]
@@ -43,6 +54,8 @@ BytesLike = bytes | bytearray | memoryview
 # that never blocks and, unlike select(), takes descriptors above 1023.
 _BlockingSocket = get_original("socket", "socket")
 _original_poll = get_original("select", "poll")
+_original_getaddrinfo = get_original("socket", "getaddrinfo")
+_original_sleep = get_original("time", "sleep")
 
 # RPyC's `keepalive=True`: probe after 60 s idle, every 60 s, drop after 5 misses.
 _KEEPALIVE_SECONDS = 60
@@ -60,7 +73,7 @@ _CONNECT_BACKOFF = 0.001
 _CONNECT_BACKOFF_MAX = 0.05
 
 
-def _wait_readable(fd: int, timeout: float | None) -> bool:
+def _wait_readable(fd: int, timeout: float | None, cooperative: bool = True) -> bool:
     poller = _original_poll()
     poller.register(fd, select.POLLIN)
     # Any event counts: POLLHUP, POLLERR or POLLNVAL mean the next read
@@ -68,13 +81,22 @@ def _wait_readable(fd: int, timeout: float | None) -> bool:
     if poller.poll(0):
         return True
     if timeout is not None and timeout <= 0:
-        gevent.sleep(0)  # a poll(0) loop must still let other greenlets run
+        if cooperative:
+            gevent.sleep(0)  # a poll(0) loop must still let other greenlets run
         return False
+    if not cooperative:
+        return _poll_plain(poller, timeout)
     try:
         gsocket.wait_read(fd, timeout)
     except TimeoutError:
         return False
     return True
+
+
+def _poll_plain(poller: Any, timeout: float | None) -> bool:
+    """Block this OS thread in poll() until an event or `timeout` seconds."""
+    millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return bool(poller.poll(millis))
 
 
 class Stream:
@@ -239,10 +261,31 @@ def _cooperative(sock: Any) -> Any:
     return adopted
 
 
+def _plain(sock: Any) -> Any:
+    # A gevent socket belongs to the hub of the thread that made it; a stream
+    # any thread may use needs the plain socket on the same descriptor.
+    if not isinstance(sock, gsocket.socket) or isinstance(sock, gssl.SSLSocket):
+        return sock
+    timeout = sock.gettimeout()
+    plain = _BlockingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    plain.settimeout(timeout)
+    return plain
+
+
+def _new_socket(family: int, socktype: int, proto: int, cooperative: bool) -> Any:
+    factory = gsocket.socket if cooperative else _BlockingSocket
+    return factory(family, socktype, proto)
+
+
 def _connect_once(
-    address: Any, family: int, socktype: int, proto: int, timeout: float | None
-) -> gsocket.socket:
-    sock = gsocket.socket(family, socktype, proto)
+    address: Any,
+    family: int,
+    socktype: int,
+    proto: int,
+    timeout: float | None,
+    cooperative: bool = True,
+) -> Any:
+    sock = _new_socket(family, socktype, proto, cooperative)
     try:
         sock.settimeout(timeout)
         sock.connect(address)
@@ -260,13 +303,15 @@ def _connect_address(
     proto: int,
     timeout: float | None,
     attempts: int,
-) -> gsocket.socket:
+    cooperative: bool,
+) -> Any:
     for attempt in range(1, attempts):
         try:
-            return _connect_once(address, family, socktype, proto, timeout)
+            return _connect_once(address, family, socktype, proto, timeout, cooperative)
         except TimeoutError:
-            gevent.sleep(min(_CONNECT_BACKOFF * 2**attempt, _CONNECT_BACKOFF_MAX))
-    return _connect_once(address, family, socktype, proto, timeout)
+            pause = min(_CONNECT_BACKOFF * 2**attempt, _CONNECT_BACKOFF_MAX)
+            (gevent.sleep if cooperative else _original_sleep)(pause)
+    return _connect_once(address, family, socktype, proto, timeout, cooperative)
 
 
 def _open_tcp(
@@ -277,29 +322,34 @@ def _open_tcp(
     proto: int,
     timeout: float | None,
     attempts: int,
-) -> gsocket.socket:
-    addresses = gsocket.getaddrinfo(host, port, family, socktype, proto)
+    cooperative: bool = True,
+) -> Any:
+    resolve = gsocket.getaddrinfo if cooperative else _original_getaddrinfo
+    addresses = resolve(host, port, family, socktype, proto)
     error: OSError | None = None
     for family_, socktype_, proto_, _, address in addresses:
         try:
-            return _connect_address(address, family_, socktype_, proto_, timeout, attempts)
+            return _connect_address(
+                address, family_, socktype_, proto_, timeout, attempts, cooperative
+            )
         except OSError as exc:
             error = exc
     assert error is not None  # getaddrinfo returns at least one address or raises
     raise error
 
 
-def _ssl_context(options: dict[str, Any]) -> gssl.SSLContext:
+def _ssl_context(options: dict[str, Any], cooperative: bool = True) -> Any:
     # Pops RPyC's ssl_kwargs keys; what is left goes to wrap_socket().
+    # gevent's SSLContext makes cooperative sockets even without monkey
+    # patching (gevent.ssl.create_default_context() would not); the stdlib's
+    # makes blocking ones for plain streams.
+    context_class = gssl.SSLContext if cooperative else plain_ssl.SSLContext
     version = options.pop("ssl_version", None)
     if version is None:
-        # What ssl.create_default_context() makes, but as gevent's class:
-        # gevent.ssl.create_default_context() returns a blocking stdlib
-        # context unless the process is monkey patched.
-        context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
-        context.load_default_certs(gssl.Purpose.SERVER_AUTH)
+        context = context_class(plain_ssl.PROTOCOL_TLS_CLIENT)
+        context.load_default_certs(plain_ssl.Purpose.SERVER_AUTH)
     else:
-        context = gssl.SSLContext(version)
+        context = context_class(version)
     certfile = options.pop("certfile", None)
     keyfile = options.pop("keyfile", None)
     if certfile is not None:
@@ -323,22 +373,23 @@ def _ssl_context(options: dict[str, Any]) -> gssl.SSLContext:
 class SocketStream(Stream):
     """A stream over a connected socket (TCP, TLS or Unix). RPyC-compatible.
 
-    ``SocketStream(sock)`` takes an accepted or connected socket; a plain
-    blocking socket is adopted as a gevent socket on the same descriptor.
-    TCP_NODELAY is set on TCP sockets unless ``nodelay=False`` (RPyC leaves
-    it off on accepted sockets, which costs up to 40 ms per round trip).
+    ``SocketStream(sock)`` takes an accepted or connected socket. Made under
+    gevent, a plain blocking socket is adopted as a gevent socket on the same
+    descriptor; made in a thread that does not use gevent, a gevent socket is
+    turned into a plain one (see the module docstring). TCP_NODELAY is set on
+    TCP sockets unless ``nodelay=False`` (RPyC leaves it off on accepted
+    sockets, which costs up to 40 ms per round trip).
     """
 
     def __init__(self, sock: Any, *, nodelay: bool = True) -> None:
-        self.sock = _cooperative(sock)
+        self.cooperative = in_gevent()
+        self.sock = _cooperative(sock) if self.cooperative else _plain(sock)
         self._closed = False
         # sendmsg() writes header, payload and newline in one syscall; TLS
         # sockets have no vectored write.
-        self._vectored = (
-            isinstance(self.sock, gsocket.socket)
-            and not isinstance(self.sock, gssl.SSLSocket)
-            and hasattr(self.sock, "sendmsg")
-        )
+        self._vectored = not isinstance(
+            self.sock, gssl.SSLSocket | plain_ssl.SSLSocket
+        ) and hasattr(self.sock, "sendmsg")
         if nodelay and _is_tcp(self.sock):
             set_nodelay(self.sock)
 
@@ -377,7 +428,7 @@ class SocketStream(Stream):
             return cls.unix_connect(socket_path, timeout)
         if ipv6:
             family = socket.AF_INET6
-        sock = _open_tcp(host, port, family, socktype, proto, timeout, attempts)
+        sock = _open_tcp(host, port, family, socktype, proto, timeout, attempts, in_gevent())
         try:
             _apply_keepalive(sock, keepalive)
             return cls(sock, nodelay=nodelay)
@@ -388,7 +439,7 @@ class SocketStream(Stream):
     @classmethod
     def unix_connect(cls, path: str, timeout: float | None = 3) -> Self:
         """Connect to the Unix socket at ``path``. RPyC-compatible."""
-        sock = _connect_once(path, socket.AF_UNIX, socket.SOCK_STREAM, 0, timeout)
+        sock = _connect_once(path, socket.AF_UNIX, socket.SOCK_STREAM, 0, timeout, in_gevent())
         return cls(sock)
 
     @classmethod
@@ -398,12 +449,12 @@ class SocketStream(Stream):
         Args:
             ssl_kwargs: RPyC's keys ``ssl_version``, ``certfile``, ``keyfile``,
                 ``ca_certs``, ``ciphers``, ``check_hostname``, ``cert_reqs``
-                build a ``gevent.ssl.SSLContext``; other keys go to its
-                ``wrap_socket``. The dict is not modified.
+                build an ``SSLContext``; other keys go to its ``wrap_socket``.
+                The dict is not modified.
             kwargs: as for `connect` (``timeout`` also bounds the handshake).
         """
         options = dict(ssl_kwargs)
-        context = _ssl_context(options)
+        context = _ssl_context(options, in_gevent())
         options.setdefault("server_hostname", host)
         timeout = kwargs.get("timeout", 3)
         plain = cls.connect(host, port, **kwargs)
@@ -492,10 +543,14 @@ class SocketStream(Stream):
         if self._closed:
             raise EOFError("stream has been closed")
         # TLS may hold decrypted bytes that the descriptor no longer shows.
-        pending = getattr(self.sock, "pending", None)
-        if pending is not None and pending():
+        if self.has_pending():
             return True
-        return super().poll(timeout)
+        return _wait_readable(self.fileno(), timeout, self.cooperative)
+
+    def has_pending(self) -> bool:
+        """Whether bytes are buffered above the descriptor (TLS), so a read will not wait."""
+        pending = getattr(self.sock, "pending", None)
+        return pending is not None and bool(pending())
 
 
 class TunneledSocketStream(SocketStream):
@@ -512,6 +567,12 @@ class TunneledSocketStream(SocketStream):
             tun.close()
 
 
+def _nonblocking_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
+
+
 def _fd_of(pipe: Any) -> int:
     return pipe if isinstance(pipe, int) else int(pipe.fileno())
 
@@ -521,8 +582,8 @@ class PipeStream(Stream):
 
     ``incoming`` and ``outgoing`` are file objects or descriptors; the
     stream owns and closes them. Their descriptors are switched to
-    non-blocking mode while the stream is open (the hub waits for them),
-    and switched back when it closes. POSIX only.
+    non-blocking mode while the stream is open (the hub, or in plain mode
+    poll(), waits for them), and switched back when it closes. POSIX only.
     """
 
     def __init__(self, incoming: Any, outgoing: Any) -> None:
@@ -537,8 +598,11 @@ class PipeStream(Stream):
         for fd in self._blocking:
             os.set_blocking(fd, False)
         self._closed = False
+        self.cooperative = in_gevent()
         self._hub: Any = None
         self._watchers: dict[int, Any] = {}
+        # Plain mode: a thread blocked in poll() is woken through this pipe on close.
+        self._wake: tuple[int, int] | None = None if self.cooperative else _nonblocking_pipe()
 
     @classmethod
     def from_std(cls) -> Self:
@@ -579,6 +643,9 @@ class PipeStream(Stream):
         self._closed = True
         watchers = list(self._watchers.values())
         self._watchers.clear()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")
         if self._hub is None:
             self._close_pipes()
             return
@@ -599,6 +666,9 @@ class PipeStream(Stream):
                 pipe.close()
             if self.outgoing is self.incoming:
                 break
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
 
     def fileno(self) -> int:
         if self._closed:
@@ -606,12 +676,25 @@ class PipeStream(Stream):
         return self._in_fd
 
     def _wait(self, fd: int, event: int) -> None:
+        if self._wake is not None:
+            self._wait_plain(fd, event)
+            return
         if self._hub is None:
             self._hub = gevent.get_hub()
         watcher = self._watchers.get(event)
         if watcher is None:
             watcher = self._watchers[event] = self._hub.loop.io(fd, event)
         self._hub.wait(watcher)
+
+    def _wait_plain(self, fd: int, event: int) -> None:
+        assert self._wake is not None
+        poller = _original_poll()
+        poller.register(fd, select.POLLIN if event == _READ else select.POLLOUT)
+        poller.register(self._wake[0], select.POLLIN)
+        poller.poll()
+
+    def poll(self, timeout: float | None) -> bool:
+        return _wait_readable(self.fileno(), timeout, self.cooperative)
 
     def _broken(self, exc: OSError) -> EOFError:
         self.close()

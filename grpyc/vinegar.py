@@ -31,22 +31,23 @@ from collections.abc import Callable
 from typing import Any
 
 from grpyc import brine, consts
-from grpyc.version import __version__
+from grpyc.version import LOCAL_VERSION, RPYC_VERSION
 
 __all__ = [
     "LOCAL_VERSION",
+    "REMOTE_LINE",
+    "REMOTE_LINE_END",
+    "REMOTE_LINE_START",
     "GenericException",
     "VinegarError",
     "dump",
     "load",
 ]
 
-# The RPyC release whose wire format grpyc speaks. A stock peer compares the
-# part before the first "." with its own major version and appends a warning
-# to the remote traceback when they differ, so grpyc's version string leads
-# with it; the local part after "+" names the implementation (PEP 440).
-_RPYC_PROTOCOL_VERSION = "6.0.2"
-LOCAL_VERSION = f"{_RPYC_PROTOCOL_VERSION}+grpyc.{__version__}"
+# The version a peer sees (`grpyc.version.LOCAL_VERSION`): a stock peer
+# compares the part before the first "." with its own major version and
+# appends a warning to the remote traceback when they differ, so it leads
+# with the RPyC release whose wire format grpyc speaks.
 
 _VERSION_DENIED = "<version denied>"
 _TRACEBACK_DENIED = "<traceback denied>"
@@ -58,11 +59,21 @@ _REMOTE_TB_ATTR = "_remote_tb"
 # counts them. Same text as RPyC, so mixed chains of peers count alike.
 _REMOTE_TB_START = "\n\n========= Remote Traceback "
 _REMOTE_TB_END = " =========\n"
+# RPyC's public names for the same header.
+REMOTE_LINE_START = _REMOTE_TB_START
+REMOTE_LINE_END = _REMOTE_TB_END
+REMOTE_LINE = f"{REMOTE_LINE_START}({{}}){REMOTE_LINE_END}"
 
 # Public attributes `dump` leaves out, as RPyC does: the remote traceback
 # travels as the traceback text. Other public methods (``add_note``) are sent
-# as their repr, as RPyC sends them; `load` never lets them shadow a method.
+# as a placeholder (see `_attr_value`); `load` never lets them shadow a method.
 _UNSENT_ATTRS = frozenset([_REMOTE_TB_ATTR, "with_traceback"])
+
+# Containers whose repr shows nothing but their items: an attribute holding
+# one of these, with only brine-dumpable values inside, travels as its repr,
+# as RPyC sends it. At most this many items are looked at.
+_DATA_CONTAINERS = frozenset([list, dict, set, frozenset, tuple, bytearray])
+_MAX_DATA_ITEMS = 1000
 
 # Longer than any real dotted module path or class name; a peer must not make
 # us build (and cache) classes with megabyte names.
@@ -149,6 +160,43 @@ def _read_attr(val: BaseException, name: str) -> Any:
         return _UNREADABLE
 
 
+def _is_plain_data(value: Any) -> bool:
+    """Whether ``value`` is built-in containers of brine-dumpable values only."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > _MAX_DATA_ITEMS:
+            return False
+        if type(item) not in _DATA_CONTAINERS:
+            if not brine.dumpable(item):
+                return False
+        elif type(item) is dict:
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif type(item) is not bytearray:
+            pending.extend(item)
+    return True
+
+
+def _attr_value(value: Any) -> Any:
+    """What an exception attribute's value becomes on the wire.
+
+    Differs from RPyC, which sends the repr of any value brine cannot carry:
+    an object's repr may show what the service hides (a ``restricted()``
+    object's fields leak through ``AttributeError.obj``, which Python sets to
+    the object that lacked the attribute). Only plain data travels as its
+    repr; any other object as ``<module.Class object>``. A stock receiver
+    sets whatever string comes, so both forms load there alike.
+    """
+    if brine.dumpable(value):
+        return value
+    if _is_plain_data(value):
+        return _dumpable_or_repr(value)
+    kind = type(value)
+    return f"<{kind.__module__}.{kind.__qualname__} object>"
+
+
 def _dump_attrs(val: BaseException, names: list[str]) -> list[tuple[str, Any]]:
     attrs = []
     for name in names:
@@ -156,7 +204,7 @@ def _dump_attrs(val: BaseException, names: list[str]) -> list[tuple[str, Any]]:
             continue
         value = _read_attr(val, name)
         if value is not _UNREADABLE:
-            attrs.append((name, _dumpable_or_repr(value)))
+            attrs.append((name, _attr_value(value)))
     return attrs
 
 
@@ -185,7 +233,7 @@ def dump(
         ``consts.EXC_STOP_ITERATION`` for `StopIteration`, else the tuple
         ``((module, class_name), args, attrs, traceback_text)`` of
         PROTOCOL.md section 6: every element brine-dumpable, non-dumpable
-        args and attribute values replaced by their repr.
+        args replaced by their repr, attribute values as `_attr_value` says.
     """
     if typ is StopIteration:
         return consts.EXC_STOP_ITERATION
@@ -289,7 +337,26 @@ def _local_class(
     return None
 
 
+# RPyC's registry, by full name ``"module.ClassName"``, of the classes that
+# stand for remote exceptions whose class is not used locally. A program
+# registers its own there (RPyC's tutorial does), and `load` rebuilds an
+# exception of that remote name as the registered class. `load` adds the
+# generic classes it makes too, as RPyC does, but drops them again with
+# _generic_classes; what a program registers stays.
+_generic_exceptions_cache: dict[str, type[BaseException]] = {}
+
+# The generic classes `load` made, least recently used first.
 _generic_classes: dict[str, type[GenericException]] = {}
+
+
+def _registered_class(fullname: str) -> type[BaseException] | None:
+    """The exception class a program registered for ``fullname``, if any."""
+    cls = _generic_exceptions_cache.get(fullname)
+    if cls is None or cls is _generic_classes.get(fullname):
+        return None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return cls
+    return None  # only exception classes are ever instantiated
 
 
 def _generic_class(modname: str, clsname: str) -> type[GenericException]:
@@ -299,12 +366,19 @@ def _generic_class(modname: str, clsname: str) -> type[GenericException]:
     if cls is None:
         namespace = {"__module__": f"{__name__}/{modname}", "__qualname__": fullname}
         cls = type(fullname, (GenericException,), namespace)
+        _generic_exceptions_cache.setdefault(fullname, cls)
         # pop(..., None): hubs in other OS threads may evict the same entry.
         while len(_generic_classes) >= _MAX_GENERIC_CLASSES:
-            _generic_classes.pop(next(iter(_generic_classes), ""), None)
+            _forget_generic(next(iter(_generic_classes), ""))
     # Reinserted last: the dict's order is the least recently used order.
     _generic_classes[fullname] = cls
     return cls
+
+
+def _forget_generic(fullname: str) -> None:
+    cls = _generic_classes.pop(fullname, None)
+    if cls is not None and _generic_exceptions_cache.get(fullname) is cls:
+        _generic_exceptions_cache.pop(fullname, None)
 
 
 _rebuilt_classes: dict[type[BaseException], type[BaseException]] = {}
@@ -360,6 +434,8 @@ def _instantiate(
     Only ``__new__`` runs: an ``__init__`` may have side effects or want
     arguments the peer did not send.
     """
+    if base is None:
+        base = _registered_class(f"{modname}.{clsname}")
     exc = None if base is None else _rebuilt_instance(base, args)
     if exc is None:
         generic = _generic_class(modname, clsname)
@@ -404,7 +480,7 @@ def _version_warning(attrs: tuple[tuple[str, Any], ...]) -> str:
     remote_version = remote_versions[-1]
     if not isinstance(remote_version, str) or remote_version == _VERSION_DENIED:
         return ""
-    if remote_version.split(".")[0] == _RPYC_PROTOCOL_VERSION.split(".")[0]:
+    if remote_version.split(".")[0] == RPYC_VERSION.split(".")[0]:
         return ""
     local = LOCAL_VERSION
     return f"\nWARNING: Remote is on RPyC {remote_version} and local is on RPyC {local}.\n\n"
@@ -420,8 +496,11 @@ def load(
 
     Built-in exception classes are rebuilt; other classes only with
     ``instantiate_custom_exceptions`` (their module imported only with
-    ``import_custom_exceptions`` too); anything else becomes a cached
-    `GenericException` subclass named ``module.ClassName``. The instance is
+    ``import_custom_exceptions`` too). A class not used that way is looked up
+    by ``module.ClassName`` in RPyC's ``_generic_exceptions_cache``, where a
+    program may register its own exception classes (as RPyC's tutorial
+    does); anything else becomes a cached `GenericException` subclass of that
+    name. The instance is
     made with ``__new__`` only, gets the remote args and attributes, keeps
     the remote traceback text in ``_remote_tb`` and shows it in ``str()``.
     A remote major version other than RPyC 6 adds a warning to that text.

@@ -26,6 +26,7 @@ def no_unhandled_greenlet_errors():
 
 def _socketpair_channels():
     from gevent import socket
+
     from grpyc.channel import Channel
     from grpyc.stream import SocketStream
 

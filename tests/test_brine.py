@@ -199,21 +199,36 @@ def test_struct_helpers_are_big_endian():
 
 def test_public_names():
     assert sorted(brine.__all__) == sorted(
-        ["BrineError", "C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable", "load"]
+        [
+            *("BrineError", "C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable"),
+            *("load", "load_measured", "DEFAULT_MAX_FROZENSET_ITEMS", "MAX_EQUAL_HASHES"),
+            *("PROGRESS_EVERY", "UNLIMITED_INT_DIGITS"),
+        ]
     )
     assert issubclass(BrineError, ValueError)
+    assert BrineError.__module__ == "grpyc.brine"
     assert DEFAULT_MAX_DEPTH == 1000
 
 
-def test_brine_imports_nothing_but_the_standard_library_basics():
-    source = brine.__loader__.get_source(brine.__name__)
+def _imports(module):
     imported = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(module.__loader__.get_source(module.__name__))):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"__future__", "struct", "sys", "collections.abc", "types", "typing"}
+    return imported
+
+
+def test_brine_imports_nothing_but_the_standard_library_basics():
+    from grpyc import _brine_decode, _brine_encode, _brine_limits
+
+    basics = {"__future__", "collections.abc", "operator", "struct", "sys", "types", "typing"}
+    private = {"grpyc._brine_decode", "grpyc._brine_encode", "grpyc._brine_limits"}
+    assert _imports(brine) <= basics | private
+    assert _imports(_brine_decode) <= basics | {"grpyc._brine_encode", "grpyc._brine_limits"}
+    assert _imports(_brine_limits) <= basics | {"grpyc._brine_encode"}
+    assert _imports(_brine_encode) <= basics
 
 
 # ------------------------------------------------------------ round trips
@@ -562,8 +577,10 @@ def test_malformed_int_digits_are_refused(digits):
 
 def test_int_digits_past_the_interpreter_limit_are_refused():
     digits = b"7" * (sys.get_int_max_str_digits() + 1)
-    with pytest.raises(BrineError, match=r"int of 4301 digits exceeds sys.get_int_max_str_digits"):
+    message = r"int of 4301 digits at offset 5 exceeds sys.get_int_max_str_digits\(\)=4300"
+    with pytest.raises(BrineError, match=message):
         load(b"\x17" + I4.pack(len(digits)) + digits)
+    assert load(b"\x17" + I4.pack(4301) + b"-" + digits[:-1]) == -int(digits[:-1])
 
 
 def test_leading_zeros_and_minus_zero_load_like_stock_rpyc():

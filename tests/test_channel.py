@@ -580,3 +580,79 @@ def test_large_body_is_read_in_one_piece_even_when_split(channels, monkeypatch):
     writer = gevent.spawn(sender.stream.write, wire[300:])
     assert receiver.recv() == payload
     writer.get(timeout=10)
+
+
+# --------------------------------------------------------------------- thread ids
+
+THREAD_A, THREAD_B = 140_000_000_000_001, 140_000_000_000_002
+
+
+@pytest.fixture
+def thread_id_channels():
+    left, right = socket.socketpair()
+    pair = Channel(SocketStream(left), thread_ids=True), Channel(SocketStream(right))
+    pair[1].thread_ids = True
+    yield pair
+    for channel in pair:
+        channel.close()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_thread_ids_travel_with_each_frame(thread_id_channels, compress):
+    sender, receiver = thread_id_channels
+    sender.compress = compress
+    big = b"\x02" + b"text " * 10_000
+    sender.send(b"\x01hi", ids=(THREAD_A, 0))
+    sender.send(big, ids=(THREAD_A, THREAD_B))
+    assert receiver.recv_with_ids() == (b"\x01hi", THREAD_A, 0)
+    assert receiver.recv_with_ids() == (big, THREAD_A, THREAD_B)
+
+
+def test_send_many_takes_ids_per_frame(thread_id_channels):
+    sender, receiver = thread_id_channels
+    payloads = [b"\x01a", b"\x02" + bytes(40_000), b"\x03c"]
+    ids = [(1, 2), (3, 4), (2**64 - 1, 0)]
+    sender.send_many(payloads, ids=ids)
+    assert [receiver.recv_with_ids() for _ in payloads] == [
+        (payload, *pair) for payload, pair in zip(payloads, ids, strict=True)
+    ]
+    with pytest.raises(ValueError, match="2 ids for 3 payloads"):
+        sender.send_many(payloads, ids=ids[:2])
+
+
+def test_recv_drops_the_thread_ids(thread_id_channels):
+    sender, receiver = thread_id_channels
+    sender.send(b"\x01x", ids=(THREAD_A, THREAD_B))
+    assert receiver.recv() == b"\x01x"
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (None, r"needs ids=\(sender, recipient\)"),
+        ((-1, 0), r"thread ids \(-1, 0\) are not two ints in 0..2\*\*64-1"),
+        ((2**64, 0), r"thread ids \(18446744073709551616, 0\) are not two ints"),
+        ((1,), r"thread ids \(1,\) are not two ints"),
+    ],
+)
+def test_bad_thread_ids_are_the_callers_error(thread_id_channels, ids, message):
+    sender, _ = thread_id_channels
+    with pytest.raises(ValueError, match=message):
+        sender.send(b"\x01", ids=ids)
+
+
+def test_ids_without_thread_id_framing_are_refused(channels):
+    sender, receiver = channels
+    with pytest.raises(ValueError, match="ids given to a channel without thread_ids framing"):
+        sender.send(b"\x01", ids=(1, 2))
+    sender.send(b"\x01plain")
+    assert receiver.recv_with_ids() == (b"\x01plain", 0, 0)
+
+
+def test_a_peer_without_thread_ids_is_refused_and_closed(thread_id_channels):
+    sender, receiver = thread_id_channels
+    sender.thread_ids = False
+    sender.send(b"\x01\x11\x50\x00")
+    with pytest.raises(FrameError, match=r"no 16-byte thread-id prefix .* does not use bind_th"):
+        receiver.recv_with_ids()
+    assert receiver.closed is True

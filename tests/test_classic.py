@@ -8,7 +8,10 @@ stdio server `connect_subproc` starts), since in one process the "remote"
 
 import importlib
 import io
+import ntpath
 import os
+import posixpath
+import re
 import sys
 import sysconfig
 from pathlib import Path
@@ -18,9 +21,8 @@ import gevent.socket
 import gevent.subprocess
 import pytest
 
-from grpyc import classic, consts, factory
+from grpyc import _transfer, classic, consts, factory
 from grpyc.channel import Channel
-from grpyc.hub import ConnectionHub
 from grpyc.netref import BaseNetref
 from grpyc.server import Server
 from grpyc.service import ClassicService, SlaveService
@@ -197,7 +199,6 @@ class FakeRemoteMachine:
 
 
 def test_ssh_connect_through_tunnel():
-    pytest.importorskip("plumbum")
     machine = FakeRemoteMachine()
     conn = classic.ssh_connect(machine, 18812)
     try:
@@ -321,11 +322,15 @@ def make_tree(root: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict:
-    """Relative path -> bytes (files) or None (directories), for the whole tree."""
+    """Relative path -> bytes (files), None (directories) or ("link", target),
+    for the whole tree."""
     tree = {}
     for path in root.rglob("*"):
         key = path.relative_to(root).as_posix()
-        tree[key] = None if path.is_dir() else path.read_bytes()
+        if path.is_symlink():
+            tree[key] = ("link", os.readlink(path))
+        else:
+            tree[key] = None if path.is_dir() else path.read_bytes()
     return tree
 
 
@@ -347,7 +352,7 @@ def test_upload_and_download_tree_with_child_process(child, tmp_path):
 
 def test_deep_and_wide_tree_round_trip(conn, tmp_path, monkeypatch):
     # Small listing batches exercise the batched remote map at the peer.
-    monkeypatch.setattr(classic, "_MAP_BATCH", 3)
+    monkeypatch.setattr(_transfer, "_MAP_BATCH", 3)
     source = tmp_path / "source"
     level = source
     for depth in range(40):
@@ -425,15 +430,20 @@ def test_no_message_carries_more_than_a_chunk(classic_pair, tmp_path, monkeypatc
     (tmp_path / "big.bin").write_bytes(os.urandom(2 * MIB))
     chunk = 64 * 1024
     largest = []
-    sender = client if direction == "upload" else server
-    original_send = ConnectionHub.send
+    channel = (client if direction == "upload" else server)._channel
+    original_send_many = channel.send_many
+    original_send = channel.send
 
-    def recording_send(self, payload):
-        if self is sender._hub:
-            largest.append(len(payload))
-        return original_send(self, payload)
+    def recording_send_many(payloads):
+        largest.extend(len(payload) for payload in payloads)
+        return original_send_many(payloads)
 
-    monkeypatch.setattr(ConnectionHub, "send", recording_send)
+    def recording_send(payload):
+        largest.append(len(payload))
+        return original_send(payload)
+
+    monkeypatch.setattr(channel, "send_many", recording_send_many)
+    monkeypatch.setattr(channel, "send", recording_send)
     if direction == "upload":
         classic.upload(client, str(tmp_path / "big.bin"), str(tmp_path / "copy"), chunk_size=chunk)
     else:
@@ -560,3 +570,242 @@ def test_concurrent_transfers_on_one_connection(conn, tmp_path):
     gevent.joinall(jobs, timeout=10, raise_error=True)
     for index, path in enumerate(sources):
         assert (tmp_path / f"copy{index}").read_bytes() == path.read_bytes()
+
+
+# ------------------------------------------------ transfers: hostile peers
+@pytest.mark.parametrize(
+    ("flavour", "name", "reason"),
+    [
+        (posixpath, "..", "it is not a file name"),
+        (posixpath, ".", "it is not a file name"),
+        (posixpath, "", "it is not a file name"),
+        (posixpath, "../escaped.txt", "it contains the separator '/'"),
+        (posixpath, "a/b", "it contains the separator '/'"),
+        (posixpath, "/etc/passwd", "it is an absolute path"),
+        (posixpath, "a\0b", "it contains NUL"),
+        (posixpath, b"name", "it is a bytes, not a str"),
+        (posixpath, 7, "it is a int, not a str"),
+        (posixpath, "..\\escaped.txt", None),
+        (posixpath, "C:x", None),
+        (posixpath, "..x", None),
+        (posixpath, "ok name.txt", None),
+        (ntpath, "..\\escaped.txt", "it contains the separator '\\\\'"),
+        (ntpath, "a/b", "it contains the separator '/'"),
+        (ntpath, "C:\\Windows", "it is an absolute path"),
+        (ntpath, "\\\\server\\share", "it is an absolute path"),
+        (ntpath, "C:x", "it names a drive"),
+        (ntpath, "..", "it is not a file name"),
+        (ntpath, "file.txt:stream", None),
+    ],
+)
+def test_unsafe_name_reason(flavour, name, reason):
+    assert _transfer.unsafe_name_reason(name, flavour) == reason
+
+
+HOSTILE_LISTDIR = """
+import os
+if "_real_listdir" not in globals():
+    _real_listdir = os.listdir
+def _hostile_listdir(path="."):
+    names = list(_real_listdir(path))
+    if os.path.basename(os.path.normpath(path)) == hostile_dir:
+        names.extend(hostile_names)
+    return names
+os.listdir = _hostile_listdir
+"""
+
+
+def make_listing_hostile(conn, directory, names_code):
+    """Make the peer's ``os.listdir(.../directory)`` also list the names
+    `names_code` (a Python list expression evaluated at the peer)."""
+    conn.execute(f"hostile_dir = {directory!r}\nhostile_names = {names_code}")
+    conn.execute(HOSTILE_LISTDIR)
+
+
+def peer_tree(root: Path) -> Path:
+    """The peer's files: ``srv`` is what gets downloaded; the rest are what
+    hostile names reach at the peer."""
+    (root / "peer" / "srv" / "sub").mkdir(parents=True)
+    (root / "peer" / "srv" / "a.txt").write_bytes(b"a")
+    (root / "peer" / "srv" / "sub" / "b.txt").write_bytes(b"b")
+    (root / "peer" / "escaped.txt").write_bytes(b"from the peer")
+    (root / "peer" / "victim.txt").write_bytes(b"victim")
+    (root / "local").mkdir()
+    return root / "peer" / "srv"
+
+
+@pytest.fixture
+def hostile_child(tmp_path):
+    """A classic stdio server in a child of its own, to be made hostile.
+
+    It runs in `tmp_path`: a relative path that slips through lands there,
+    where the tests look."""
+    proc = gevent.subprocess.Popen(
+        [sys.executable, "-u", "-c", classic._stdio_server_code()],
+        cwd=tmp_path,
+        stdin=gevent.subprocess.PIPE,
+        stdout=gevent.subprocess.PIPE,
+    )
+    conn = classic.connect_pipes(proc.stdout, proc.stdin)
+    yield conn
+    conn.close()
+    assert proc.wait(timeout=10) == 0
+
+
+HOSTILE_NAMES = [
+    ("srv", "['../escaped.txt']", r"'\.\./escaped\.txt' .*: it contains the separator '/'"),
+    ("sub", "['../../escaped.txt']", r"'\.\./\.\./escaped\.txt' .*: it contains the separator"),
+    ("srv", "['..']", r"'\.\.' .*: it is not a file name"),
+    ("srv", "[VICTIM]", r"'/.*victim\.txt' .*: it is an absolute path"),
+    ("sub", "['x\\0y']", r"'x\\x00y' .*: it contains NUL"),
+    ("srv", "[b'escaped.txt']", r"b'escaped\.txt' .*: it is a bytes, not a str"),
+    ("srv", "[object()]", r"<object object .*: it is a builtins\.object, not a str"),
+]
+
+
+@pytest.mark.parametrize("transfer", [classic.download, classic.download_dir])
+@pytest.mark.parametrize(("directory", "names_code", "message"), HOSTILE_NAMES)
+def test_download_refuses_names_that_leave_the_destination(
+    hostile_child, tmp_path, transfer, directory, names_code, message
+):
+    source = peer_tree(tmp_path)
+    hostile_child.execute(f"VICTIM = {str(tmp_path / 'peer' / 'victim.txt')!r}")
+    make_listing_hostile(hostile_child, directory, names_code)
+    before = snapshot(tmp_path)
+    dest = tmp_path / "local" / "dest"
+    with pytest.raises(ValueError, match=f"refusing the name {message}") as raised:
+        transfer(hostile_child, str(source), str(dest))
+    assert "listed by the peer in" in str(raised.value)
+    assert f"could write outside {str(dest)!r}" in str(raised.value)
+    # Nothing written anywhere: not outside, and not even the destination.
+    assert snapshot(tmp_path) == before
+    # The same peer still serves honest directories.
+    make_listing_hostile(hostile_child, "none", "[]")
+    transfer(hostile_child, str(source), str(dest))
+    assert snapshot(dest) == {"a.txt": b"a", "sub": None, "sub/b.txt": b"b"}
+
+
+def test_download_follows_peer_symlinks_but_writes_only_inside(conn, tmp_path):
+    source = peer_tree(tmp_path)
+    outside = tmp_path / "peer" / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_bytes(b"outside")
+    (source / "dirlink").symlink_to(outside)
+    (source / "filelink").symlink_to(tmp_path / "peer" / "escaped.txt")
+    (source / "broken").symlink_to(tmp_path / "nowhere")
+    peer_before = snapshot(tmp_path / "peer")
+    classic.download(conn, str(source), str(tmp_path / "local" / "dest"))
+    dest = tmp_path / "local" / "dest"
+    assert snapshot(dest) == {
+        "a.txt": b"a",
+        "sub": None,
+        "sub/b.txt": b"b",
+        "dirlink": None,
+        "dirlink/o.txt": b"outside",
+        "filelink": b"from the peer",
+    }
+    assert not any(path.is_symlink() for path in dest.rglob("*"))
+    assert os.listdir(tmp_path / "local") == ["dest"]
+    assert snapshot(tmp_path / "peer") == peer_before
+
+
+@pytest.mark.parametrize("link", ["sub", "a.txt"])
+def test_download_refuses_to_write_through_a_symlink_in_the_destination(conn, tmp_path, link):
+    source = peer_tree(tmp_path)
+    dest = tmp_path / "local" / "dest"
+    dest.mkdir()
+    elsewhere = tmp_path / "local" / "elsewhere"
+    elsewhere.mkdir()
+    (dest / link).symlink_to(elsewhere / link if link == "a.txt" else elsewhere)
+    with pytest.raises(
+        ValueError,
+        match=rf"refusing to write '.*dest/{re.escape(link)}': it is a symbolic link inside "
+        r"the destination '.*dest'",
+    ):
+        classic.download_dir(conn, str(source), str(dest))
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in dest.iterdir()) == [link]
+
+
+def test_download_into_a_destination_that_is_itself_a_symlink(conn, tmp_path):
+    source = peer_tree(tmp_path)
+    real = tmp_path / "local" / "real"
+    real.mkdir()
+    (tmp_path / "local" / "dest").symlink_to(real)
+    classic.download_dir(conn, str(source), str(tmp_path / "local" / "dest"))
+    assert snapshot(real) == {"a.txt": b"a", "sub": None, "sub/b.txt": b"b"}
+
+
+def test_a_target_that_turns_into_a_symlink_is_not_followed(tmp_path):
+    (tmp_path / "target").write_bytes(b"keep")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(ValueError, match=r"refusing to write '.*link': it became a symbolic"):
+        _transfer._open_local_target(str(tmp_path / "link"), confined=True)
+    assert (tmp_path / "target").read_bytes() == b"keep"
+
+
+def test_download_refuses_a_size_that_is_not_an_int(hostile_child, tmp_path):
+    source = peer_tree(tmp_path)
+    hostile_child.execute(
+        "import os.path\n_real_getsize = os.path.getsize\n"
+        "os.path.getsize = lambda path: -1 if path.endswith('a.txt') else _real_getsize(path)"
+    )
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"the peer gave the size of '.*a\.txt' as -1"):
+        classic.download(hostile_child, str(source), str(tmp_path / "local" / "dest"))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("..\\escaped.txt", "it contains the separator '\\\\'"), ("C:evil", "it names a drive")],
+)
+def test_upload_refuses_local_names_that_leave_the_target_at_a_windows_peer(
+    hostile_child, tmp_path, name, reason
+):
+    # A POSIX file name may hold a backslash; at an ntpath peer it climbs out.
+    hostile_child.execute("import sys, ntpath\nsys.modules['os.path'] = ntpath")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "ok.txt").write_bytes(b"ok")
+    (source / name).write_bytes(b"evil")
+    before = snapshot(tmp_path)
+    expected = (
+        f"refusing the name {name!r} listed by this side in {str(source)!r}: {reason}; "
+        f"copying it could write outside {str(tmp_path / 'up')!r}"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        classic.upload(hostile_child, str(source), str(tmp_path / "up"))
+    assert snapshot(tmp_path) == before
+
+
+def test_transfers_refuse_a_peer_path_flavour_they_do_not_know(hostile_child, tmp_path):
+    hostile_child.execute("import sys, types\nsys.modules['os.path'] = types.ModuleType('this')")
+    (tmp_path / "f").write_bytes(b"f")
+    loaded_before = "this" in sys.modules
+    for transfer in (classic.upload, classic.download):
+        with pytest.raises(ValueError, match=r"the peer's os\.path is 'this', not posixpath or"):
+            transfer(hostile_child, str(tmp_path / "f"), str(tmp_path / "g"))
+    assert ("this" in sys.modules) == loaded_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_download_refuses_chunks_that_are_not_bytes(hostile_child, tmp_path):
+    source = peer_tree(tmp_path)
+    hostile_child.execute(
+        "import builtins, io\n_real_open = builtins.open\n"
+        "def _open(path, mode='r', *args, **kwargs):\n"
+        "    if path.endswith('a.txt'):\n"
+        "        return io.StringIO('text')\n"
+        "    return _real_open(path, mode, *args, **kwargs)\n"
+        "builtins.open = _open\n"
+    )
+    with pytest.raises(ValueError, match=r"the peer read a str from '.*a\.txt', not bytes"):
+        classic.download(hostile_child, str(source), str(tmp_path / "local" / "dest"))
+    assert (tmp_path / "local" / "dest" / "a.txt").read_bytes() == b""
+
+
+def test_answers_that_are_proxies_are_refused(conn):
+    with pytest.raises(ValueError, match=r"the peer's listing of 'x' is a builtins\.list, not a"):
+        _transfer._by_value(conn.eval("['a']"), "listing of 'x'")
+    assert _transfer._by_value(("a",), "answer") == ("a",)

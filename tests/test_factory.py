@@ -293,7 +293,7 @@ def test_ssl_arguments_read_as_rpyc_reads_them(kwargs, expected):
 # ------------------------------------------------------------------ ssh_connect
 def test_ssh_connect_without_plumbum_names_the_dependency(monkeypatch):
     monkeypatch.setitem(sys.modules, "plumbum", None)
-    with pytest.raises(ImportError, match=r"ssh_connect needs plumbum .*grpyc\[ssh\]"):
+    with pytest.raises(ImportError, match=r"ssh_connect needs plumbum .*grpyc-gevent\[ssh\]"):
         factory.ssh_connect(object(), 18812)
 
 

@@ -159,8 +159,9 @@ def test_client_killed_mid_call(fault_server, peers):
     peer = peers("client-call", fault_server.port)
     assert peer.read_line() == "ready"
     conn = only_connection(fault_server)
-    # root and box exported; the client's callback and list held as proxies.
-    assert len(conn._local_objects) == 2
+    # root, box and the bound method being called (RPyC's GETATTR, then CALL)
+    # exported; the client's callback and list held as proxies.
+    assert len(conn._local_objects) == 3
     assert wait_until(lambda: conn._hub.running_handlers == 1, 2)  # the sleep(3600)
     killed_at = peer.kill()
     assert FaultService.disconnected.wait(FAST)

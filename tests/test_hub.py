@@ -9,7 +9,9 @@ import gevent
 import pytest
 from gevent import socket
 
+from grpyc._writer import Writer
 from grpyc.channel import Channel
+from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
 from grpyc.stream import SocketStream
 from tests.test_protocol import outcome_of
@@ -39,6 +41,7 @@ def _make_hub(**limits):
         "max_concurrent_requests": 4,
         "max_queued_requests": 2,
         "max_send_buffer": 1 << 20,
+        "max_request_bytes": 1 << 30,
         **limits,
     }
     hub = ConnectionHub(
@@ -47,7 +50,7 @@ def _make_hub(**limits):
         closed.append,
         name="test",
         logger=__import__("logging").getLogger("test"),
-        **settings,
+        limits=Limits(**settings),
     )
     hub.start()
     return hub, Channel(SocketStream(right)), frames, closed
@@ -68,9 +71,9 @@ def test_shutdown_fails_every_pending_slot_at_once(make_hub):
     hub, peer, _, closed = make_hub()
     slots = [ReplySlot() for _ in range(3)]
     for seq, slot in enumerate(slots):
-        hub.pending[seq] = slot
+        hub.expect_reply(seq, slot)
     peer.close()
-    outcomes = [slot.wait(2) for slot in slots]
+    outcomes = [hub.wait_reply(slot, 2) for slot in slots]
     assert all(is_exc and isinstance(exc, EOFError) for is_exc, exc, _ in outcomes)
     assert len(closed) == 1
     hub.shutdown(EOFError("again"))
@@ -99,14 +102,14 @@ def test_submit_runs_queues_then_refuses(make_hub):
 def test_small_frames_queued_while_writing_are_coalesced(make_hub, monkeypatch):
     hub, peer, _, _ = make_hub()
     writes = []
-    original = ConnectionHub._write_frames
+    original = Writer._write_frames
 
     def spy(self, frames):
         writes.append(len(frames))
         gevent.sleep(0.01)  # hold the writer so the others queue
         original(self, frames)
 
-    monkeypatch.setattr(ConnectionHub, "_write_frames", spy)
+    monkeypatch.setattr(Writer, "_write_frames", spy)
     jobs = [gevent.spawn(hub.send, b"\x01msg%d" % n) for n in range(10)]
     gevent.joinall(jobs, timeout=2, raise_error=True)
     assert writes[0] == 1

@@ -373,14 +373,19 @@ def test_call_from_foreign_os_thread(pair):
     assert outcome == [42]
 
 
-def test_serve_and_poll_wait_for_messages(pair):
+def test_serve_and_poll_report_each_message_the_reader_handled(pair):
     server, client = pair
-    root = client.root
-    caller = gevent.spawn(root.echo, 1)
-    assert server.serve(2) is True
-    caller.get(timeout=2)
+    echo = client.root.echo  # held: its DEL would be one more message
+    assert echo(1) == 1  # GETROOT, GETATTR, CALL at the server
+    reported = 0
+    while reported < 100 and server.poll(0):
+        reported += 1
+    assert 3 <= reported < 100
     assert server.poll(0) is False
     assert server.poll_all(0.05) is False
+    caller = gevent.spawn(echo, 2)
+    assert server.serve(2) is True  # a message arriving while it waits
+    assert caller.get(timeout=2) == 2
 
 
 def test_serve_all_returns_when_peer_closes(pair):
@@ -395,7 +400,8 @@ def test_serve_all_returns_when_peer_closes(pair):
 def test_too_many_requests_get_error_replies(make_pair):
     _, client = make_pair(server_config={"max_concurrent_requests": 2, "max_queued_requests": 2})
     root = client.root
-    jobs = [gevent.spawn(outcome_of, root.sleep, 0.3) for _ in range(8)]
+    sleep = root.sleep
+    jobs = [gevent.spawn(outcome_of, sleep, 0.3) for _ in range(8)]
     gevent.joinall(jobs, timeout=5)
     errors = [job.value for job in jobs if isinstance(job.value, Exception)]
     assert len(errors) == 4

@@ -2,13 +2,8 @@
 
 import inspect
 import logging
-import shutil
 import socket
-import subprocess
-import sys
-import threading
 import time
-import uuid
 
 import gevent
 import gevent.monkey
@@ -337,7 +332,7 @@ def test_oversized_datagram_is_refused_by_size(make_server, caplog):
 
     assert brine.load(reply) == ()
     assert [r.message for r in caplog.records] == [
-        "ignored request from 127.0.0.1: request of 8193 bytes exceeds max_request_size=8192"
+        "ignored request from 127.0.0.1: request of 1501 bytes exceeds max_request_size=1500"
     ]
 
 
@@ -417,21 +412,30 @@ def test_closing_an_unstarted_server_releases_its_port():
     again.close()
 
 
-def test_invalid_pruning_timeout_is_refused_before_binding():
+@pytest.mark.parametrize("cls", [UDPRegistryServer, TCPRegistryServer])
+def test_invalid_pruning_timeout_is_refused_and_the_port_released(cls):
+    socktype = gsocket.SOCK_DGRAM if cls is UDPRegistryServer else gsocket.SOCK_STREAM
+    with gsocket.socket(gsocket.AF_INET, socktype) as probe:
+        probe.bind((LOCAL, 0))
+        port = probe.getsockname()[1]
     with pytest.raises(ValueError, match=r"pruning_timeout must be > 0 seconds, got 0"):
-        TCPRegistryServer(host=LOCAL, port=0, pruning_timeout=0)
+        cls(host=LOCAL, port=port, pruning_timeout=0)
+    cls(host=LOCAL, port=port).close()
 
 
-def test_defaults_match_rpyc():
+def test_defaults_match_rpyc_but_the_bind():
     udp = inspect.signature(UDPRegistryServer).parameters
     tcp = inspect.signature(TCPRegistryServer).parameters
-    assert (udp["host"].default, udp["port"].default) == ("0.0.0.0", 18811)
+    # RPyC binds 0.0.0.0; grpyc serves this machine unless told otherwise.
+    assert (udp["host"].default, udp["port"].default) == ("127.0.0.1", 18811)
     assert (tcp["host"].default, tcp["port"].default, tcp["reuse_addr"].default) == (
-        "0.0.0.0",
+        "127.0.0.1",
         18811,
         True,
     )
     assert registry.DEFAULT_PRUNING_TIMEOUT == 240
+    assert registry.REGISTRY_PORT == 18811
+    assert registry.MAX_DGRAM_SIZE == 1500
     assert UDPRegistryClient.REREGISTER_INTERVAL == 60
 
 
@@ -532,199 +536,132 @@ def test_udp_client_skips_foreign_and_malformed_replies():
         responder.get(timeout=2)
 
 
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_unregister_leaves_from_the_interface_the_port_registered_from(make_server, kind):
+    server = make_server(kind)
+    client = client_for(server)
+
+    assert client.register(("moved",), 5150, interface="127.0.0.2") is True
+    assert client.discover("moved") == (("127.0.0.2", 5150),)
+    client.unregister(5150)
+    wait_until(lambda: server.removed, server.changed)
+
+    assert server.removed == [("MOVED", ("127.0.0.2", 5150))]
+    assert client.discover("moved") == ()
+
+
 # ---------------------------------------------------------------------------
-# Redis backend
+# broadcasts from this machine (the default registrars broadcast)
 # ---------------------------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind((LOCAL, 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_redis(redis_module, port, proc, deadline):
-    probe = redis_module.Redis(host=LOCAL, port=port, socket_timeout=1)
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                return probe.ping()
-            except redis_module.ConnectionError:
-                gevent.sleep(0.02)
-        return False
-    finally:
-        probe.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; CI installs it)")
-    import redis
-
-    for _attempt in range(3):
-        port = _free_port()
-        proc = subprocess.Popen(
-            [binary, "--bind", LOCAL, "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if _wait_for_redis(redis, port, proc, time.monotonic() + 10):
-            break
-        proc.kill()
-        proc.wait(5)
-    else:
-        pytest.fail("redis-server did not start on 127.0.0.1 in 3 attempts")
-    try:
-        yield f"redis://{LOCAL}:{port}/0"
-    finally:
-        proc.terminate()
+def broadcast_from_loopback(port, data, timeout):
+    """Broadcast ``data`` to ``port`` from 127.0.0.1 (it stays on ``lo``); the reply or None."""
+    with gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_BROADCAST, 1)
+        sock.settimeout(timeout)
+        sock.sendto(data, ("255.255.255.255", port))
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            return sock.recvfrom(1500)
+        except TimeoutError:
+            return None
 
 
-@pytest.fixture
-def make_redis_client(redis_url):
-    made = []
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
+def test_loopback_registry_answers_broadcasts_from_this_machine(make_server):
+    server = make_server("udp")
+    assert server.broadcast_sock.getsockname() == ("255.255.255.255", server.port)
 
-    def make(**kwargs):
-        kwargs.setdefault("prefix", prefix)
-        client = RedisRegistryClient(redis_url, **kwargs)
-        made.append(client)
-        return client
+    reply = broadcast_from_loopback(server.port, request("REGISTER", (("heard",), 4321)), 2)
 
-    yield make
-    for client in made:
-        client.close()
+    # The reply leaves from the registry's own address and port, as clients expect.
+    assert reply == (brine.dump("OK"), (LOCAL, server.port))
+    assert client_for(server).discover("heard") == ((LOCAL, 4321),)
 
 
-def test_redis_register_discover_list_unregister(make_redis_client):
-    client = make_redis_client(ttl=30)
-
-    assert client.register(("web", "Front"), 8080) is True
-    assert client.register(("web",), 8081, interface="127.0.0.2") is True
-    assert client.discover("WEB") == ((LOCAL, 8080), ("127.0.0.2", 8081))
-    assert client.discover("front") == ((LOCAL, 8080),)
-    assert client.discover("none") == ()
-    assert client.list() == ("FRONT", "WEB")
-    assert client.list(filter_host="127.0.0.2") == ("WEB",)
-
-    client.unregister(8081)
-    assert client.discover("web") == ((LOCAL, 8080),)
-    client.unregister(8080)
-    assert client.discover("web") == ()
-    assert client.list() == ()
+def test_registry_without_local_broadcasts_hears_none(make_server):
+    server = make_server("udp", hear_local_broadcasts=False)
+    assert server.broadcast_sock is None
+    assert broadcast_from_loopback(server.port, request("QUERY", ("x",)), 0.3) is None
 
 
-def test_redis_entries_are_shared_between_clients(make_redis_client):
-    server_side = make_redis_client()
-    other = make_redis_client()
-    assert server_side.register(("shared",), 7000) is True
-    assert other.discover("shared") == ((LOCAL, 7000),)
+def test_closing_releases_the_broadcast_listener_too(make_server):
+    server = make_server("udp")
+    port = server.port
+    server.close()
+    assert server.broadcast_sock is None
+    again = UDPRegistryServer(host=LOCAL, port=port)
+    try:
+        assert again.broadcast_sock.getsockname() == ("255.255.255.255", port)
+    finally:
+        again.close()
 
 
-def test_redis_entry_of_a_dead_server_expires_within_its_ttl(make_redis_client):
-    client = make_redis_client(ttl=0.5)
-    assert client.REREGISTER_INTERVAL == 0.5 / 3
-    assert client.register(("mortal",), 7100) is True
-    registered = time.monotonic()
-    assert client.discover("mortal") == ((LOCAL, 7100),)
-
-    deadline = registered + 5
-    while client.discover("mortal") and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    gone_after = time.monotonic() - registered
-
-    assert client.discover("mortal") == ()
-    assert client.list() == ()
-    assert 0.3 < gone_after < 1.5
+# ---------------------------------------------------------------------------
+# staying registered
+# ---------------------------------------------------------------------------
 
 
-def test_redis_calls_leave_the_hub_responsive(make_redis_client, redis_url):
-    import redis
+class ScriptedStop:
+    """A stop signal that records each wait and says stop after ``waits`` of them."""
 
-    client = make_redis_client()
-    assert client.register(("busy",), 7200) is True
-    ticks = []
+    def __init__(self, waits):
+        self.timeouts = []
+        self.waits = waits
 
-    def tick():
-        while True:
-            ticks.append(time.monotonic())
+    def wait(self, timeout=None):
+        self.timeouts.append(timeout)
+        return len(self.timeouts) >= self.waits
+
+
+class ScriptedRegistrar:
+    REREGISTER_INTERVAL = 30
+
+    def __init__(self, outcomes):
+        self.calls = []
+        self.outcomes = list(outcomes)
+
+    def register(self, aliases, port, interface=""):
+        self.calls.append((aliases, port, interface))
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def test_register_periodically_waits_the_interval_after_success_and_retries_sooner(caplog):
+    registrar = ScriptedRegistrar([True, False, RuntimeError("registry gone"), True])
+    stop = ScriptedStop(waits=4)
+
+    with caplog.at_level(logging.ERROR):
+        registry.register_periodically(registrar, ["a", "b"], 18812, stop, "127.0.0.1", 0.5)
+
+    assert registrar.calls == [(("a", "b"), 18812, "127.0.0.1")] * 4
+    assert stop.timeouts == [30, 0.5, 0.5, 30]
+    assert [r.getMessage() for r in caplog.records] == ["registering a, b on port 18812 failed"]
+
+
+def test_register_periodically_checks_its_arguments_before_registering():
+    registrar = ScriptedRegistrar([])
+    with pytest.raises(TypeError, match=r"aliases must be an iterable of names, not the string"):
+        registry.register_periodically(registrar, "a", 18812, ScriptedStop(1))
+    with pytest.raises(ValueError, match=r"port must be an int in 1\.\.65535, got 0"):
+        registry.register_periodically(registrar, ("a",), 0, ScriptedStop(1))
+    assert registrar.calls == []
+
+
+def test_client_method_stays_registered_until_stopped(make_server):
+    server = make_server("udp")
+    client = client_for(server)
+    client.REREGISTER_INTERVAL = 0.01
+    stop = Event()
+
+    looping = gevent.spawn(client.register_periodically, ("loop",), 6000, stop, LOCAL)
+    wait_until(lambda: server.added, server.changed)
+    first_seen = server.services["LOOP"][(LOCAL, 6000)]
+    with gevent.Timeout(5):
+        while server.services["LOOP"][(LOCAL, 6000)] == first_seen:
             gevent.sleep(0.01)
-
-    ticker = gevent.spawn(tick)
-    admin = redis.Redis.from_url(redis_url)
-    try:
-        admin.client_pause(300)  # every client's next command waits 300 ms
-        started = time.monotonic()
-        assert client.discover("busy") == ((LOCAL, 7200),)
-        elapsed = time.monotonic() - started
-        during = [t for t in ticks if started <= t <= started + elapsed]
-    finally:
-        ticker.kill()
-        admin.close()
-    assert elapsed >= 0.2
-    assert len(during) >= 10
-
-
-def test_redis_unreachable_answers_empty_and_logs(caplog):
-    client = RedisRegistryClient(f"redis://{LOCAL}:{_free_port()}/0", timeout=1)
-    try:
-        with caplog.at_level(logging.WARNING, logger=client.logger.name):
-            assert client.discover("x") == ()
-            assert client.list() == ()
-            assert client.register(("x",), 5) is False
-            client.unregister(5)
-    finally:
-        client.close()
-    assert [r.message.split(":")[0] for r in caplog.records] == [
-        "redis registry discover 'x' failed",
-        "redis registry list failed",
-        "redis registry register failed",
-        "redis registry unregister failed",
-    ]
-
-
-def test_redis_ttl_must_be_positive():
-    with pytest.raises(ValueError, match=r"ttl must be > 0 seconds, got 0"):
-        RedisRegistryClient(ttl=0)
-
-
-def test_redis_missing_package_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "redis", None)
-    with pytest.raises(ImportError, match=r"pip install grpyc\[redis\]"):
-        RedisRegistryClient()
-
-
-class FakeRedis:
-    """Stands in for a redis client: records which thread runs each script."""
-
-    def __init__(self):
-        self.threads = []
-
-    def register_script(self, source):
-        def run(keys, args):
-            self.threads.append(threading.get_ident())
-            return []
-
-        return run
-
-
-@pytest.mark.parametrize(("patched", "inline"), [(False, False), (True, True)])
-def test_redis_calls_run_in_a_thread_unless_socket_is_patched(monkeypatch, patched, inline):
-    monkeypatch.setattr(gevent.monkey, "is_module_patched", lambda name: patched)
-    fake = FakeRedis()
-    client = RedisRegistryClient(fake, host=LOCAL)
-
-    assert client.discover("x") == ()
-    assert client.list() == ()
-    assert client.register(("x",), 5) is True
-
-    main = threading.get_ident()
-    assert len(fake.threads) == 3
-    assert all((thread == main) is inline for thread in fake.threads)
+    stop.set()
+    looping.get(timeout=2)
+    assert server.added == [("LOOP", (LOCAL, 6000))]

@@ -1,15 +1,18 @@
 """grpyc.vinegar: exception dump/load (PROTOCOL.md section 6), fed values only."""
 
 import builtins
+import dataclasses
 import os
 import sys
 import traceback
+from urllib.error import URLError
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpyc import consts, vinegar
+from grpyc.helpers import restricted
 from grpyc.vinegar import LOCAL_VERSION, GenericException, VinegarError
 
 HEADER = "\n\n========= Remote Traceback ({}) =========\n"
@@ -58,6 +61,9 @@ class UnreprObject:
         raise RuntimeError("no repr")
 
 
+METHOD = "<builtins.builtin_function_or_method object>"
+
+
 def dumped(exc, **flags):
     try:
         raise exc
@@ -81,18 +87,18 @@ def test_dump_value_error_has_the_protocol_shape():
     names, args, attrs, tbtext = dumped(exc)
     assert names == ("builtins", "ValueError")
     assert args == ("bad", 3)
-    assert attrs == (("add_note", repr(exc.add_note)), ("_remote_version", LOCAL_VERSION))
+    assert attrs == (("add_note", METHOD), ("_remote_version", LOCAL_VERSION))
     assert tbtext.startswith("Traceback (most recent call last):\n")
     assert tbtext.endswith("ValueError: ('bad', 3)\n")
 
 
-def test_dump_sends_public_attributes_and_reprs_the_rest():
+def test_dump_sends_public_attributes_and_reprs_plain_data():
     exc = PlanetError("mars", 7)
     names, args, attrs, _ = dumped(exc)
     assert names == (__name__, "PlanetError")
     assert args == ("mars",)
     assert attrs == (
-        ("add_note", repr(exc.add_note)),
+        ("add_note", METHOD),
         ("code", 7),
         ("payload", "[1, 2]"),
         ("_remote_version", LOCAL_VERSION),
@@ -108,7 +114,7 @@ def test_dump_skips_unreadable_attributes_and_survives_broken_repr():
     _, args, attrs, _ = dumped(BrokenAttrError(UnreprObject()))
     assert args == ("<unrepresentable UnreprObject object>",)
     assert [name for name, _ in attrs] == ["add_note", "weird", "_remote_version"]
-    assert attrs[1] == ("weird", "<unrepresentable UnreprObject object>")
+    assert attrs[1] == ("weird", f"<{__name__}.UnreprObject object>")
 
 
 def test_dump_denies_traceback_and_version_when_told():
@@ -231,6 +237,7 @@ def test_load_generic_classes_are_cached_per_remote_name():
 
 def test_load_generic_class_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(vinegar, "_generic_classes", {})
+    monkeypatch.setattr(vinegar, "_generic_exceptions_cache", {"m.Mine": PlanetError})
     monkeypatch.setattr(vinegar, "_MAX_GENERIC_CLASSES", 3)
     kept = type(vinegar.load(wire(("m", "Kept"))))
     for index in range(5):
@@ -238,6 +245,109 @@ def test_load_generic_class_cache_is_bounded(monkeypatch):
         assert type(vinegar.load(wire(("m", "Kept")))) is kept  # recently used stays
     assert len(vinegar._generic_classes) == 3
     assert list(vinegar._generic_classes) == ["m.E3", "m.E4", "m.Kept"]
+    # RPyC's registry holds the same generic classes, and what a program registered.
+    assert sorted(vinegar._generic_exceptions_cache) == ["m.E3", "m.E4", "m.Kept", "m.Mine"]
+    assert vinegar._generic_exceptions_cache["m.Kept"] is kept
+
+
+# ------------------------------------------------------------ _generic_exceptions_cache
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.setattr(vinegar, "_generic_exceptions_cache", {})
+    monkeypatch.setattr(vinegar, "_generic_classes", {})
+    return vinegar._generic_exceptions_cache
+
+
+def test_a_registered_class_stands_for_its_remote_name(registry):
+    registry["urllib.error.URLError"] = URLError
+    exc = vinegar.load(dumped(URLError("down"), include_local_traceback=False))
+    assert isinstance(exc, URLError)
+    assert type(exc).__name__ == "URLError"
+    assert (exc.args, exc.reason) == (("down",), "down")
+    assert str(exc) == "<urlopen error down>" + HEADER.format(1) + "<traceback denied>"
+
+
+def test_without_registration_a_stdlib_exception_stays_generic_as_in_rpyc(registry):
+    exc = vinegar.load(wire(("urllib.error", "URLError"), ("down",)))
+    assert isinstance(exc, GenericException)
+    assert not isinstance(exc, URLError)
+    assert type(exc).__name__ == "urllib.error.URLError"
+    assert registry["urllib.error.URLError"] is type(exc)
+
+
+def test_a_registered_name_does_not_override_instantiation_of_the_real_class(registry):
+    registry[f"{__name__}.PlanetError"] = KeyError
+    exc = vinegar.load(
+        wire((__name__, "PlanetError"), ("mars",)), instantiate_custom_exceptions=True
+    )
+    assert isinstance(exc, PlanetError)
+
+
+def test_a_registered_non_exception_is_never_instantiated(registry):
+    registry["m.Thing"] = NotAnException
+    calls_before = len(NEW_CALLS)
+    exc = vinegar.load(wire(("m", "Thing"), ("x",)))
+    assert isinstance(exc, GenericException)
+    assert len(NEW_CALLS) == calls_before
+    assert registry["m.Thing"] is NotAnException  # the program's entry stays
+
+
+# ------------------------------------------------------------ attribute values
+
+
+@dataclasses.dataclass
+class Account:
+    owner: str
+    password: str
+
+
+def test_an_objects_hidden_fields_do_not_leak_through_attribute_error_obj():
+    # Python sets AttributeError.obj to the object that lacked the attribute.
+    view = restricted(Account("bob", "hunter2"), ["balance"])
+    try:
+        view.balance
+    except AttributeError:
+        value = vinegar.dump(*sys.exc_info(), include_local_traceback=False)
+    attrs = dict(value[2])
+    assert attrs["obj"] == f"<{__name__}.Account object>"
+    assert attrs["name"] == "balance"
+    assert "hunter2" not in repr(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [1, "two", b"3", None],
+        {"a": (1, 2), 3: [4.5]},
+        {frozenset({1}), (2, "x")},
+        bytearray(b"raw"),
+        [[[1]], {"k": {"v"}}],
+    ],
+    ids=repr,
+)
+def test_plain_data_attributes_travel_as_their_repr_as_in_rpyc(data):
+    exc = ValueError("v")
+    exc.data = data
+    assert dict(dumped(exc)[2])["data"] == repr(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "placeholder"),
+    [
+        ([1, Account("a", "b")], "<builtins.list object>"),
+        ({"k": object()}, "<builtins.dict object>"),
+        (list(range(1001)), "<builtins.list object>"),
+        (Account("a", "b"), f"<{__name__}.Account object>"),
+        (print, METHOD),
+    ],
+    ids=["object-in-list", "object-in-dict", "too-many-items", "object", "function"],
+)
+def test_other_attribute_values_travel_as_a_placeholder(data, placeholder):
+    exc = ValueError("v")
+    exc.data = data
+    assert dict(dumped(exc)[2])["data"] == placeholder
 
 
 def test_load_keyboard_interrupt_and_system_exit_stay_themselves():

@@ -3,6 +3,7 @@
 import time
 
 import rpyc
+from calc_errors import CalcError
 
 
 class CalcService(rpyc.Service):
@@ -25,3 +26,8 @@ class CalcService(rpyc.Service):
 
     def exposed_divide(self, a, b):
         return a / b
+
+    def exposed_sqrt(self, x):
+        if x < 0:
+            raise CalcError("negative", x)
+        return x**0.5

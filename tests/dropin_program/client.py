@@ -1,10 +1,24 @@
 """A client session: ``python client.py CALC_PORT CLASSIC_PORT``."""
 
 import os
+import re
 import sys
 import tempfile
 
 import rpyc
+import rpyc.core.vinegar
+from calc_errors import CalcError
+from rpyc.core.stream import NamedPipeStream
+from rpyc.lib import safe_import, setup_logger
+from rpyc.lib.colls import WeakValueDict
+from rpyc.lib.compat import BYTES_LITERAL, is_py_3k, maxint
+
+# A remote CalcError arrives as this class although custom exceptions are
+# not instantiated by default: RPyC's registry of exception classes by name.
+rpyc.core.vinegar._generic_exceptions_cache["calc_errors.CalcError"] = CalcError
+
+# RPyC's log records start with a timestamp ("%b %d %H:%M:%S").
+TIMESTAMP = re.compile(r"^\w{3} \d\d \d\d:\d\d:\d\d ")
 
 
 def use_calc(port):
@@ -29,6 +43,12 @@ def use_calc(port):
         conn.root.divide(1, 0)
     except ZeroDivisionError as exc:
         print("remote error:", type(exc).__name__)
+
+    try:
+        conn.root.sqrt(-4)
+    except CalcError as exc:
+        print("registered remote error:", type(exc).__name__, exc.args)
+        print("remote major version:", exc._remote_version.split(".")[0])
     conn.close()
 
 
@@ -46,10 +66,32 @@ def use_classic(port):
     conn.close()
 
 
+def use_lib():
+    print("compat:", BYTES_LITERAL("ok"), is_py_3k, maxint == sys.maxsize)
+    print("safe_import:", safe_import("zlib").__name__, bool(safe_import("no_such_module")))
+    cache = WeakValueDict()
+    value = CalcError("kept")
+    cache["error"] = value
+    print("colls:", len(cache), cache["error"] is value)
+    try:
+        NamedPipeStream.create_client("calc")
+    except ImportError:
+        print("named pipes: not on this platform")
+
+
 def main():
     calc_port, classic_port = (int(arg) for arg in sys.argv[1:3])
-    use_calc(calc_port)
-    use_classic(classic_port)
+    with tempfile.TemporaryDirectory() as folder:
+        logfile = os.path.join(folder, "client.log")
+        logger = setup_logger(quiet=True, logfile=logfile)
+        use_lib()
+        use_calc(calc_port)
+        use_classic(classic_port)
+        logger.info("not logged when quiet")
+        logger.error("client finished")
+        with open(logfile) as file:
+            for line in file:
+                print("log:", logger.name, TIMESTAMP.sub("", line.rstrip()))
     print("client: done")
 
 

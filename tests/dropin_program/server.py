@@ -4,10 +4,12 @@ import sys
 
 import rpyc
 from calc_service import CalcService
+from rpyc.lib import setup_logger
 from rpyc.utils.server import ThreadedServer
 
 
 def main():
+    setup_logger(quiet=True)
     classic = sys.argv[1:] == ["classic"]
     service = rpyc.ClassicService if classic else CalcService
     server = ThreadedServer(service, hostname="127.0.0.1", port=0)

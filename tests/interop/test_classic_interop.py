@@ -17,6 +17,8 @@ from grpyc.netref import BaseNetref
 from grpyc.server import Server
 from grpyc.service import ClassicService, SlaveService
 from tests.interop.conftest import in_os_thread, start_rpyc_server, stop_process
+from tests.test_classic import make_listing_hostile, peer_tree
+from tests.test_classic import snapshot as tree_snapshot
 
 MIB = 1024 * 1024
 
@@ -134,10 +136,9 @@ def test_grpyc_helpers_against_stock_server(to_stock):
 
 
 def test_grpyc_connect_subproc_runs_stock_classic_stdio_server():
+    # Installed next to the interpreter by the test extra (rpyc 6.0.2).
     script = Path(sys.executable).with_name("rpyc_classic.py")
-    if not script.exists():
-        pytest.skip(f"stock rpyc_classic.py not found next to {sys.executable}")
-    pytest.importorskip("plumbum")
+    assert script.is_file(), f"stock rpyc_classic.py not found next to {sys.executable}"
     conn = classic.connect_subproc(str(script))
     try:
         assert conn.modules.os.getpid() == conn.proc.pid
@@ -228,3 +229,79 @@ def test_grpyc_server_output_redirected_to_stock_client(slave_server, capsys):
     in_os_thread(_stock_session, slave_server.port, action)
     assert sys.stdout is original
     assert capsys.readouterr().out == "hello from grpyc\n"
+
+
+# ---------------------------------------------- transfers from hostile peers
+@pytest.fixture
+def hostile_stock():
+    """A grpyc classic connection to a stock server of its own, to be made hostile."""
+    proc, port = start_rpyc_server("classic")
+    conn = classic.connect("127.0.0.1", port)
+    yield conn, port
+    conn.close()
+    stop_process(proc)
+
+
+def _stock_download_dir(port, remote, local):
+    def action(conn, stock_classic):
+        stock_classic.download_dir(conn, remote, local)
+
+    return in_os_thread(_stock_session, port, action)
+
+
+@pytest.mark.parametrize(
+    ("names_code", "message"),
+    [
+        ("['../escaped.txt']", r"'\.\./escaped\.txt' .*: it contains the separator '/'"),
+        ("[VICTIM]", r"'/.*victim\.txt' .*: it is an absolute path"),
+    ],
+)
+def test_names_from_a_hostile_stock_server_stay_inside_unlike_stock(
+    hostile_stock, tmp_path, names_code, message
+):
+    conn, port = hostile_stock
+    source = peer_tree(tmp_path)
+    victim = tmp_path / "peer" / "victim.txt"
+    conn.execute(f"VICTIM = {str(victim)!r}")
+    make_listing_hostile(conn, "srv", names_code)
+    before = tree_snapshot(tmp_path)
+    with pytest.raises(ValueError, match=f"refusing the name {message}"):
+        classic.download_dir(conn, str(source), str(tmp_path / "local" / "dest"))
+    assert tree_snapshot(tmp_path) == before
+    # Stock rpyc, same peer, same call: writes where the name leads.
+    _stock_download_dir(port, str(source), str(tmp_path / "local" / "stock"))
+    if names_code == "[VICTIM]":
+        assert victim.read_bytes() == b""  # truncated by opening it for writing
+    else:
+        assert (tmp_path / "local" / "escaped.txt").read_bytes() == b"from the peer"
+
+
+def test_peer_symlinks_are_followed_as_stock_does(to_stock, stock_classic_server, tmp_path):
+    source = peer_tree(tmp_path)
+    outside = tmp_path / "peer" / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_bytes(b"outside")
+    (source / "dirlink").symlink_to(outside)
+    (source / "filelink").symlink_to(tmp_path / "peer" / "escaped.txt")
+    classic.download_dir(to_stock, str(source), str(tmp_path / "local" / "grpyc"))
+    _stock_download_dir(stock_classic_server[1], str(source), str(tmp_path / "local" / "stock"))
+    grpyc_tree = tree_snapshot(tmp_path / "local" / "grpyc")
+    assert grpyc_tree == tree_snapshot(tmp_path / "local" / "stock")
+    assert grpyc_tree["dirlink/o.txt"] == b"outside"
+    assert grpyc_tree["filelink"] == b"from the peer"
+    assert sorted(os.listdir(tmp_path / "local")) == ["grpyc", "stock"]
+
+
+def test_upload_to_a_stock_server_with_windows_paths_refuses_backslash_names(
+    hostile_stock, tmp_path
+):
+    conn, _ = hostile_stock
+    conn.execute("import sys, ntpath\nsys.modules['os.path'] = ntpath")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "ok.txt").write_bytes(b"ok")
+    (source / "..\\escaped.txt").write_bytes(b"evil")
+    before = tree_snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"listed by this side in .*: it contains the separator"):
+        classic.upload_dir(conn, str(source), str(tmp_path / "up"))
+    assert tree_snapshot(tmp_path) == before

@@ -11,6 +11,7 @@ import sys
 
 import gevent
 import pytest
+from gevent import socket as gsocket
 from gevent.event import Event
 from rpyc.utils import registry as stock
 
@@ -19,6 +20,7 @@ from grpyc.registry import (
     TCPRegistryServer,
     UDPRegistryClient,
     UDPRegistryServer,
+    register_periodically,
 )
 
 LOCAL = "127.0.0.1"
@@ -184,3 +186,44 @@ def test_grpyc_client_gets_none_when_stock_listing_is_off(stock_servers, kind):
     assert client.register((f"hidden_{kind}",), 18300) is True
     assert client.list() is None
     assert client.discover(f"hidden_{kind}") == ((LOCAL, 18300),)
+
+
+def test_stock_udp_client_reads_a_cut_reply_as_a_shorter_list(grpyc_server):
+    server = grpyc_server("udp")
+    for port in range(21000, 21100):
+        server.cmd_register(LOCAL, ("crowded",), port)
+
+    found = blocking(stock_client("udp", server.port).discover, "crowded")
+
+    # A 25-byte QUERY gets at most 250 bytes: the 12 servers refreshed longest ago.
+    assert found == tuple((LOCAL, port) for port in range(21000, 21012))
+
+
+def test_stock_tcp_client_is_answered_while_silent_sockets_are_open(grpyc_server):
+    server = grpyc_server("tcp")
+    server.cmd_register(LOCAL, ("busy",), 21200)
+    silent = [gsocket.create_connection((LOCAL, server.port)) for _ in range(100)]
+    try:
+        client = stock_client("tcp", server.port)
+        answers = [blocking(client.discover, "busy") for _ in range(5)]
+    finally:
+        for sock in silent:
+            sock.close()
+    assert answers == [((LOCAL, 21200),)] * 5
+
+
+def test_register_periodically_drives_a_stock_registrar(grpyc_server):
+    server = grpyc_server("udp")
+    registrar = stock_client("udp", server.port)
+    waits = []
+
+    class StopAtFirstWait:
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return True
+
+    blocking(register_periodically, registrar, ("stocky",), 21300, StopAtFirstWait(), LOCAL)
+
+    # Acknowledged, so the next registration was due after stock's interval.
+    assert waits == [stock.UDPRegistryClient.REREGISTER_INTERVAL]
+    assert server.cmd_query(LOCAL, "stocky") == ((LOCAL, 21300),)

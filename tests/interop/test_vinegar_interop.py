@@ -1,13 +1,17 @@
 """grpyc.vinegar against stock rpyc 6.0.2's vinegar, through stock brine bytes."""
 
+import dataclasses
 import sys
+from urllib.error import URLError
 
 import pytest
 from rpyc.core import brine as stock_brine
 from rpyc.core import vinegar as stock_vinegar
 
+import grpyc
 from grpyc import vinegar
 from grpyc.vinegar import LOCAL_VERSION, GenericException
+from tests.interop.conftest import start_rpyc_server, stop_process
 
 HEADER = "\n\n========= Remote Traceback ({}) =========\n"
 STOCK_FLAGS = {
@@ -72,7 +76,12 @@ def test_dump_matches_stock_except_for_the_version_string(case, with_tb, with_ve
     ours = vinegar.dump(*info, include_local_traceback=with_tb, include_local_version=with_version)
     theirs = stock_vinegar.dump(*info, with_tb, with_version)
     assert ours[:2] == theirs[:2]
-    assert ours[2][:-1] == theirs[2][:-1]
+    # Equal but for a method's repr, which grpyc replaces (see test below).
+    assert [pair for pair in ours[2][:-1] if pair[0] != "add_note"] == [
+        pair for pair in theirs[2][:-1] if pair[0] != "add_note"
+    ]
+    assert dict(ours[2])["add_note"] == "<builtins.builtin_function_or_method object>"
+    assert dict(theirs[2])["add_note"].startswith("<built-in method add_note of ")
     assert ours[3] == theirs[3]
     assert ours[2][-1] == ("_remote_version", LOCAL_VERSION if with_version else "<version denied>")
     assert theirs[2][-1] == ("_remote_version", "6.0.2" if with_version else "<version denied>")
@@ -173,3 +182,86 @@ def test_remote_traceback_hops_count_alike_across_implementations():
     assert str(second).startswith("bad" + HEADER.format(2))
     third = stock_load(vinegar.dump(*raised(second)))
     assert str(third).startswith("bad" + HEADER.format(3))
+
+
+# ------------------------------------------------- attribute values that are objects
+
+
+@dataclasses.dataclass
+class Account:
+    owner: str
+    password: str
+
+
+def attribute_error_with_hidden_fields():
+    try:
+        grpyc.restricted(Account("bob", "hunter2"), ["balance"]).balance
+    except AttributeError:
+        return sys.exc_info()
+
+
+def test_stock_sends_an_objects_repr_where_grpyc_sends_a_placeholder():
+    info = attribute_error_with_hidden_fields()
+    theirs = stock_vinegar.dump(*info, False, False)
+    ours = vinegar.dump(*info, include_local_traceback=False)
+    assert dict(theirs[2])["obj"] == "Account(owner='bob', password='hunter2')"
+    assert dict(ours[2])["obj"] == f"<{__name__}.Account object>"
+    assert "hunter2" not in repr(ours)
+
+
+def test_stock_loads_the_placeholder_like_any_attribute():
+    exc = stock_load(vinegar.dump(*attribute_error_with_hidden_fields()))
+    assert isinstance(exc, AttributeError)
+    assert (exc.name, exc.obj) == ("balance", f"<{__name__}.Account object>")
+    assert "'Account' object has no attribute 'balance'" in str(exc)
+
+
+# ------------------------------------------------- _generic_exceptions_cache
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    """Empty name -> class registries on both sides, restored afterwards."""
+    monkeypatch.setattr(stock_vinegar, "_generic_exceptions_cache", {})
+    monkeypatch.setattr(vinegar, "_generic_exceptions_cache", {})
+    monkeypatch.setattr(vinegar, "_generic_classes", {})
+    return stock_vinegar._generic_exceptions_cache, vinegar._generic_exceptions_cache
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_url_error_loads_as_stock_loads_it(registries, registered):
+    if registered:
+        for registry in registries:
+            registry["urllib.error.URLError"] = URLError
+    theirs = stock_vinegar.dump(*raised(URLError("down")), True, True)
+    ours, reference = grpyc_load(theirs), stock_load(theirs)
+    assert isinstance(ours, URLError) is isinstance(reference, URLError) is registered
+    assert isinstance(ours, GenericException) is (not registered)
+    assert type(ours).__name__ == type(reference).__name__
+    assert (ours.args, ours.reason) == (reference.args, reference.reason) == (("down",), "down")
+    assert str(ours) == str(reference)
+
+
+def test_stock_registers_its_generic_classes_where_grpyc_does(registries):
+    theirs = stock_vinegar.dump(*raised(URLError("down")), True, True)
+    ours, reference = grpyc_load(theirs), stock_load(theirs)
+    stock_registry, grpyc_registry = registries
+    # What code catching ``_generic_exceptions_cache[name]`` relies on.
+    assert isinstance(reference, stock_registry["urllib.error.URLError"])
+    assert isinstance(ours, grpyc_registry["urllib.error.URLError"])
+
+
+def test_a_registered_url_error_from_a_stock_server_is_caught_as_url_error(registries):
+    proc, port = start_rpyc_server("classic")
+    conn = grpyc.connect("127.0.0.1", port)
+    raising = "import urllib.error\nraise urllib.error.URLError('down')"
+    try:
+        with pytest.raises(GenericException, match="down") as generic:
+            conn.root.execute(raising)
+        assert type(generic.value).__name__ == "urllib.error.URLError"
+        registries[1]["urllib.error.URLError"] = URLError
+        with pytest.raises(URLError, match="<urlopen error down>"):
+            conn.root.execute(raising)
+    finally:
+        conn.close()
+        stop_process(proc)

@@ -1,0 +1,294 @@
+"""Brine encoding: values to bytes (PROTOCOL.md section 3). Private to `grpyc.brine`.
+
+Holds the tag table both directions share, `dump` and `dumpable`; decoding
+is in `grpyc.brine`, which re-exports these. Pure code, no I/O.
+
+Invariants: `dump` output is byte-identical to stock rpyc 6's
+`rpyc.core.brine.dump`, and only exactly the types of PROTOCOL.md section 3
+are dumpable: a subclass of int, str, tuple, ... is not (it travels by
+reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from struct import Struct
+from types import EllipsisType, NoneType, NotImplementedType
+from typing import Any, Final
+
+__all__ = ["C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable"]
+
+# How deeply containers may nest. 1000 is CPython's default recursion limit:
+# about as deep as ordinary recursive code (repr, ==, a walk over boxes) can
+# follow a value, so deeper nesting is of no use to a receiver and only costs
+# it. No honest peer sends more: stock rpyc's own recursive codec gives out
+# near 500 levels.
+DEFAULT_MAX_DEPTH: Final = 1000
+
+I1: Final = Struct("!B")
+I4: Final = Struct("!L")
+F8: Final = Struct("!d")
+C16: Final = Struct("!dd")
+
+_TAG_FLOAT = Struct("!Bd")
+_TAG_COMPLEX = Struct("!Bdd")
+
+# Tags (PROTOCOL.md section 3). The hot paths of dump and load write them as
+# literals, with a comment: a module global costs a lookup per use.
+_EMPTY_BYTES = 0x01
+_EMPTY_TUPLE = 0x02
+_STR = 0x08
+_BYTES_1 = 0x0A  # 0x0a..0x0d: bytes of length 1..4
+_BYTES_L1 = 0x0E
+_BYTES_L4 = 0x0F
+_TUPLE_1 = 0x10  # 0x10..0x13: tuple of 1..4 items
+_TUPLE_4 = 0x13
+_TUPLE_L1 = 0x14
+_TUPLE_L4 = 0x15
+_INT_L1 = 0x16
+_INT_L4 = 0x17
+_FLOAT = 0x18
+_SLICE = 0x19
+_FROZENSET = 0x1A
+_COMPLEX = 0x1B
+_IMM_FIRST = 0x20  # 0x20..0xef: the int tag - 0x50
+_IMM_END = 0xF0
+_IMM_BIAS = 0x50
+_IMM_MIN = _IMM_FIRST - _IMM_BIAS
+_IMM_STOP = _IMM_END - _IMM_BIAS
+
+_SIMPLE_TYPES: Final = frozenset(
+    {NoneType, bool, int, float, complex, bytes, str, NotImplementedType, EllipsisType}
+)
+
+
+# Encoded headers for every length below 256, so the hot path is one index.
+_IMM_INTS: Final = tuple(bytes([v + _IMM_BIAS]) for v in range(_IMM_MIN, _IMM_STOP))
+_BYTES_HEADS: Final = (
+    bytes([_EMPTY_BYTES]),
+    *(bytes([_BYTES_1 + n - 1]) if n <= 4 else bytes([_BYTES_L1, n]) for n in range(1, 256)),
+)
+_STR_HEADS: Final = tuple(bytes([_STR]) + head for head in _BYTES_HEADS)
+_TUPLE_HEADS: Final = (
+    bytes([_EMPTY_TUPLE]),
+    *(bytes([_TUPLE_1 + n - 1]) if n <= 4 else bytes([_TUPLE_L1, n]) for n in range(1, 256)),
+)
+_INT_HEADS: Final = tuple(bytes([_INT_L1, n]) for n in range(256))
+
+
+def _bytes_head(size: int) -> bytes:
+    return _BYTES_HEADS[size] if size < 256 else bytes([_BYTES_L4]) + I4.pack(size)
+
+
+def _tuple_head(count: int) -> bytes:
+    return _TUPLE_HEADS[count] if count < 256 else bytes([_TUPLE_L4]) + I4.pack(count)
+
+
+def _encode_int(value: int) -> bytes:
+    if _IMM_MIN <= value < _IMM_STOP:
+        return _IMM_INTS[value - _IMM_MIN]
+    # Raises ValueError past sys.get_int_max_str_digits(), as stock rpyc does.
+    digits = b"%d" % value
+    size = len(digits)
+    if size < 256:
+        return _INT_HEADS[size] + digits
+    return bytes([_INT_L4]) + I4.pack(size) + digits
+
+
+def _encode_bytes(value: bytes) -> bytes:
+    return _bytes_head(len(value)) + value
+
+
+def _str_head(size: int) -> bytes:
+    return _STR_HEADS[size] if size < 256 else bytes([_STR, _BYTES_L4]) + I4.pack(size)
+
+
+def _encode_str(value: str) -> bytes:
+    # A lone surrogate raises UnicodeEncodeError, as in stock rpyc.
+    data = value.encode()
+    return _str_head(len(data)) + data
+
+
+# Scalar types: each encodes alone into one bytes object.
+_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
+    int: _encode_int,
+    str: _encode_str,
+    NoneType: lambda _: b"\x00",
+    bool: lambda value: b"\x03" if value else b"\x04",
+    bytes: _encode_bytes,
+    float: lambda value: _TAG_FLOAT.pack(_FLOAT, value),
+    complex: lambda value: _TAG_COMPLEX.pack(_COMPLEX, value.real, value.imag),
+    NotImplementedType: lambda _: b"\x05",
+    EllipsisType: lambda _: b"\x06",
+}
+
+
+def _members(container: Any) -> tuple[Any, ...] | None:
+    """The items a tuple, frozenset or slice is encoded from; None for other types."""
+    kind = type(container)
+    if kind is tuple:
+        return container
+    if kind is frozenset:
+        return tuple(container)
+    if kind is slice:
+        return (container.start, container.stop, container.step)
+    return None
+
+
+def _undumpable(value: Any) -> TypeError:
+    kind = type(value)
+    return TypeError(
+        f"cannot dump {kind.__module__}.{kind.__qualname__}: brine takes only None, bool, "
+        "int, float, complex, bytes, str, NotImplemented, Ellipsis, and tuple, frozenset "
+        "and slice of these (exact types, not subclasses)"
+    )
+
+
+def _too_deep_to_dump() -> ValueError:
+    return ValueError(f"cannot dump: containers nested deeper than {DEFAULT_MAX_DEPTH=}")
+
+
+def _open_container(container: Any, append: Callable[[bytes], None]) -> Iterator[Any]:
+    """Write a tuple's, frozenset's or slice's header; return an iterator over its items.
+
+    Raises TypeError for any other type.
+    """
+    members = _members(container)
+    if members is None:
+        raise _undumpable(container)
+    kind = type(container)
+    if kind is frozenset:
+        append(b"\x1a")
+    elif kind is slice:
+        append(b"\x19")
+    append(_tuple_head(len(members)))
+    return iter(members)
+
+
+# Parts joined into the result buffer at a time: many small values must not
+# cost a list slot and a bytes object each until the very end.
+_JOIN_EVERY = 4096
+
+
+def _dump_container(container: Any, prefix: bytes = b"") -> bytes:
+    """Encode a tuple, frozenset or slice, walking nested ones on an explicit stack."""
+    out: list[bytes] = [prefix] if prefix else []
+    append = out.append
+    done = bytearray()
+    if type(container) is tuple:
+        count = len(container)
+        append(_TUPLE_HEADS[count] if count < 256 else _tuple_head(count))
+        items: Iterator[Any] = iter(container)
+    else:
+        items = _open_container(container, append)
+    # One iterator per enclosing container: the open one is `items`.
+    parents: list[Iterator[Any]] = []
+    max_parents = DEFAULT_MAX_DEPTH - 1  # the open container is one level too
+    # The common types are tested inline, in order of frequency in RPC
+    # messages: this loop is the hottest path of a send.
+    while True:
+        for item in items:
+            kind = type(item)
+            if len(out) > _JOIN_EVERY:
+                # b"".join costs ~80 bytes per part: join as we go.
+                done += b"".join(out)
+                out.clear()
+            if kind is int:
+                if -48 <= item < 160:  # one byte: the tag is item + 0x50
+                    append(_IMM_INTS[item + 48])
+                else:
+                    append(_encode_int(item))
+            elif kind is tuple:
+                count = len(item)
+                append(_TUPLE_HEADS[count] if count < 256 else _tuple_head(count))
+                if count:
+                    if len(parents) >= max_parents:
+                        raise _too_deep_to_dump()
+                    parents.append(items)
+                    items = iter(item)
+                    break
+            elif kind is str:
+                # Header and payload go separately: the join copies a long str once.
+                raw = item.encode()
+                size = len(raw)
+                append(_STR_HEADS[size] if size < 256 else _str_head(size))
+                append(raw)
+            elif item is None:
+                append(b"\x00")
+            elif kind is bytes:
+                append(_bytes_head(len(item)))
+                append(item)
+            else:
+                encode = _ENCODERS.get(kind)
+                if encode is not None:
+                    append(encode(item))
+                    continue
+                child = _open_container(item, append)
+                if len(parents) >= max_parents:
+                    raise _too_deep_to_dump()
+                parents.append(items)
+                items = child
+                break
+        else:
+            if not parents:
+                if done:
+                    done += b"".join(out)
+                    return bytes(done)
+                return b"".join(out)
+            items = parents.pop()
+
+
+def dump(obj: Any, prefix: bytes = b"") -> bytes:
+    """Encode a dumpable value; byte-identical to stock rpyc's `brine.dump`.
+
+    `prefix` is put before the encoding in the same buffer (a message type
+    byte, without copying the whole message once more).
+
+    Raises:
+        TypeError: `obj` is, or contains, a value of a type brine does not take
+            (the message names the type).
+        ValueError: containers are nested deeper than `DEFAULT_MAX_DEPTH`
+            (stock rpyc raises RecursionError near 500); an int has more digits
+            than `sys.get_int_max_str_digits()` allows, or a str holds a lone
+            surrogate (`UnicodeEncodeError`), as in stock rpyc.
+    """
+    kind = type(obj)
+    if kind is tuple:  # every RPC message
+        return _dump_container(obj, prefix)
+    encode = _ENCODERS.get(kind)
+    if encode is not None:
+        return prefix + encode(obj)
+    return _dump_container(obj, prefix)
+
+
+def dumpable(obj: Any) -> bool:
+    """Whether `obj` is of a type `dump` takes; RPyC-compatible.
+
+    Answers as stock rpyc's `brine.dumpable` does, by type only (a huge int or
+    a str with a lone surrogate is dumpable but fails in `dump`, as in stock
+    rpyc). Where stock rpyc raises RecursionError on deep nesting, this returns
+    False past `DEFAULT_MAX_DEPTH` levels, the depth `dump` refuses.
+    """
+    if type(obj) in _SIMPLE_TYPES:
+        return True
+    # Nested containers are walked on an explicit stack, counted as `dump` counts them.
+    parents: list[Iterator[Any]] = []
+    items: Iterator[Any] = iter((obj,))
+    while True:
+        for item in items:
+            if type(item) in _SIMPLE_TYPES:
+                continue
+            members = _members(item)
+            if members is None:
+                return False
+            if not members and type(item) is tuple:
+                continue  # () is one tag, not a nesting level
+            if len(parents) >= DEFAULT_MAX_DEPTH:
+                return False
+            parents.append(items)
+            items = iter(members)
+            break
+        else:
+            if not parents:
+                return True
+            items = parents.pop()

@@ -1,0 +1,84 @@
+"""RPyC's Windows pipe streams, `Win32PipeStream` and `NamedPipeStream`, as names only.
+
+RPyC 6 defines both on every platform and they work only on Windows,
+through pywin32. grpyc runs on POSIX systems (its pipes and sockets wait in
+gevent's hub on file descriptors) and has no Windows pipe transport, so
+these classes keep the names importable for RPyC programs and fail when
+used: opening a stream raises `ImportError`, as RPyC does where pywin32 is
+missing, and the two `NamedPipeStream` methods RPyC never implemented raise
+`NotImplementedError`, as there. `grpyc.stream` re-exports both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+__all__ = ["NamedPipeStream", "Win32PipeStream"]
+
+
+def _unavailable(cls: type) -> NoReturn:
+    raise ImportError(
+        f"{cls.__name__} needs Windows pipes (pywin32's win32pipe and win32file); grpyc has "
+        f"no Windows pipe transport: use PipeStream or SocketStream.unix_connect",
+        name="win32pipe",
+    )
+
+
+class Win32PipeStream:
+    """RPyC's stream over two Windows anonymous pipes: the name, never a stream.
+
+    RPyC-compatible in name and in failure where pywin32 is missing: the
+    constructor, `from_std` and `create_pair` raise `ImportError`.
+    """
+
+    PIPE_BUFFER_SIZE = 130000
+    # RPyC's values, kept for programs that read them; no bytes move here.
+    MAX_IO_CHUNK = 64000
+
+    def __init__(self, incoming: Any, outgoing: Any) -> None:
+        _unavailable(type(self))
+
+    @classmethod
+    def from_std(cls) -> NoReturn:
+        """Would wrap standard input and output; raises `ImportError` here."""
+        _unavailable(cls)
+
+    @classmethod
+    def create_pair(cls) -> NoReturn:
+        """Would make two connected streams; raises `ImportError` here."""
+        _unavailable(cls)
+
+
+class NamedPipeStream(Win32PipeStream):
+    """RPyC's stream over a Windows named pipe: the name and constants, never a stream.
+
+    RPyC-compatible in name and in failure where pywin32 is missing:
+    `create_server`, `create_client` and the constructor raise `ImportError`.
+    """
+
+    NAMED_PIPE_PREFIX = r"\\.\pipe\rpyc_"
+    PIPE_IO_TIMEOUT = 3
+    CONNECT_TIMEOUT = 3
+
+    def __init__(self, handle: Any, is_server_side: bool) -> None:
+        _unavailable(type(self))
+
+    @classmethod
+    def from_std(cls) -> NoReturn:
+        """Not available, in RPyC either. RPyC-compatible."""
+        raise NotImplementedError("NamedPipeStream.from_std is not implemented (as in RPyC)")
+
+    @classmethod
+    def create_pair(cls) -> NoReturn:
+        """Not available, in RPyC either. RPyC-compatible."""
+        raise NotImplementedError("NamedPipeStream.create_pair is not implemented (as in RPyC)")
+
+    @classmethod
+    def create_server(cls, pipename: str, connect: bool = True) -> NoReturn:
+        """Would serve the named pipe ``pipename``; raises `ImportError` here."""
+        _unavailable(cls)
+
+    @classmethod
+    def create_client(cls, pipename: str) -> NoReturn:
+        """Would connect to the named pipe ``pipename``; raises `ImportError` here."""
+        _unavailable(cls)

@@ -1,0 +1,468 @@
+"""The runtime of a connection made outside gevent: plain OS threads, RPyC's model.
+
+How it works (DESIGN.md, "Callers outside gevent"): the stream is a plain
+blocking one, and there is no reader of its own. Whichever thread waits on
+the connection (for a reply, in ``serve``/``poll``, or a `BgServingThread`)
+takes the *read baton* when nobody else holds it and reads frames: replies go
+to their waiting threads (each waits on its own OS lock, so nothing is
+stolen), and a request is run by the thread that read it, after passing the
+baton on (so other threads keep reading meanwhile), in a fresh greenlet (so a
+callback chain of any depth does not hit the recursion limit). When no thread
+waits, nothing reads, as in RPyC: callbacks are served by the next call,
+``serve``/``poll``, or a `BgServingThread`.
+
+Timeouts are OS waits on the monotonic clock, so they stay right whatever
+the threads do between calls. Writes are whole frames under one send lock;
+frames queued by code that must not block (``__del__``, the reading thread)
+are written by the next thread that sends. Nothing here creates a gevent
+hub, so the program's threads stay plain.
+
+It offers the methods of `grpyc.hub.ConnectionHub` that `protocol` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import greenlet
+from gevent.monkey import get_original
+
+from grpyc.config import Limits
+
+__all__ = ["ThreadHub", "ThreadSlot"]
+
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+_start_thread: Callable[..., Any] = get_original("_thread", "start_new_thread")
+_Condition: Any = get_original("threading", "Condition")
+
+
+class ThreadSlot:
+    """Where the reply to one request lands; its waiter sleeps on an OS lock."""
+
+    __slots__ = ("outcome", "wake")
+
+    def __init__(self) -> None:
+        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
+        self.wake: Any = None  # an acquired lock while a thread sleeps on this slot
+
+    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = (is_exc, obj, unresolved)
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+
+class _Sleeper:
+    """A thread waiting for the baton or its reply."""
+
+    __slots__ = ("lock", "slot")
+
+    def __init__(self, slot: ThreadSlot | None) -> None:
+        self.lock = _allocate_lock()
+        self.lock.acquire()
+        self.slot = slot
+
+    def wake(self) -> None:
+        """Wake the sleeping thread; waking it twice (reply and baton at once) is harmless."""
+        with contextlib.suppress(RuntimeError):  # already woken
+            self.lock.release()
+
+
+class ThreadHub:
+    """Read baton, writes and pending slots of a connection used by plain OS threads."""
+
+    def __init__(
+        self,
+        channel: Any,
+        on_frame: Callable[[bytes], None],
+        on_closed: Callable[[BaseException], None],
+        *,
+        name: str,
+        logger: logging.Logger,
+        limits: Limits,
+        take_deferred: Callable[[], list[bytes]] | None = None,
+    ) -> None:
+        self.name = name
+        self.logger = logger
+        self.limits = limits
+        self.pending: dict[int, Any] = {}
+        self.last_received = time.monotonic()
+        self._channel = channel
+        self._on_frame = on_frame
+        self._on_closed = on_closed
+        self._take_deferred = take_deferred
+        self._state = _Condition(_allocate_lock())
+        self._reading = False
+        self._sleepers: list[_Sleeper] = []
+        self._job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        self._running = 0
+        self._send_lock = _allocate_lock()
+        self._outbox: list[bytes] = []
+        self._deferred_bytes = 0
+        self._closed = False
+        self._close_reason: BaseException | None = None
+        self._closed_lock = _allocate_lock()
+        self._closed_lock.acquire()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._close_reason
+
+    def is_hub_thread(self) -> bool:
+        """Always True: every thread may use this connection directly."""
+        return True
+
+    def is_busy(self) -> bool:
+        return bool(self.pending) or self._running > 0
+
+    def overload_message(self) -> str:
+        return f"too many requests: {self._running} running"
+
+    def start(self) -> None:
+        """Nothing to start: threads read when they wait (RPyC's model)."""
+
+    def new_slot(self) -> ThreadSlot:
+        return ThreadSlot()
+
+    @contextlib.contextmanager
+    def sparing(self, glet: Any) -> Iterator[None]:
+        """Nothing is killed at shutdown here: threads run to their end."""
+        yield
+
+    def baton_taken(self) -> bool:
+        """Whether a thread is reading now (RPyC's receive lock is held)."""
+        return self._reading
+
+    def serve_in_threads(self, count: int) -> None:
+        """Serve from `count` more daemon threads until the connection closes."""
+        for _ in range(max(0, count - 1)):
+            _start_thread(self.serve_until_closed, ())
+
+    # ---------------------------------------------------------------- replies
+    def expect_reply(self, seq: int, slot: Any) -> None:
+        self.pending[seq] = slot
+
+    def take_reply(self, seq: int) -> Any:
+        return self.pending.pop(seq, None)
+
+    def call(self, seq: int, payload: bytes, timeout: float | None) -> Any:
+        """Send request `payload` and wait for its reply (None on timeout).
+
+        Raises:
+            EOFError: the connection is closed.
+        """
+        self._raise_if_closed()
+        slot = ThreadSlot()
+        self.pending[seq] = slot
+        try:
+            self.send(payload)
+            return self.wait_reply(slot, timeout)
+        finally:
+            self.pending.pop(seq, None)
+
+    def wait_reply(self, slot: Any, timeout: float | None) -> Any:
+        """Read (or sleep) until `slot` is delivered; its outcome, or None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while slot.outcome is None and not self._closed:
+            if self._take_baton_or_sleep(slot, deadline):
+                self._serve_one(deadline, lambda: slot.outcome is None)
+            elif deadline is not None and time.monotonic() >= deadline:
+                break
+        return slot.outcome
+
+    def _take_baton_or_sleep(self, slot: Any, deadline: float | None) -> bool:
+        """Take the baton (True), or sleep until the slot is delivered, the baton is free
+        or the deadline passes (False)."""
+        with self._state:
+            if slot.outcome is not None or self._closed:
+                return False
+            if not self._reading:
+                self._reading = True
+                return True
+            sleeper = _Sleeper(slot)
+            self._sleepers.append(sleeper)
+            slot.wake = sleeper.wake
+        sleeper.lock.acquire(timeout=_remaining(deadline))
+        with self._state:
+            if sleeper in self._sleepers:
+                self._sleepers.remove(sleeper)
+            slot.wake = None
+        return False
+
+    # ---------------------------------------------------------------- serving
+    def wait_frame(self, timeout: float | None, waiting: Callable[[], bool] = lambda: True) -> bool:
+        """RPyC's ``serve``: handle one message arriving within `timeout`.
+
+        If another thread holds the baton, wait until it passes it on (True)
+        or `timeout` passes (False), as RPyC does.
+
+        Raises:
+            EOFError: the connection is closed.
+        """
+        self._raise_if_closed()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._state:
+            if self._reading:
+                sleeper = _Sleeper(None)
+                self._sleepers.append(sleeper)
+                taken = False
+            else:
+                self._reading = taken = True
+        if not taken:
+            released = sleeper.lock.acquire(timeout=_remaining(deadline))
+            with self._state:
+                if sleeper in self._sleepers:
+                    self._sleepers.remove(sleeper)
+            self._raise_if_closed()
+            return bool(released)
+        return self._serve_one(deadline, _always, waiting)
+
+    def serve_until_closed(self) -> None:
+        """Serve until the connection closes (RPyC's ``serve_all``)."""
+        while not self._closed:
+            try:
+                self.wait_frame(None)
+            except EOFError:
+                return
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        if self._closed:
+            return True
+        acquired = self._closed_lock.acquire(timeout=-1 if timeout is None else timeout)
+        if acquired:
+            self._closed_lock.release()
+        return bool(acquired)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._state:
+            while self._running and not self._closed:
+                left = _remaining(deadline)
+                if left == 0:
+                    return False
+                self._state.wait(None if left < 0 else left)
+        return True
+
+    def _serve_one(
+        self,
+        deadline: float | None,
+        still_wanted: Callable[[], bool],
+        waiting: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Holding the baton: handle frames until one that was wanted, then pass the baton.
+
+        Returns True if a frame was handled.
+        """
+        handled = False
+        try:
+            if not waiting():
+                return False
+            while still_wanted() and not self._closed:
+                payload = self._next_frame(deadline)
+                if payload is None:
+                    return handled
+                self.last_received = time.monotonic()
+                self._on_frame(payload)
+                del payload
+                handled = True
+                self._flush_queued()
+                if self._job is not None:
+                    break
+                if still_wanted is _always:
+                    break
+            return handled
+        except (EOFError, OSError) as exc:
+            self.shutdown(exc if isinstance(exc, EOFError) else EOFError(f"connection lost: {exc}"))
+            raise EOFError(f"connection {self.name} is closed: {exc}") from None
+        except Exception as exc:
+            self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
+            self.shutdown(exc)
+            raise EOFError(f"connection {self.name} closed after a protocol error") from exc
+        finally:
+            job, self._job = self._job, None
+            self._pass_baton()
+            if job is not None:
+                self._run_job(*job)
+
+    def _next_frame(self, deadline: float | None) -> bytes | None:
+        """The next frame, waiting for its first bytes until `deadline` (None if none came)."""
+        channel = self._channel
+        while True:
+            payload = channel.next_buffered()
+            if payload is not None:
+                return payload
+            if not channel.has_pending_input() and not channel.poll(_poll_timeout(deadline)):
+                return None
+            channel.fill()
+
+    def _pass_baton(self) -> None:
+        """Free the baton: wake one thread waiting for a reply to take it, and
+        every thread in ``serve`` (RPyC's: they return True)."""
+        with self._state:
+            self._reading = False
+            wake = [sleeper for sleeper in self._sleepers if sleeper.slot is None]
+            for sleeper in self._sleepers:
+                if sleeper.slot is not None and sleeper.slot.outcome is None:
+                    wake.append(sleeper)
+                    break
+            for sleeper in wake:
+                self._sleepers.remove(sleeper)
+            self._state.notify_all()
+        for sleeper in wake:
+            sleeper.wake()
+
+    # --------------------------------------------------------------- requests
+    def submit(self, func: Callable[..., Any], *args: Any, cost: int = 0) -> bool:
+        """Run ``func(*args)`` in this (reading) thread once it has passed the baton on."""
+        self._job = (func, args)
+        return True
+
+    def _run_job(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with self._state:
+            self._running += 1
+        try:
+            # A fresh greenlet starts with a fresh recursion depth: a callback
+            # chain of any depth runs, each level on its own stack.
+            greenlet.greenlet(func).switch(*args)
+        finally:
+            with self._state:
+                self._running -= 1
+                self._state.notify_all()
+
+    def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` in a new daemon thread; errors go to the log."""
+
+        def run() -> None:
+            try:
+                func(*args)
+            except BaseException:
+                self.logger.exception("%s: error in background thread", self.name)
+
+        return _start_thread(run, ())
+
+    def nested_wait(self) -> bool:
+        return False
+
+    # ---------------------------------------------------------------- writing
+    def send(self, payload: bytes) -> None:
+        """Write one whole frame, waiting for the send lock and the socket.
+
+        Raises:
+            EOFError: the connection is closed or broke.
+        """
+        self._raise_if_closed()
+        self._outbox.append(payload)
+        self._write_out(block=True)
+
+    def send_nowait(self, payload: bytes) -> None:
+        """Queue a frame; written now if no other thread is writing, else by that thread."""
+        if self._closed:
+            return
+        self._outbox.append(payload)
+        self._write_out(block=False)
+
+    def schedule_flush(self) -> None:
+        """Deferred frames (DELs) go out with the next write: nothing may block here."""
+
+    def note_deferred(self, size: int) -> None:
+        self._deferred_bytes += size
+
+    def _flush_queued(self) -> None:
+        if self._outbox or self._deferred_bytes:
+            self._write_out(block=False)
+
+    def _write_out(self, block: bool) -> None:
+        # Whoever holds the send lock writes everything queued, including
+        # what other threads queued meanwhile, and checks again after
+        # releasing the lock so nothing is left behind.
+        while self._outbox or self._deferred_bytes:
+            if not self._send_lock.acquire(block):
+                return
+            try:
+                frames, self._outbox = self._outbox, []
+                if self._take_deferred is not None and self._deferred_bytes:
+                    self._deferred_bytes = 0
+                    frames.extend(self._take_deferred())
+                if frames and not self._closed:
+                    self._channel.send_many(frames)
+            except (EOFError, OSError) as exc:
+                self.shutdown(EOFError(f"connection lost while writing: {exc}"))
+                if block:
+                    raise EOFError(f"connection {self.name} is closed: {exc}") from None
+                return
+            finally:
+                self._send_lock.release()
+            block = False
+
+    # ----------------------------------------------------------------- misc
+    def call_from_thread(
+        self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        return func(*args)
+
+    def start_watchdog(self, interval: float, check: Callable[[], None]) -> None:
+        """Call ``check()`` every `interval` seconds from a daemon thread until closed."""
+
+        def watch() -> None:
+            while not self.wait_closed(interval):
+                try:
+                    check()
+                except BaseException:
+                    self.logger.exception("%s: error in keepalive check", self.name)
+
+        _start_thread(watch, ())
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise EOFError(f"connection {self.name} is closed")
+
+    # --------------------------------------------------------------- shutdown
+    def shutdown(self, reason: BaseException) -> None:
+        """Close at once (idempotent): pending slots fail with `EOFError`, sleepers wake."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_reason = reason.with_traceback(None)
+            sleepers, self._sleepers = self._sleepers, []
+            self._state.notify_all()
+        pending, self.pending = self.pending, {}
+        for slot in pending.values():
+            slot.deliver(True, EOFError(f"connection closed: {reason}"))
+        for sleeper in sleepers:
+            sleeper.wake()
+        self._outbox = []
+        self._channel.close()
+        self._closed_lock.release()
+        try:
+            self._on_closed(reason)
+        except Exception:  # on_closed runs user code (on_disconnect): log, never raise
+            self.logger.exception("%s: error while closing", self.name)
+
+
+def _always() -> bool:
+    return True
+
+
+def _remaining(deadline: float | None) -> float:
+    """Seconds left for ``lock.acquire(timeout=)``: -1 waits forever."""
+    if deadline is None:
+        return -1
+    return max(0.0, deadline - time.monotonic())
+
+
+def _poll_timeout(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

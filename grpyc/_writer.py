@@ -1,0 +1,166 @@
+"""The writer of one cooperative connection: whole frames, never interleaved.
+
+The greenlet that finds the writer idle writes its frame and everything
+queued meanwhile in one go (small frames coalesce into one ``sendall``);
+others only queue. Code that must never block (the reader, hub callbacks,
+``__del__``) queues and schedules a flush, which a greenlet of the owning
+hub runs.
+
+Everything waiting to be written counts against ``max_send_buffer``,
+deferred frames (DELs) included: a peer that stops reading cannot make this
+side buffer without bound; past the limit the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gevent.monkey import get_original
+
+__all__ = ["FrameSink", "Writer"]
+
+_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+
+
+class FrameSink(Protocol):
+    """What the writer writes to: a channel (``send_many`` is optional)."""
+
+    def send(self, data: bytes) -> None: ...
+
+
+class Writer:
+    """Queue and write frames of one connection (see the module docstring)."""
+
+    __slots__ = (
+        "_channel", "_deferred_bytes", "_fail", "_flush_scheduled", "_gevent_hub", "_logger",
+        "_name", "_outbox", "_outbox_bytes", "_spawn", "_take_deferred", "_thread_ident",
+        "closed", "max_send_buffer", "writing",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        channel: FrameSink,
+        *,
+        gevent_hub: Any,
+        name: str,
+        logger: logging.Logger,
+        max_send_buffer: int,
+        take_deferred: Callable[[], list[bytes]] | None,
+        spawn: Callable[..., Any],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self._channel = channel
+        self._gevent_hub = gevent_hub
+        self._thread_ident = _get_ident()
+        self._name = name
+        self._logger = logger
+        self.max_send_buffer = max_send_buffer
+        self._take_deferred = take_deferred
+        self._spawn = spawn
+        self._fail = fail
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._deferred_bytes = 0
+        self.writing = False
+        self._flush_scheduled = False
+        self.closed = False
+
+    def send(self, payload: bytes) -> None:
+        """Write one frame now (with whatever is queued), or queue it if a write is under way.
+
+        May block the calling greenlet while the socket is full.
+        """
+        self.enqueue(payload)
+        if not self.writing:
+            self.flush()
+
+    def enqueue(self, payload: bytes) -> None:
+        self._outbox.append(payload)
+        self._outbox_bytes += len(payload)
+        if self.writing:
+            self._check_budget()
+
+    def note_deferred(self, size: int) -> None:
+        """`size` more bytes wait in deferred frames (DELs); they count against the budget."""
+        self._deferred_bytes += size
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        queued = self._outbox_bytes + self._deferred_bytes
+        if queued > self.max_send_buffer and not self.closed:
+            # The peer is not reading: buffering on would grow without bound.
+            self._logger.warning(
+                "%s: closing: %d bytes queued for a peer that does not read (max_send_buffer=%d)",
+                self._name,
+                queued,
+                self.max_send_buffer,
+            )
+            self._fail(EOFError("peer stopped reading; send buffer limit reached"))
+
+    def schedule_flush(self) -> None:
+        """Make sure queued and deferred frames get written soon.
+
+        Safe from ``__del__`` and from other OS threads: it only schedules.
+        """
+        if self._flush_scheduled or self.closed:
+            return
+        self._flush_scheduled = True
+        loop = self._gevent_hub.loop
+        if _get_ident() == self._thread_ident:
+            loop.run_callback(self._flush_from_hub)
+        else:
+            loop.run_callback_threadsafe(self._flush_from_hub)
+
+    def _flush_from_hub(self) -> None:
+        # Runs in the hub greenlet, which must not block: write from a greenlet.
+        self._flush_scheduled = False
+        if not self.writing and not self.closed:
+            self._spawn(self.flush)
+
+    def flush(self) -> None:
+        """Write queued frames until none are left; runs in one greenlet at a time."""
+        self.writing = True
+        try:
+            while not self.closed:
+                frames = self._collect_frames()
+                if not frames:
+                    break
+                self._write_frames(frames)
+        except (EOFError, OSError) as exc:
+            self._fail(EOFError(f"connection lost while writing: {exc}"))
+        except BaseException as exc:
+            # Interrupted mid-write (a Timeout or kill of the writing greenlet):
+            # a partial frame cannot be taken back, so the stream is unusable.
+            if not self.closed:
+                self._logger.warning("%s: closing: write interrupted by %r", self._name, exc)
+            self._fail(EOFError(f"write interrupted by {exc!r}"))
+            raise
+        finally:
+            self.writing = False
+
+    def _collect_frames(self) -> list[bytes]:
+        # Queued frames go before deferred ones (DELs): a frame queued earlier
+        # may refer to the object a DEL releases.
+        frames = self._outbox
+        self._outbox = []
+        self._outbox_bytes = 0
+        if self._take_deferred is not None and self._deferred_bytes:
+            self._deferred_bytes = 0
+            frames.extend(self._take_deferred())
+        return frames
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        send_many = getattr(self._channel, "send_many", None)
+        if send_many is not None and len(frames) > 1:
+            send_many(frames)
+            return
+        for frame in frames:
+            self._channel.send(frame)
+
+    def close(self) -> None:
+        self.closed = True
+        self._outbox = []
+        self._outbox_bytes = 0
+        self._deferred_bytes = 0

@@ -1,0 +1,244 @@
+"""Boxing: values to and from their wire form, and the two tables behind it (PROTOCOL.md section 4).
+
+- `ObjectTable`: local objects the peer holds references to, counted per id
+  pack (+1 per box, -count per DEL), bounded by ``max_exported_objects``.
+- `ProxyTable`: proxies of the peer's objects (weakly cached per id pack, so
+  one remote object has one proxy and its reference count is exact) and the
+  proxy classes built from INSPECT answers (an LRU bounded by
+  ``max_netref_classes``).
+- `Boxer`: ``box``/``unbox`` over both tables for one connection.
+
+Unboxing never waits for the peer: a proxy whose class is not known yet
+gets the placeholder class `netref.UnresolvedNetref`, which asks INSPECT on
+first use (or when the caller resolves it). So the code that reads frames
+never blocks on the peer, and a peer cannot park work here by sending
+references whose INSPECT it never answers.
+
+The tables are touched from every thread that calls through a connection;
+each operation that reads and writes a count is made atomic by one lock
+that is never held across a wait.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from gevent.monkey import get_original
+
+from grpyc import brine, consts, netref
+from grpyc.lib import IdPack, get_id_pack
+from grpyc.messages import ProtocolError
+
+__all__ = ["MAX_NAME_PACK_LENGTH", "Boxer", "ObjectTable", "ProxyTable"]
+
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+
+# Longest class name a peer may use in an id pack. Real dotted class names
+# stay far below; a 16 MiB name would otherwise live as long as its proxy.
+MAX_NAME_PACK_LENGTH = 1024
+
+
+class ObjectTable:
+    """Local objects referenced by the peer, with their reference counts."""
+
+    __slots__ = ("_entries", "_lock", "max_objects")
+
+    def __init__(self, max_objects: int) -> None:
+        self._entries: dict[IdPack, list[Any]] = {}
+        self._lock = _allocate_lock()
+        self.max_objects = max_objects
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ObjectTable):
+            return self._entries == other._entries
+        return self._entries == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def values(self) -> list[list[Any]]:
+        """The ``[object, count]`` entries (a snapshot)."""
+        return list(self._entries.values())
+
+    def add(self, obj: Any) -> IdPack:
+        """Count one more reference the peer holds to `obj`; return its id pack.
+
+        Raises:
+            RuntimeError: `obj` is new and the table already holds ``max_objects``.
+        """
+        id_pack = get_id_pack(obj)
+        with self._lock:
+            entry = self._entries.get(id_pack)
+            if entry is not None:
+                entry[1] += 1
+                return id_pack
+            if len(self._entries) >= self.max_objects:
+                raise RuntimeError(
+                    f"cannot export another object: the peer holds {len(self._entries)} "
+                    f"(max_exported_objects={self.max_objects})"
+                )
+            self._entries[id_pack] = [obj, 1]
+        return id_pack
+
+    def get(self, id_pack: Any) -> Any:
+        """The object the peer refers to by `id_pack`.
+
+        Raises:
+            KeyError: no such exported object (the peer sent a stale or forged reference).
+        """
+        return self._entries[_key(id_pack)][0]
+
+    def find(self, id_pack: Any) -> Any:
+        """The object for `id_pack`, or None."""
+        entry = self._entries.get(_key(id_pack))
+        return None if entry is None else entry[0]
+
+    def decref(self, id_pack: Any, count: Any) -> None:
+        """The peer dropped `count` references to `id_pack`.
+
+        Raises:
+            ValueError: `count` is not a positive int.
+            KeyError: no such exported object.
+        """
+        if type(count) is not int or count < 1:
+            raise ValueError(f"invalid DEL count {count!r}")
+        key = _key(id_pack)
+        with self._lock:
+            entry = self._entries[key]
+            entry[1] -= count
+            if entry[1] <= 0:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _key(id_pack: Any) -> IdPack:
+    if type(id_pack) is not tuple or len(id_pack) != 3:
+        raise KeyError(f"invalid id pack {id_pack!r}")
+    return (str(id_pack[0]), id_pack[1], id_pack[2])
+
+
+class ProxyTable:
+    """Proxies of the peer's objects and the proxy classes made for them."""
+
+    __slots__ = ("_classes", "_lock", "_proxies", "max_classes")
+
+    def __init__(self, max_classes: int) -> None:
+        self._proxies: weakref.WeakValueDictionary[IdPack, Any] = weakref.WeakValueDictionary()
+        self._classes: OrderedDict[tuple[str, int, bool], type] = OrderedDict()
+        self._lock = _allocate_lock()
+        self.max_classes = max_classes
+
+    def proxy_for(self, conn: Any, id_pack: IdPack, unresolved: list[Any] | None = None) -> Any:
+        """The proxy of `id_pack`, made if needed, with one more reference counted.
+
+        A proxy whose class is not known yet gets the placeholder class and
+        is appended to `unresolved` (if given).
+        """
+        with self._lock:
+            proxy = self._proxies.get(id_pack)
+            if proxy is None:
+                cls = self.known_class(id_pack)
+                proxy = (cls or netref.UnresolvedNetref)(conn, id_pack)
+                self._proxies[id_pack] = proxy
+            else:
+                netref.add_reference(proxy)
+        if unresolved is not None and type(proxy) is netref.UnresolvedNetref:
+            unresolved.append(proxy)
+        return proxy
+
+    def known_class(self, id_pack: IdPack) -> type | None:
+        """The proxy class for `id_pack` if it is built in or cached."""
+        cls = netref.builtin_classes_cache.get(id_pack[0])
+        if cls is None:
+            key = (id_pack[0], id_pack[1], id_pack[2] == 0)
+            cls = self._classes.get(key)
+            if cls is not None:
+                self._classes.move_to_end(key)
+        return cls
+
+    def remember_class(self, id_pack: IdPack, cls: type) -> None:
+        with self._lock:
+            self._classes[(id_pack[0], id_pack[1], id_pack[2] == 0)] = cls
+            while len(self._classes) > self.max_classes:
+                self._classes.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._proxies.clear()
+            self._classes.clear()
+
+
+class Boxer:
+    """Box and unbox values for one connection."""
+
+    __slots__ = ("_conn", "objects", "proxies")
+
+    def __init__(self, conn: Any, objects: ObjectTable, proxies: ProxyTable) -> None:
+        self._conn = conn
+        self.objects = objects
+        self.proxies = proxies
+
+    def box(self, obj: Any) -> tuple[int, Any]:
+        """The wire form of a local value (PROTOCOL.md section 4)."""
+        if brine.dumpable(obj):
+            return consts.LABEL_VALUE, obj
+        if type(obj) is tuple:
+            return consts.LABEL_TUPLE, tuple([self.box(item) for item in obj])
+        if isinstance(obj, netref.BaseNetref) and netref.connection_of(obj) is self._conn:
+            return consts.LABEL_LOCAL_REF, netref.id_pack_of(obj)
+        return consts.LABEL_REMOTE_REF, self.objects.add(obj)
+
+    def unbox(self, package: Any, unresolved: list[Any] | None = None) -> Any:
+        """Rebuild a boxed value; never waits for the peer.
+
+        Proxies made with the placeholder class are appended to `unresolved`.
+
+        Raises:
+            ProtocolError: not a valid box.
+            KeyError: a local reference to an object that is not exported.
+        """
+        if type(package) is not tuple or len(package) != 2:
+            raise ProtocolError(f"invalid box {package!r:.80}")
+        label, value = package
+        if label == consts.LABEL_VALUE:
+            return value
+        if label == consts.LABEL_TUPLE:
+            if type(value) is not tuple:
+                raise ProtocolError("tuple box does not hold a tuple")
+            return tuple([self.unbox(item, unresolved) for item in value])
+        if label == consts.LABEL_LOCAL_REF:
+            return self.objects.get(value)
+        if label == consts.LABEL_REMOTE_REF:
+            return self.proxies.proxy_for(self._conn, remote_id_pack(value), unresolved)
+        raise ProtocolError(f"invalid box label {label!r}")
+
+
+def remote_id_pack(raw: Any) -> IdPack:
+    """A peer's id pack, checked.
+
+    Raises:
+        ProtocolError: not ``(name, class_id, instance_id)`` with str/bytes and
+            ints, or a name longer than `MAX_NAME_PACK_LENGTH`.
+    """
+    if type(raw) is not tuple or len(raw) != 3:
+        raise ProtocolError(f"invalid id pack {raw!r:.80}")
+    name, class_id, instance_id = raw
+    if type(class_id) is not int or type(instance_id) is not int:
+        raise ProtocolError(f"invalid id pack {raw!r:.80}")
+    if type(name) is bytes:
+        name = name.decode("utf-8", "replace")
+    elif type(name) is not str:
+        raise ProtocolError(f"invalid id pack {raw!r:.80}")
+    if len(name) > MAX_NAME_PACK_LENGTH:
+        raise ProtocolError(
+            f"id pack names a class of {len(name)} characters (at most {MAX_NAME_PACK_LENGTH})"
+        )
+    return (name, class_id, instance_id)

@@ -1,0 +1,89 @@
+"""Messages of the RPyC 6 protocol: frame payloads in and out (PROTOCOL.md sections 2, 4, 5).
+
+Pure code: a payload is one message-type byte and the brine of ``(seq, body)``.
+Decoding checks the shape the protocol promises (a ``(seq, body)`` pair, a
+``(handler, args)`` request body) before anything else looks at it; what a
+message *means* is `protocol`'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpyc import brine, consts
+from grpyc.lib import IdPack
+
+__all__ = [
+    "PingError",
+    "ProtocolError",
+    "decode_message",
+    "encode_del",
+    "encode_exception",
+    "encode_reply",
+    "encode_request",
+    "split_request",
+]
+
+_REQUEST_PREFIX = bytes([consts.MSG_REQUEST])
+_REPLY_PREFIX = bytes([consts.MSG_REPLY])
+_EXCEPTION_PREFIX = bytes([consts.MSG_EXCEPTION])
+
+
+class ProtocolError(ValueError):
+    """The peer sent a message that breaks the protocol."""
+
+
+class PingError(Exception):
+    """The exception raised should `Connection.ping` fail. RPyC-compatible."""
+
+
+def encode_request(seq: int, handler: int, boxed_args: Any) -> bytes:
+    return brine.dump((seq, (handler, boxed_args)), _REQUEST_PREFIX)
+
+
+def encode_reply(seq: int, boxed: Any) -> bytes:
+    return brine.dump((seq, boxed), _REPLY_PREFIX)
+
+
+def encode_exception(seq: int, dumped_exc: Any) -> bytes:
+    return brine.dump((seq, dumped_exc), _EXCEPTION_PREFIX)
+
+
+def encode_del(seq: int, id_pack: IdPack, count: int) -> bytes:
+    """A DEL request: the peer's object `id_pack` lost `count` references here."""
+    boxed_args = (
+        consts.LABEL_TUPLE,
+        ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_VALUE, count)),
+    )
+    return encode_request(seq, consts.HANDLE_DEL, boxed_args)
+
+
+def decode_message(payload: bytes, max_depth: int) -> tuple[int, int, Any]:
+    """Split a frame payload into ``(msg_type, seq, body)``.
+
+    Raises:
+        ProtocolError: not a well-formed RPyC 6 message.
+    """
+    if not payload:
+        raise ProtocolError("empty message")
+    msg = payload[0]
+    if msg not in (consts.MSG_REQUEST, consts.MSG_REPLY, consts.MSG_EXCEPTION):
+        raise ProtocolError(f"unknown message type {msg}")
+    try:
+        decoded = brine.load(payload, max_depth, start=1)
+    except brine.BrineError as exc:
+        raise ProtocolError(f"undecodable message: {exc}") from exc
+    if type(decoded) is not tuple or len(decoded) != 2 or type(decoded[0]) is not int:
+        raise ProtocolError("message is not a (seq, body) pair")
+    return msg, decoded[0], decoded[1]
+
+
+def split_request(body: Any) -> tuple[int, Any]:
+    """``(handler, boxed_args)`` of a request body.
+
+    Raises:
+        ProtocolError: the body is not a ``(handler, args)`` pair with an int handler.
+    """
+    if type(body) is not tuple or len(body) != 2 or type(body[0]) is not int:
+        raise ProtocolError("request is not a (handler, args) pair")
+    return body[0], body[1]

@@ -1,0 +1,158 @@
+"""grpyc.framing: the sans-I/O frame codec, its one-step path, thread-id framing.
+
+The codec's behaviour on every input (limits, truncations, zlib bombs) is
+tested through its old home in tests/test_channel.py; this file covers what
+the move added and what the module promises about its imports.
+"""
+
+import ast
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grpyc import channel, framing
+from grpyc.framing import (
+    FRAME_HEADER,
+    THREAD_IDS,
+    FrameDecoder,
+    FrameError,
+    check_message,
+    encode_frame,
+)
+
+
+def frame(payload, flag=0, trailer=b"\n"):
+    return FRAME_HEADER.pack(len(payload), flag) + payload + trailer
+
+
+def drain(decoder):
+    payloads = []
+    while (payload := decoder.next_frame()) is not None:
+        payloads.append(payload)
+    return payloads
+
+
+def test_framing_imports_nothing_above_the_codecs():
+    source = framing.__loader__.get_source(framing.__name__)
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported == {"__future__", "struct", "zlib", "grpyc.consts"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("COMPRESSION_LEVEL", "COMPRESSION_THRESHOLD", "MAX_DECOMPRESSED_SIZE"),
+        *("MAX_FRAME_SIZE", "FrameDecoder", "FrameError", "check_message", "deflate"),
+        *("encode_frame", "inflate"),
+    ],
+)
+def test_channel_still_exports_the_codec_names(name):
+    assert getattr(channel, name) is getattr(framing, name)
+    assert name in channel.__all__
+
+
+# ------------------------------------------------------------ one-step path
+
+
+def test_whole_buffered_frames_come_out_in_order_and_the_buffer_is_dropped():
+    payloads = [b"\x01", b"\x02" * 100, b"\x03" + bytes(5000), b"\x01" * 20_000]
+    decoder = FrameDecoder()
+    decoder.feed(b"".join(frame(payload) for payload in payloads))
+    assert drain(decoder) == payloads
+    assert decoder._data == b""  # nothing pinned once all is read
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8),
+    st.integers(1, 50),
+)
+def test_any_split_of_the_input_gives_the_same_frames(payloads, step):
+    stream = b"".join(frame(payload) for payload in payloads)
+    whole, split = FrameDecoder(), FrameDecoder()
+    whole.feed(stream)
+    got = []
+    for start in range(0, len(stream), step):
+        split.feed(stream[start : start + step])
+        got += drain(split)
+    assert drain(whole) == payloads == got
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (frame(b"\x01abc", trailer=b"X"), "ends with byte 0x58, expected a newline"),
+        (frame(b"\x01abc", flag=2), "compressed flag is 2"),
+        (FRAME_HEADER.pack(70, 0) + bytes(71), "frame of 70 bytes exceeds max_frame_size=64"),
+    ],
+)
+def test_the_one_step_path_leaves_every_error_to_the_full_path(bad, message):
+    decoder = FrameDecoder(max_frame_size=64)
+    decoder.feed(frame(b"\x01ok") + bad)
+    assert decoder.next_frame() == b"\x01ok"
+    with pytest.raises(FrameError, match=message):
+        decoder.next_frame()
+    # The stream cannot be resynchronised: valid frames fed later do not come out.
+    decoder.feed(frame(b"\x01later"))
+    with pytest.raises(FrameError, match=message):
+        decoder.next_frame()
+
+
+def test_compressed_frames_take_the_full_path():
+    payload = b"\x02" + b"compressible " * 1000
+    decoder = FrameDecoder()
+    decoder.feed(frame(zlib.compress(payload), flag=1) + frame(b"\x01"))
+    assert drain(decoder) == [payload, b"\x01"]
+
+
+# ------------------------------------------------------------ thread-id framing
+
+IDS = THREAD_IDS.pack(140_000_000_001, 140_000_000_002)
+
+
+def test_thread_ids_are_two_big_endian_unsigned_8_byte_ints():
+    assert THREAD_IDS.size == 16
+    assert THREAD_IDS.pack(1, 2) == bytes(7) + b"\x01" + bytes(7) + b"\x02"
+
+
+def test_encode_frame_puts_the_prefix_inside_the_payload():
+    (small,) = encode_frame(b"\x01hello", prefix=IDS)
+    assert small == frame(IDS + b"\x01hello")
+    big = b"\x02" + bytes(50_000)
+    assert encode_frame(big, prefix=IDS) == [FRAME_HEADER.pack(50_017, 0), IDS, big, b"\n"]
+    (compressed,) = encode_frame(big, compress=True, prefix=IDS)
+    length, flag = FRAME_HEADER.unpack_from(compressed)
+    assert flag == 1
+    assert zlib.decompress(compressed[5 : 5 + length]) == IDS + big
+
+
+def test_check_message_with_thread_ids():
+    check_message(IDS + b"\x01\x11\x50\x00", thread_ids=True)
+    with pytest.raises(FrameError, match=r"payload of 4 bytes has no 16-byte thread-id prefix"):
+        check_message(b"\x01\x11\x50\x00", thread_ids=True)
+    with pytest.raises(FrameError, match=r"payload of 16 bytes is too short for the 16-byte"):
+        check_message(IDS, thread_ids=True)
+    with pytest.raises(FrameError, match=r"unknown message type 9 after the thread-id prefix"):
+        check_message(IDS + b"\x09", thread_ids=True)
+    with pytest.raises(FrameError, match=r"an RPyC 5\.x peer"):
+        check_message(b"\x12\x50\x50\x50", thread_ids=True)
+
+
+def test_check_message_without_thread_ids_names_the_fix():
+    with pytest.raises(FrameError, match=r"a bind_threads peer .* turn bind_threads on here too"):
+        check_message(IDS + b"\x01\x11\x50\x00")
+
+
+def test_struct_of_the_prefix_matches_stock_rpyc():
+    from rpyc.core import brine as stock_brine
+
+    assert THREAD_IDS.format == stock_brine.I8I8.format == "!QQ"
+    assert isinstance(THREAD_IDS, struct.Struct)
