@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import socket
+import stat
+import threading
 import time
 
 import gevent
@@ -21,6 +23,7 @@ import pytest
 from gevent.event import Event
 from gevent.server import StreamServer
 
+import grpyc.server
 from grpyc import factory
 from grpyc.authenticators import SSLAuthenticator
 from grpyc.registry import UDPRegistryClient, UDPRegistryServer
@@ -193,6 +196,14 @@ def test_address_in_use_raises_oserror(make_server):
         ({"grace_period": -1}, "grace_period must be seconds >= 0, got -1"),
         ({"keepalive": 0}, "keepalive must be a bool or seconds >= 1, got 0"),
         ({"socket_path": "/tmp/x.sock", "port": 5}, "socket_path cannot be combined"),
+        ({"port": 70000}, "port must be an int in 1..65535, or 0 for any free port, got 70000"),
+        ({"port": -1}, "port must be an int in 1..65535, or 0 for any free port, got -1"),
+        ({"port": 1.5}, "port must be an int in 1..65535, or 0 for any free port, got 1.5"),
+        ({"port": True}, "port must be an int in 1..65535, or 0 for any free port, got True"),
+        ({"port": "http"}, "port must be an int in 1..65535, or 0 for any free port, got 'http'"),
+        ({"max_connections": True}, "max_connections must be an int >= 1, got True"),
+        ({"socket_mode": 0o10000}, "socket_mode must be permission bits"),
+        ({"socket_mode": "600"}, "socket_mode must be permission bits"),
     ],
 )
 def test_bad_arguments_raise_valueerror(kwargs, message):
@@ -417,7 +428,104 @@ def test_unix_socket_server(make_server, tmp_path):
     with factory.unix_connect(path) as conn:
         assert conn.root.echo("unix") == "unix"
     server.close()
-    assert not os.path.exists(path)
+    # As in RPyC, the file stays: removing it is the caller's business.
+    assert os.path.exists(path)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test; the previous one comes back."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield os.umask
+    os.umask(previous)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+class ModesAtBind:
+    """Records the mode of each Unix socket file right after bind() created it."""
+
+    def __init__(self, monkeypatch):
+        self.modes = []
+        original = socket.socket.bind
+
+        def bind(sock, address):
+            original(sock, address)
+            if sock.family == socket.AF_UNIX:
+                self.modes.append((address, _mode(address), _mode(os.path.dirname(address))))
+
+        monkeypatch.setattr(socket.socket, "bind", bind)
+
+
+@pytest.mark.parametrize("umask_value", [0o000, 0o022, 0o177])
+def test_unix_socket_file_is_0600_from_the_moment_it_exists(
+    make_server, tmp_path, umask, monkeypatch, umask_value
+):
+    umask(umask_value)
+    at_bind = ModesAtBind(monkeypatch)
+    path = str(tmp_path / "private.sock")
+    make_server(socket_path=path)
+    assert at_bind.modes == [(path, 0o600 & ~umask_value, _mode(tmp_path))]
+    assert _mode(path) == 0o600
+
+
+def test_unix_socket_mode_is_exactly_socket_mode(make_server, tmp_path, umask):
+    umask(0o027)
+    path = str(tmp_path / "group.sock")
+    server = make_server(socket_path=path, socket_mode=0o660)
+    assert server.socket_mode == 0o660
+    assert _mode(path) == 0o660
+    with factory.unix_connect(path) as conn:
+        assert conn.root.echo(1) == 1
+
+
+def test_unix_socket_without_socket_modes_binds_in_a_private_directory(
+    make_server, tmp_path, umask, monkeypatch
+):
+    # BSD and macOS refuse fchmod() on a socket; the file is then bound in a
+    # 0700 directory, given its mode, and linked into place.
+    def refuse(fd, mode):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    linked = []
+    original_link = os.link
+
+    def link(source, target):
+        linked.append((_mode(source), target))
+        original_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    umask(0o000)
+    at_bind = ModesAtBind(monkeypatch)
+    path = str(tmp_path / "bsd.sock")
+    server = make_server(socket_path=path)
+    [(hidden, hidden_mode, directory_mode)] = at_bind.modes
+    assert os.path.dirname(os.path.dirname(hidden)) == str(tmp_path)
+    assert directory_mode == 0o700
+    assert hidden_mode == 0o777  # reachable by nobody else: its directory is 0700
+    assert linked == [(0o600, path)]
+    assert _mode(path) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["bsd.sock"]
+    with factory.unix_connect(path) as conn:
+        assert conn.root.echo(2) == 2
+    server.close()
+    with pytest.raises(OSError, match="Address already in use") as info:
+        Server(WorkService, socket_path=path)
+    assert info.value.errno == errno.EADDRINUSE
+    assert sorted(os.listdir(tmp_path)) == ["bsd.sock"]
+
+
+def test_unix_socket_on_an_existing_file_fails_and_leaves_it(tmp_path):
+    path = tmp_path / "taken.sock"
+    path.write_text("not a socket")
+    with pytest.raises(OSError, match="Address already in use") as info:
+        Server(WorkService, socket_path=str(path))
+    assert info.value.errno == errno.EADDRINUSE
+    assert path.read_text() == "not a socket"
 
 
 def _ipv6_loopback_available():
@@ -576,3 +684,190 @@ def test_one_shot_server_serves_one_connection_then_stops(make_server, watch):
             factory.connect(LOCAL, server.port)
     runner.get(timeout=5)
     watch.wait_for("^closed$")
+
+
+# ---------------------------------------------------------- other OS threads
+def _serve_in_thread(server, how):
+    """Start `server` in a new OS thread, RPyC-style; returns the thread once it accepts."""
+    if how == "_start_in_thread":
+        return server._start_in_thread()
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("how", ["Thread(target=start)", "_start_in_thread"])
+@pytest.mark.parametrize("cls", [ThreadedServer, OneShotServer])
+def test_close_from_another_thread_20_times_in_a_row(make_server, watch, cls, how):
+    for run in range(20):
+        server = make_server(cls=cls, listen=False)
+        thread = _serve_in_thread(server, how)
+        # The socket listens from construction on: no retry needed.
+        with factory.connect(LOCAL, server.port) as conn:
+            assert conn.root.echo(run) == run
+        if cls is ThreadedServer:
+            assert server._closed is False
+        server.close()
+        assert server._closed is True
+        thread.join(10)
+        assert not thread.is_alive()
+    assert watch.count("Traceback|error|LoopExit") == 0
+
+
+def test_close_from_another_thread_keeps_the_callers_hub_serving(make_server, connections):
+    # The caller's hub holds a client of the server: it must answer the
+    # server's CLOSE while close() waits, or close() would take close_timeout.
+    server = make_server(listen=False)
+    thread = server._start_in_thread()
+    client = connections(server.port)
+    assert client.root.echo(1) == 1
+    began = time.monotonic()
+    server.close()
+    took = time.monotonic() - began
+    thread.join(10)
+    assert not thread.is_alive()
+    assert client.closed
+    assert took < 1.5  # close_timeout is 2 s
+
+
+def test_close_from_another_thread_lets_a_call_of_the_callers_hub_finish(make_server, connections):
+    server = make_server(listen=False, grace_period=10)
+    thread = server._start_in_thread()
+    client = connections(server.port)
+    started = Event()
+    call = gevent.spawn(client.root.slow, 0.3, started.set)
+    assert started.wait(10)
+    server.close()
+    assert call.get(timeout=1) == "done"
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_close_from_another_thread_fails_when_the_servers_thread_is_blocked(
+    make_server, monkeypatch
+):
+    monkeypatch.setattr(grpyc.server, "CLOSE_WAIT", 0.1)
+    monkeypatch.setattr(grpyc.server, "CHILD_STOP_MARGIN", 0.1)
+    monkeypatch.setattr(grpyc.server, "_HANDOVER_MARGIN", 0.1)
+    server = make_server(listen=False, grace_period=0)
+    listening, release = threading.Event(), threading.Event()
+
+    def listen_then_block():
+        server.listen()
+        listening.set()
+        release.wait()  # blocks this thread outside gevent: its hub stops
+        server.start()  # runs the hub again: the handed-over close happens
+
+    thread = threading.Thread(target=listen_then_block, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    with pytest.raises(TimeoutError, match=r"did not close within 0\.4 s: its thread does not"):
+        server.close()
+    assert server._closed is False
+    release.set()
+    thread.join(10)
+    assert server._closed is True
+
+
+def test_start_in_thread_on_a_closed_server_raises_in_the_caller(make_server):
+    server = make_server(listen=False)
+    server.close()
+    with pytest.raises(ValueError, match=r"server on 127\.0\.0\.1:\d+ is closed"):
+        server._start_in_thread()
+    with pytest.raises(ValueError, match=r"server on 127\.0\.0\.1:\d+ is closed"):
+        server._listen()
+
+
+# ------------------------------------------------------------------- drain
+class FakeConnection:
+    """What `_drain.Drain` uses of a connection: wait_idle() and closed."""
+
+    def __init__(self, busy=False):
+        self.idle = Event()
+        if not busy:
+            self.idle.set()
+        self.ended = Event()
+        self.closed = False
+
+    def wait_idle(self, timeout=None):
+        return self.idle.wait(timeout)
+
+    def close(self):
+        self.closed = True
+        self.ended.set()
+
+
+def _drain(grace_period, hurry=None):
+    from grpyc._drain import Drain
+
+    closed_order = []
+
+    def close(conn):
+        closed_order.append(conn)
+        conn.close()
+
+    logger = logging.getLogger("tests.server.drain")
+    return Drain(grace_period, hurry or Event(), close, logger), closed_order
+
+
+def test_drain_closes_idle_connections_at_once_and_busy_ones_when_idle(caplog):
+    drain, closed = _drain(grace_period=10)
+    idle, busy = FakeConnection(), FakeConnection(busy=True)
+    gevent.spawn_later(0.1, busy.idle.set)
+    gevent.spawn_later(0.15, busy.ended.set)  # its client closes during the linger
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(idle, idle.ended), (busy, busy.ended)])
+    took = time.monotonic() - began
+    assert closed == [idle, busy]
+    assert 0.1 <= took < 0.45  # no linger past the client's own close, no polling
+    assert caplog.records == []
+
+
+def test_drain_gives_a_connection_that_just_went_idle_the_linger(caplog):
+    from grpyc._drain import LINGER
+
+    drain, closed = _drain(grace_period=10)
+    busy = FakeConnection(busy=True)
+    gevent.spawn_later(0.05, busy.idle.set)
+    began = time.monotonic()
+    drain.run([(busy, busy.ended)])
+    took = time.monotonic() - began
+    assert closed == [busy]
+    assert 0.05 + LINGER <= took < 0.05 + LINGER + 0.5
+
+
+def test_drain_takes_connections_set_up_while_it_runs():
+    drain, closed = _drain(grace_period=10)
+    busy, late = FakeConnection(busy=True), FakeConnection()
+    gevent.spawn_later(0.05, drain.add, late, late.ended)
+    gevent.spawn_later(0.1, busy.ended.set)
+    gevent.spawn_later(0.1, busy.idle.set)
+    drain.run([(busy, busy.ended)])
+    assert closed == [late, busy]
+
+
+def test_drain_cuts_connections_busy_past_the_grace_period(caplog):
+    drain, closed = _drain(grace_period=0.2)
+    stuck, idle = FakeConnection(busy=True), FakeConnection()
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(stuck, stuck.ended), (idle, idle.ended)])
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert set(closed) == {stuck, idle}
+    assert [r.getMessage() for r in caplog.records] == [
+        "grace_period=0.2 s is over: closing 1 connections with calls in flight"
+    ]
+
+
+def test_drain_hurry_skips_the_rest_of_the_grace_period(caplog):
+    hurry = Event()
+    drain, closed = _drain(grace_period=30, hurry=hurry)
+    stuck = FakeConnection(busy=True)
+    gevent.spawn_later(0.1, hurry.set)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tests.server.drain"):
+        drain.run([(stuck, stuck.ended)])
+    assert time.monotonic() - began < 1.0
+    assert closed == [stuck]
+    assert len(caplog.records) == 1
