@@ -23,7 +23,7 @@ import gevent
 
 from grpyc.authenticators import AuthenticationError
 from grpyc.channel import Channel
-from grpyc.stream import SocketStream, _is_tcp, set_keepalive
+from grpyc.stream import SocketStream, is_tcp, set_keepalive
 
 __all__ = ["Handshake", "HandshakeTimeoutError", "SetupRules", "open_connection"]
 
@@ -143,7 +143,7 @@ def open_connection(
 
 def _set_up(handshake: Handshake, rules: SetupRules) -> Any:
     sock = handshake.sock
-    if rules.keepalive and _is_tcp(sock):
+    if rules.keepalive and is_tcp(sock):
         if rules.keepalive is True:
             set_keepalive(sock)
         else:

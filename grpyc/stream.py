@@ -44,6 +44,7 @@ __all__ = [
     "Stream",
     "TunneledSocketStream",
     "Win32PipeStream",
+    "is_tcp",
     "set_keepalive",
     "set_nodelay",
 ]
@@ -245,7 +246,8 @@ def _apply_keepalive(sock: Any, keepalive: bool | int) -> None:
         set_keepalive(sock, idle=keepalive, interval=keepalive)
 
 
-def _is_tcp(sock: Any) -> bool:
+def is_tcp(sock: Any) -> bool:
+    """Whether `sock` is a TCP socket (IPv4 or IPv6, SOCK_STREAM)."""
     family = getattr(sock, "family", None)
     return family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
 
@@ -390,7 +392,7 @@ class SocketStream(Stream):
         self._vectored = not isinstance(
             self.sock, gssl.SSLSocket | plain_ssl.SSLSocket
         ) and hasattr(self.sock, "sendmsg")
-        if nodelay and _is_tcp(self.sock):
+        if nodelay and is_tcp(self.sock):
             set_nodelay(self.sock)
 
     @classmethod

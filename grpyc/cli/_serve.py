@@ -8,6 +8,7 @@ SIGINT (graceful, see `grpyc.server.Server.close_on_signals`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -40,8 +41,15 @@ def run_server(args: argparse.Namespace) -> int:
             print_oneshot_address(server.socket_path, "")
         else:
             print_oneshot_address(server.host, server.port)
-    with server.close_on_signals():
-        server.start()
+    try:
+        with server.close_on_signals():
+            server.start()
+    finally:
+        # Servers leave their socket file to the caller, as RPyC's do; the
+        # command made it, so the command removes it.
+        if server.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(server.socket_path)
     return 0
 
 

@@ -54,17 +54,19 @@ def stale_clock():
         before()
         started = time.monotonic()
         try:
-            results[label] = [conn.root.add(1, 2), round(time.monotonic() - started, 1)]
+            results[label] = [conn.root.add(1, 2), time.monotonic() - started < 0.5]
         except Exception as exc:
-            results[label] = [type(exc).__name__, round(time.monotonic() - started, 1)]
+            results[label] = [type(exc).__name__, time.monotonic() - started < 0.5]
     conn.close()
     return results
 
 
-def threads_share(count, calls, with_callback):
+def threads_share(count, calls, with_callback, background=False):
+    """`count` threads make `calls` calls each through one connection while
+    the thread that made it blocks in ``join()``."""
     conn = connect()
     root = conn.root
-    bg = rpyc.BgServingThread(conn) if with_callback else None
+    bg = rpyc.BgServingThread(conn) if background else None
     ok = []
     errors = []
 
@@ -91,7 +93,7 @@ def threads_share(count, calls, with_callback):
     if bg is not None:
         bg.stop()
     conn.close()
-    return {"ok": sum(ok), "errors": sorted(set(errors)), "fast": elapsed < 5}
+    return {"ok": sum(ok), "errors": sorted(set(errors)), "under_2s": elapsed < 2}
 
 
 def bg_event():
@@ -145,7 +147,7 @@ def async_result():
         slow.value
         out["expiry"] = "no timeout"
     except rpyc.AsyncResultTimeout:
-        out["expiry"] = round(time.monotonic() - started, 1)
+        out["expiry"] = 0.25 <= time.monotonic() - started < 0.55
     time.sleep(0.5)
     conn.poll_all(0.1)
     out["expired_after_late_reply"] = [slow.expired, slow.ready]
@@ -171,7 +173,6 @@ def serve_and_poll():
 
 def close_in_callback():
     conn = connect()
-    bg = None if IMPL == "stock" and False else None
     steps = []
 
     def callback():
@@ -184,7 +185,12 @@ def close_in_callback():
         conn.root.call(callback)
     except Exception as exc:
         steps.append(type(exc).__name__)
-    del bg
+    # Under gevent the callback runs in its own greenlet, which may finish
+    # after the call it serves returned: wait for it (bounded).
+    deadline = time.monotonic() + 5
+    while "after" not in steps and time.monotonic() < deadline:
+        time.sleep(0.01)
+    steps.sort()
     return {"steps": steps, "closed": conn.closed}
 
 
@@ -201,8 +207,9 @@ SCENARIOS = {
     "stale_clock": stale_clock,
     "threads_8x20": lambda: threads_share(8, 20, False),
     "threads_64x20": lambda: threads_share(64, 20, False),
-    "threads_8x5_callbacks": lambda: threads_share(8, 5, True),
-    "threads_64x5_callbacks": lambda: threads_share(64, 5, True),
+    "threads_8x20_callbacks": lambda: threads_share(8, 20, True),
+    "threads_64x20_callbacks": lambda: threads_share(64, 20, True),
+    "threads_8x5_callbacks_bg": lambda: threads_share(8, 5, True, background=True),
     "bg_event": bg_event,
     "async_result": async_result,
     "serve_and_poll": serve_and_poll,
