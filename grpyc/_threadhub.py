@@ -351,8 +351,8 @@ class ThreadHub:
 
         return _start_thread(run, ())
 
-    def nested_wait(self) -> bool:
-        return False
+    def pause(self) -> None:
+        """Nothing to do: other threads run while this one decodes (the GIL switches)."""
 
     # ---------------------------------------------------------------- writing
     def send(self, payload: bytes) -> None:

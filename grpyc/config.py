@@ -56,22 +56,31 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_decompressed_size": None,
     # Brine nesting the reader accepts; real messages nest < 20 deep.
     "max_brine_depth": brine.DEFAULT_MAX_DEPTH,
+    # Memory one message may decode to (an estimate of its Python objects).
+    # A frame is at most 64 MiB decompressed, but brine can decode to ~110
+    # bytes of objects per byte; this bounds what one frame costs whatever
+    # it holds, while a 64 MiB bytes or str value still fits.
+    "max_decoded_size": 128 * 1024 * 1024,
     # Handler greenlets per connection; beyond, requests queue, then get errors.
     # 256 keeps a flood from one peer at a few MiB of greenlet stacks.
     "max_concurrent_requests": 256,
     "max_queued_requests": 4096,
-    # Bytes of requests (their decompressed frames) running or queued at once;
-    # past it, requests get an error reply. Bounds what a peer can park here.
-    "max_request_bytes": 128 * 1024 * 1024,
+    # Memory the peer's requests may hold here at once: their decoded values
+    # (running or queued) plus ~12 KiB per handler greenlet. Past it, requests
+    # get an error reply (one is always admitted). Bounds what one peer can
+    # park: 32 MiB still holds ~2,600 waiting handlers (callback chains
+    # thousands deep).
+    "max_request_bytes": 32 * 1024 * 1024,
     # Local objects the peer may hold references to at once (each costs ~340 B
     # here); past it, boxing one more fails with an error naming this key.
     "max_exported_objects": 262144,
     # Proxy classes cached per connection (least recently used go first): a
     # peer naming endless new classes cannot grow memory without bound.
     "max_netref_classes": 256,
-    # Bytes queued for a peer that does not read before the connection drops:
-    # above the largest frame so one big reply never trips it.
-    "max_send_buffer": 256 * 1024 * 1024,
+    # Bytes queued for a peer that does not read before the connection drops
+    # (frames and deferred DELs): above the largest frame (64 MiB) so one big
+    # reply never trips it.
+    "max_send_buffer": 128 * 1024 * 1024,
     # Upper bound for one BUFFITER batch, so a peer cannot make us drain an
     # endless iterator into memory.
     "max_buffiter_count": 65536,

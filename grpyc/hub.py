@@ -546,6 +546,13 @@ class ConnectionHub:
             self._holder_waiting = False
             self._holder_waiter.switch(_READABLE)
 
+    def pause(self) -> None:
+        """Let the other greenlets run for a moment (a long decode calls this as it goes).
+
+        The baton stays with the caller; the pause is not the request blocking.
+        """
+        self._yield(gevent.getcurrent())
+
     def _yield(self, me: Any) -> None:
         waiter = Waiter(self._gevent_hub)
         self._gevent_hub.loop.run_callback(waiter.switch, None)

@@ -8,6 +8,7 @@ message *means* is `protocol`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from grpyc import brine, consts
@@ -16,6 +17,7 @@ from grpyc.lib import IdPack
 __all__ = [
     "PingError",
     "ProtocolError",
+    "decode_measured",
     "decode_message",
     "encode_del",
     "encode_exception",
@@ -64,18 +66,42 @@ def decode_message(payload: bytes, max_depth: int) -> tuple[int, int, Any]:
     Raises:
         ProtocolError: not a well-formed RPyC 6 message.
     """
+    msg, seq, body, _size = decode_measured(payload, max_depth)
+    return msg, seq, body
+
+
+def decode_measured(
+    payload: bytes,
+    max_depth: int,
+    *,
+    max_decoded_size: int | None = None,
+    progress: Callable[[], object] | None = None,
+) -> tuple[int, int, Any, int]:
+    """`decode_message`, and what the decoded message costs in memory (an estimate in bytes).
+
+    Args:
+        max_decoded_size: refuse a message whose objects would pass this many
+            bytes (checked while decoding, before big objects exist).
+        progress: called every few hundred KiB decoded; the runtime yields
+            to other connections there (see `brine.load_measured`).
+
+    Raises:
+        ProtocolError: not a well-formed RPyC 6 message, or over `max_decoded_size`.
+    """
     if not payload:
         raise ProtocolError("empty message")
     msg = payload[0]
     if msg not in (consts.MSG_REQUEST, consts.MSG_REPLY, consts.MSG_EXCEPTION):
         raise ProtocolError(f"unknown message type {msg}")
     try:
-        decoded = brine.load(payload, max_depth, start=1)
+        decoded, size = brine.load_measured(
+            payload, max_depth, start=1, max_decoded_size=max_decoded_size, progress=progress
+        )
     except brine.BrineError as exc:
         raise ProtocolError(f"undecodable message: {exc}") from exc
     if type(decoded) is not tuple or len(decoded) != 2 or type(decoded[0]) is not int:
         raise ProtocolError("message is not a (seq, body) pair")
-    return msg, decoded[0], decoded[1]
+    return msg, decoded[0], decoded[1], size
 
 
 def split_request(body: Any) -> tuple[int, Any]:

@@ -43,7 +43,7 @@ from grpyc.lib import IdPack, in_gevent
 from grpyc.messages import (
     PingError,
     ProtocolError,
-    decode_message,
+    decode_measured,
     encode_del,
     encode_exception,
     encode_reply,
@@ -114,6 +114,7 @@ class Connection(RequestHandlers):
         self._dels: list[tuple[IdPack, int]] = []
         self._expired_seqs: OrderedDict[int, None] = OrderedDict()
         self._max_depth = int(self._config["max_brine_depth"])
+        self._max_decoded_size = int(self._config["max_decoded_size"])
         self._closing = False
         self._disconnected = False
         self._turn = gevent.lock.Semaphore(1) if self._config["serialize_requests"] else None
@@ -394,9 +395,14 @@ class Connection(RequestHandlers):
 
         Runs in whatever reads the frame and never waits for the peer.
         """
-        msg, seq, body = decode_message(data, self._max_depth)
+        msg, seq, body, size = decode_measured(
+            data,
+            self._max_depth,
+            max_decoded_size=self._max_decoded_size,
+            progress=self._hub.pause,
+        )
         if msg == consts.MSG_REQUEST:
-            self._on_request(seq, body, len(data))
+            self._on_request(seq, body, size)
         elif msg == consts.MSG_REPLY:
             self._on_reply(seq, body)
         else:
