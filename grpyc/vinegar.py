@@ -30,6 +30,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import greenlet
+
 from grpyc import brine, consts
 from grpyc.version import LOCAL_VERSION, RPYC_VERSION
 
@@ -332,9 +334,20 @@ def _local_class(
         return None
     # A static lookup runs no module-level __getattr__ or descriptor code.
     cls = inspect.getattr_static(module, clsname, None)
-    if isinstance(cls, type) and issubclass(cls, BaseException):
+    if isinstance(cls, type) and issubclass(cls, BaseException) and not _steers(cls):
         return cls
     return None
+
+
+# Exceptions that steer the interpreter or gevent rather than report an error:
+# raised anywhere (in a greenlet's repr, a __del__, a library), they stop the
+# process, unwind a generator or end a greenlet. From a peer they are data, so
+# they are rebuilt as generic classes of the same name (plain Exceptions).
+_STEERING = (KeyboardInterrupt, SystemExit, GeneratorExit, SystemError, greenlet.GreenletExit)
+
+
+def _steers(cls: type[BaseException]) -> bool:
+    return issubclass(cls, _STEERING)
 
 
 # RPyC's registry, by full name ``"module.ClassName"``, of the classes that
