@@ -116,11 +116,12 @@ class RequestHandlers:
         return self._handle_getattr(obj, name)(*args, **dict(kwargs))
 
     def _handle_repr(self, obj: Any) -> str:
-        self._require_allowed(obj, "__repr__")
+        # As RPyC, whatever the config: only a type's own policy may refuse.
+        self._require_allowed(obj, "__repr__", plain_policy=False)
         return repr(obj)
 
     def _handle_str(self, obj: Any) -> str:
-        self._require_allowed(obj, "__str__")
+        self._require_allowed(obj, "__str__", plain_policy=False)
         return str(obj)
 
     def _handle_cmp(self, obj: Any, other: Any, op: Any = "__cmp__") -> Any:

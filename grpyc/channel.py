@@ -135,6 +135,7 @@ class Channel:
         self.stream = stream
         self.compress = compress
         self.thread_ids = thread_ids
+        self.last_thread_ids: tuple[int, int] = (0, 0)
         self._decoder = FrameDecoder(max_frame_size, max_decompressed_size)
 
     @property
@@ -182,6 +183,8 @@ class Channel:
             if ids is not None:
                 raise ValueError("ids given to a channel without thread_ids framing")
             return encode_frame(payload, self._compress)
+        if ids is None:
+            ids = getattr(payload, "thread_ids", None)  # a ThreadFrame addresses itself
         return encode_frame(payload, self._compress, _pack_thread_ids(ids))
 
     def send(self, data: BytesLike, ids: ThreadIds | None = None) -> None:
@@ -280,6 +283,8 @@ class Channel:
         frame = self._next_buffered_frame()
         if frame is None or not self.thread_ids:
             return frame
+        # The ids of the frame handed out last, for the code handling it.
+        self.last_thread_ids = THREAD_IDS.unpack_from(frame)
         return frame[THREAD_IDS.size :]
 
     def next_buffered_with_ids(self) -> tuple[bytes, int, int] | None:

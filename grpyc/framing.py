@@ -30,6 +30,7 @@ __all__ = [
     "THREAD_IDS",
     "FrameDecoder",
     "FrameError",
+    "ThreadFrame",
     "check_compress_mode",
     "check_limit",
     "check_message",
@@ -81,6 +82,22 @@ _BRINE_TUPLE3 = 0x12
 # before each message: the sender's thread, then the recipient's (0: none).
 THREAD_IDS = struct.Struct("!QQ")
 _THREAD_IDS_SIZE = THREAD_IDS.size
+
+
+class ThreadFrame(bytes):
+    """A payload that carries its ``bind_threads`` ids, ``(sender, recipient)``.
+
+    A channel with ``thread_ids`` framing puts them before the payload when
+    it is sent without explicit ids, so the code that makes a message can
+    address it while the code that writes frames stays unaware of threads.
+    """
+
+    thread_ids: tuple[int, int]
+
+    def __new__(cls, payload: bytes, thread_ids: tuple[int, int]) -> ThreadFrame:
+        frame = super().__new__(cls, payload)
+        frame.thread_ids = thread_ids
+        return frame
 
 
 class FrameError(ValueError):

@@ -128,13 +128,22 @@ def asyncreq(proxy: BaseNetref, handler: int, *args: Any) -> Any:
     return conn.async_request(handler, proxy, *args)
 
 
+def _public_module_name() -> str:
+    """This module's name as the program knows it: RPyC's under `install_as_rpyc`."""
+    return (
+        "rpyc.core.netref"
+        if sys.modules.get("rpyc.core.netref") is sys.modules[__name__]
+        else __name__
+    )
+
+
 class NetrefMetaclass(type):
     """Metaclass of proxy classes: a readable ``repr`` for debugging."""
 
     __slots__ = ()
 
     def __repr__(cls) -> str:
-        return f"<netref class '{cls.__name__}'>"
+        return f"<netref class '{_public_module_name()}.{cls.__name__}'>"
 
 
 class BaseNetref(metaclass=NetrefMetaclass):
@@ -246,11 +255,8 @@ class BaseNetref(metaclass=NetrefMetaclass):
             raise TypeError("isinstance() arg 2 must be a type, a tuple of types, or a union")
         if isinstance(other, BaseNetref):
             theirs = object.__getattribute__(other, "____id_pack__")
-            same_peer = connection_of(other) is connection_of(self)
-            if same_peer and theirs[1] == own[1]:
+            if theirs[1] == own[1]:
                 return theirs[2] != 0
-            if not same_peer:
-                return False  # objects of another connection live in another process
             return syncreq(self, consts.HANDLE_INSTANCECHECK, theirs)
         local = type(self)._local_class
         return local is not None and isinstance(other, local)

@@ -34,6 +34,7 @@ from gevent import GreenletExit
 from grpyc import consts, netref, vinegar
 from grpyc._handlers import RequestHandlers
 from grpyc._keepalive import Watchdog
+from grpyc._threadbind import ThreadBinding
 from grpyc._threadhub import ThreadHub
 from grpyc.async_ import AsyncResult, AsyncResultTimeout
 from grpyc.boxing import Boxer, ObjectTable, ProxyTable
@@ -68,6 +69,7 @@ _MAX_EXPIRED_SEQS = 1024
 # the entry that waits for it.
 _DEL_COST = 128
 _NOT_EXPIRED = object()
+_NONE_BOX = (consts.LABEL_VALUE, None)
 
 
 def is_from_peer(exc: BaseException) -> bool:
@@ -115,6 +117,7 @@ class Connection(RequestHandlers):
         self._expired_seqs: OrderedDict[int, None] = OrderedDict()
         self._max_depth = int(self._config["max_brine_depth"])
         self._max_decoded_size = int(self._config["max_decoded_size"])
+        self._binding = ThreadBinding(channel) if self._config["bind_threads"] else None
         self._closing = False
         self._disconnected = False
         self._turn = gevent.lock.Semaphore(1) if self._config["serialize_requests"] else None
@@ -327,7 +330,8 @@ class Connection(RequestHandlers):
         if hub.closed:
             raise EOFError(f"connection {self._config['connid']} is closed")
         seq = next(self._seq)
-        outcome = self._call(seq, encode_request(seq, handler, self._box(args)), timeout)
+        payload = self._addressed(encode_request(seq, handler, self._box(args)))
+        outcome = self._call(seq, payload, timeout)
         if outcome is None:
             self._note_expired(seq)
             raise AsyncResultTimeout("result expired")
@@ -369,7 +373,7 @@ class Connection(RequestHandlers):
         if timeout is not None:
             result.set_expiry(timeout)
         seq = next(self._seq)
-        payload = encode_request(seq, handler, self._box(args))
+        payload = self._addressed(encode_request(seq, handler, self._box(args)))
         hub.expect_reply(seq, result)
         try:
             hub.send(payload)
@@ -402,24 +406,30 @@ class Connection(RequestHandlers):
             progress=self._hub.pause,
         )
         if msg == consts.MSG_REQUEST:
-            self._on_request(seq, body, size)
+            peer_thread = 0 if self._binding is None else self._binding.sender_of_last_frame()
+            self._on_request(seq, body, size, peer_thread)
         elif msg == consts.MSG_REPLY:
             self._on_reply(seq, body)
         else:
             self._on_exception(seq, body)
 
-    def _on_request(self, seq: int, body: Any, size: int) -> None:
+    def _on_request(self, seq: int, body: Any, size: int, peer_thread: int = 0) -> None:
         try:
             handler, boxed_args = split_request(body)
         except ProtocolError as exc:
-            self._answer_nowait(seq, exc)
+            self._answer_nowait(seq, exc, peer_thread)
             return
-        if handler == consts.HANDLE_DEL and self._try_del_inline(seq, boxed_args):
+        if handler == consts.HANDLE_DEL and self._try_del_inline(seq, boxed_args, peer_thread):
             return
-        if handler == consts.HANDLE_PING and self._try_ping_inline(seq, boxed_args, size):
+        if handler == consts.HANDLE_PING and self._try_ping_inline(
+            seq, boxed_args, size, peer_thread
+        ):
             return
-        if not self._hub.submit(self._serve_request, seq, handler, boxed_args, cost=size):
-            self._answer_nowait(seq, RuntimeError(self._hub.overload_message()))
+        submitted = self._hub.submit(
+            self._serve_request, seq, handler, boxed_args, peer_thread, cost=size
+        )
+        if not submitted:
+            self._answer_nowait(seq, RuntimeError(self._hub.overload_message()), peer_thread)
 
     def _on_reply(self, seq: int, body: Any) -> None:
         slot = self._hub.take_reply(seq)
@@ -445,10 +455,19 @@ class Connection(RequestHandlers):
             exc = ProtocolError(f"malformed exception reply: {error}")
         slot.deliver(True, exc)
 
-    def _answer_nowait(self, seq: int, exc: BaseException) -> None:
-        self._hub.send_nowait(encode_exception(seq, self._box_exc(type(exc), exc, None)))
+    def _answer_nowait(self, seq: int, exc: BaseException, peer_thread: int = 0) -> None:
+        payload = encode_exception(seq, self._box_exc(type(exc), exc, None))
+        self._hub.send_nowait(self._answer(payload, peer_thread))
 
-    def _try_del_inline(self, seq: int, boxed_args: Any) -> bool:
+    def _addressed(self, payload: bytes) -> bytes:
+        """A request, with bind_threads ids when the connection speaks them."""
+        return payload if self._binding is None else self._binding.request(payload)
+
+    def _answer(self, payload: bytes, peer_thread: int) -> bytes:
+        """An answer, with bind_threads ids when the connection speaks them."""
+        return payload if self._binding is None else self._binding.answer(payload, peer_thread)
+
+    def _try_del_inline(self, seq: int, boxed_args: Any, peer_thread: int) -> bool:
         """Answer a well-formed DEL at once; False leaves it to a handler."""
         try:
             label, ((obj_label, id_pack), (count_label, count)) = boxed_args
@@ -463,12 +482,12 @@ class Connection(RequestHandlers):
         try:
             self._local_objects.decref(id_pack, count)
         except (KeyError, TypeError, ValueError) as exc:
-            self._answer_nowait(seq, exc)
+            self._answer_nowait(seq, exc, peer_thread)
             return True
-        self._hub.send_nowait(encode_reply(seq, (consts.LABEL_VALUE, None)))
+        self._hub.send_nowait(self._answer(encode_reply(seq, _NONE_BOX), peer_thread))
         return True
 
-    def _try_ping_inline(self, seq: int, boxed_args: Any, size: int) -> bool:
+    def _try_ping_inline(self, seq: int, boxed_args: Any, size: int, peer_thread: int) -> bool:
         """Echo a small, well-formed PING at once; False leaves it to a handler.
 
         Big pings go to a handler: re-encoding a huge value must not stall
@@ -480,11 +499,13 @@ class Connection(RequestHandlers):
             return False
         if label != consts.LABEL_TUPLE or data_label != consts.LABEL_VALUE or size > 4096:
             return False
-        self._hub.send_nowait(encode_reply(seq, (consts.LABEL_VALUE, data)))
+        self._hub.send_nowait(
+            self._answer(encode_reply(seq, (consts.LABEL_VALUE, data)), peer_thread)
+        )
         return True
 
     # ------------------------------------------------------------- answering
-    def _serve_request(self, seq: int, handler: int, boxed_args: Any) -> None:
+    def _serve_request(self, seq: int, handler: int, boxed_args: Any, peer_thread: int = 0) -> None:
         """Run one request and send its answer."""
         if self._turn is not None:
             self._turn.acquire()
@@ -493,7 +514,7 @@ class Connection(RequestHandlers):
         try:
             try:
                 args = self._unbox(boxed_args)
-                payload = encode_reply(seq, self._box(self._call_handler(handler, args)))
+                payload = encode_reply(seq, self._box(self._handle(handler, args, peer_thread)))
             except GreenletExit as exc:
                 if not is_from_peer(exc):
                     raise  # this greenlet is being killed
@@ -508,8 +529,15 @@ class Connection(RequestHandlers):
         # `args` stays alive until the answer is queued: a proxy dying earlier
         # would send its DEL ahead of an answer that refers to it.
         with contextlib.suppress(EOFError):
-            self._hub.send(payload)
+            self._hub.send(self._answer(payload, peer_thread))
         del args
+
+    def _handle(self, handler: int, args: Any, peer_thread: int) -> Any:
+        if self._binding is None:
+            return self._call_handler(handler, args)
+        # Calls made while serving a stock bind_threads thread go to that thread.
+        with self._binding.serving(peer_thread):
+            return self._call_handler(handler, args)
 
     def _exception_answer(self, seq: int, exc: BaseException) -> bytes:
         return encode_exception(seq, self._box_exc(type(exc), exc, exc.__traceback__))
@@ -616,7 +644,10 @@ class Connection(RequestHandlers):
         while self._dels:
             id_pack, count = self._dels.pop()
             merged[id_pack] = merged.get(id_pack, 0) + count
-        return [encode_del(next(self._seq), id_pack, count) for id_pack, count in merged.items()]
+        frames = [encode_del(next(self._seq), id_pack, count) for id_pack, count in merged.items()]
+        if self._binding is not None:
+            frames = [self._binding.unbound(frame) for frame in frames]
+        return frames
 
 
 Connection._HANDLERS = Connection._request_handlers()

@@ -1,0 +1,192 @@
+"""What RPyC code observes through a connection: grpyc answers as stock rpyc does.
+
+Each probe runs against a stock and a grpyc server, from a stock and a grpyc
+client, and the answers are compared with stock-to-stock (drop-in issue,
+gaps 2, 6, 7 and 8).
+"""
+
+import inspect
+import logging
+import pickle
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+import rpyc
+
+import grpyc
+from grpyc.channel import Channel
+from grpyc.protocol import Connection
+from grpyc.stream import SocketStream
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def start_server(impl, *flags):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.interop.semantics_peer", impl, *flags],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return proc, int(proc.stdout.readline())
+
+
+@pytest.fixture(scope="module")
+def servers():
+    started = {impl: start_server(impl) for impl in ("stock", "grpyc")}
+    yield {impl: port for impl, (_proc, port) in started.items()}
+    for proc, _port in started.values():
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+CLIENTS = {"stock": rpyc, "grpyc": grpyc}
+
+
+def connect(client, port, **config):
+    return CLIENTS[client].connect("127.0.0.1", port, config={"allow_pickle": False, **config})
+
+
+def outcome(func):
+    try:
+        return ("value", func())
+    except Exception as exc:
+        return ("raises", type(exc).__name__)
+
+
+def attribute_probes(conn):
+    holder = conn.root.holder()
+    manager = conn.root.manager()
+
+    def with_block():
+        try:
+            with manager:
+                raise KeyError("inside")
+        except KeyError:
+            return manager.seen
+
+    return {
+        "hasattr_unexposed": hasattr(conn.root, "exposed_nothing"),
+        "hasattr_private_method": hasattr(holder, "_private"),
+        "broken_property": outcome(lambda: holder.broken),
+        "ismethod_remote_method": inspect.ismethod(holder.method),
+        "method_call": holder.method(),
+        "with_remote_manager": outcome(with_block),
+        "class_of_list": conn.root.data().__class__ is list,
+        "module_type_repr": repr(type(conn.root.module())).replace(
+            "grpyc.netref", "rpyc.core.netref"
+        ),
+        "pickled_value": outcome(lambda: pickle.loads(pickle.dumps(conn.root.data()))),
+        "close_request": outcome(lambda: conn.sync_request(rpyc.core.consts.HANDLE_CLOSE)),
+    }
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+@pytest.mark.parametrize("client", ["stock", "grpyc"])
+def test_attribute_semantics_are_rpyc_s(servers, server, client):
+    expected = {
+        "hasattr_unexposed": False,
+        "hasattr_private_method": False,
+        "broken_property": ("raises", "AttributeError"),
+        "ismethod_remote_method": True,  # as stock: the proxy's class is the local method type
+        "method_call": 7,
+        "with_remote_manager": ("value", True),
+        "class_of_list": True,
+        "module_type_repr": "<netref class 'rpyc.core.netref.unittest'>",
+        # The server allows pickle: a client may pickle its proxies (allow_pickle
+        # on the client side only matters where peer bytes are unpickled at once).
+        "pickled_value": ("value", [1, 2, 3]),
+        "close_request": ("raises", "EOFError"),
+    }
+    conn = connect(client, servers[server])
+    try:
+        assert attribute_probes(conn) == expected
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("client", ["stock", "grpyc"])
+def test_repr_without_safe_attrs_works_as_in_rpyc(client):
+    answers = {}
+    for impl in ("stock", "grpyc"):
+        proc, port = start_server(impl, "no-safe-attrs")
+        try:
+            conn = connect(client, port)
+            try:
+                answers[impl] = (
+                    outcome(lambda c=conn: repr(c.root.data())),
+                    outcome(lambda c=conn: str(c.root.data())),
+                )
+            finally:
+                conn.close()
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+    assert answers["grpyc"] == answers["stock"] == (("value", "[1, 2, 3]"), ("value", "[1, 2, 3]"))
+
+
+class CountingConnection(Connection):
+    """RPyC's raw-message entry point, overridden: it sees every message."""
+
+    seen: ClassVar[list] = []
+
+    def _dispatch(self, data):
+        CountingConnection.seen.append(data[0])
+        return super()._dispatch(data)
+
+
+class CountingService(grpyc.Service):
+    _protocol = CountingConnection
+
+
+def test_dispatch_sees_every_raw_message(servers):
+    CountingConnection.seen = []
+    conn = grpyc.connect("127.0.0.1", servers["stock"], service=CountingService)
+    try:
+        assert conn.root.holder().method() == 7
+        # GETROOT, INSPECT of the service class, GETATTR holder, CALL, INSPECT
+        # of Holder, GETATTR method, CALL: seven replies, as stock makes them.
+        assert CountingConnection.seen.count(2) == 7
+        wrapped = []
+        original = conn._dispatch
+        conn._dispatch = lambda data: (wrapped.append(data[0]), original(data))[1]
+        before = len(CountingConnection.seen)
+        assert conn.root.holder().method() == 7
+        # A wrapper set on the instance sees every message the class sees.
+        assert wrapped == CountingConnection.seen[before:]
+        assert wrapped.count(2) >= 4
+    finally:
+        conn.close()
+
+
+def test_logger_none_logs_nothing_as_in_rpyc(servers, caplog):
+    caplog.set_level(logging.DEBUG)
+    conn = grpyc.connect("127.0.0.1", servers["stock"], config={"logger": None})
+    with pytest.raises(AttributeError):
+        conn.root.holder().broken
+    conn.abort("test")  # also the path that logs when closing
+    assert [r for r in caplog.records if r.name.startswith("grpyc.protocol")] == []
+
+
+def test_connection_over_a_plain_socket_stream_is_usable_from_any_thread(servers):
+    # The channel's stream decides the runtime: built in a thread without a
+    # hub, it is a plain stream, served by RPyC's model.
+    import threading
+
+    result = {}
+
+    def work():
+        stream = SocketStream.connect("127.0.0.1", servers["grpyc"])
+        conn = grpyc.connect_channel(Channel(stream))
+        result["cooperative"] = conn.cooperative
+        result["value"] = list(conn.root.data())
+        conn.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(30)
+    assert result == {"cooperative": False, "value": [1, 2, 3]}
