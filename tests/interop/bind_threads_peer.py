@@ -60,6 +60,7 @@ def probe(root):
 def main():
     if sys.argv[1] == "server":
         server = ThreadedServer(BoundService, hostname="127.0.0.1", port=0, protocol_config=CONFIG)
+        server._listen()  # listening before the port is told
         print(server.port, flush=True)
         server.start()
     else:

@@ -70,6 +70,7 @@ def main():
     server = ThreadedServer(
         make_service(rpyc), hostname="127.0.0.1", port=0, protocol_config=config
     )
+    server._listen()  # RPyC's own fixture step: listening before the port is told
     print(server.port, flush=True)
     server.start()
 

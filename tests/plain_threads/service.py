@@ -45,6 +45,7 @@ def main():
         port=0,
         protocol_config={"allow_public_attrs": True, "sync_request_timeout": 10},
     )
+    server._listen()  # listening before the port is told
     print(server.port, flush=True)
     server.start()
 
