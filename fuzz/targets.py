@@ -32,7 +32,7 @@ from gevent import socket
 from grpyc import brine, consts
 from grpyc.channel import Channel
 from grpyc.framing import FrameDecoder, FrameError
-from grpyc.protocol import ProtocolError, decode_message
+from grpyc.messages import ProtocolError, decode_message
 from grpyc.service import Service
 from grpyc.stream import SocketStream
 
@@ -167,7 +167,7 @@ def fuzz_dispatch(data: bytes) -> None:
         assert answer is None or brine.load(answer, start=1) == (987654, (1, "ok")), answer
         assert answer is not None or conn.closed
     finally:
-        conn._hub.shutdown(EOFError("fuzz input done"))
+        conn.abort("fuzz input done")
         right.close()
         gevent.sleep(0)
         hub.handle_error = original

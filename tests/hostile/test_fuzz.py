@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from fuzz.targets import SEEDS, TARGETS
 from grpyc import brine, consts
 from grpyc.channel import Channel, FrameDecoder
-from grpyc.protocol import ProtocolError, decode_message
+from grpyc.messages import ProtocolError, decode_message
 from grpyc.stream import SocketStream
 from tests.hostile.conftest import L, R, T, V, frame
 from tests.hostile.server_proc import HostileTargetService
@@ -175,7 +175,7 @@ class FuzzedConnection:
                     return payload[0], body
 
     def close(self):
-        self.conn._hub.shutdown(EOFError("fuzz example done"))
+        self.conn.abort("fuzz example done")
         self.sock.close()
 
 
