@@ -350,13 +350,28 @@ def test_other_attribute_values_travel_as_a_placeholder(data, placeholder):
     assert dict(dumped(exc)[2])["data"] == placeholder
 
 
-def test_load_keyboard_interrupt_and_system_exit_stay_themselves():
-    interrupt = vinegar.load(wire(("builtins", "KeyboardInterrupt")))
-    assert isinstance(interrupt, KeyboardInterrupt)
-    assert not isinstance(interrupt, Exception)
-    exit_exc = vinegar.load(wire(("builtins", "SystemExit"), (3,), attrs=(("code", 3),)))
-    assert isinstance(exit_exc, SystemExit)
-    assert exit_exc.code == 3
+@pytest.mark.parametrize(
+    ("module", "name", "steering"),
+    [
+        ("builtins", "KeyboardInterrupt", KeyboardInterrupt),
+        ("builtins", "SystemExit", SystemExit),
+        ("builtins", "GeneratorExit", GeneratorExit),
+        ("builtins", "SystemError", SystemError),
+        ("greenlet", "GreenletExit", __import__("greenlet").GreenletExit),
+    ],
+)
+@pytest.mark.parametrize("custom", [False, True])
+def test_load_steering_exceptions_as_plain_data(module, name, steering, custom):
+    # A peer's KeyboardInterrupt must not stop this process (docs/semantics.md).
+    exc = vinegar.load(
+        wire((module, name), (3,), attrs=(("code", 3),)),
+        import_custom_exceptions=custom,
+        instantiate_custom_exceptions=custom,
+    )
+    assert not isinstance(exc, steering)
+    assert isinstance(exc, GenericException)
+    assert type(exc).__name__ == f"{module}.{name}"
+    assert exc.args == (3,)
 
 
 def test_load_exception_group_falls_back_to_generic():
