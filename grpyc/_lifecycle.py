@@ -13,7 +13,7 @@ Owns no sockets; what serving and closing do is `server`'s business.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -22,33 +22,13 @@ from gevent.event import Event
 from gevent.hub import Waiter
 from gevent.monkey import get_original, is_module_patched
 
-__all__ = ["CrossThreadFlag", "Lifecycle", "OwnerThread", "kill_others", "start_thread"]
+from grpyc.lib import kill_greenlets
+
+__all__ = ["CrossThreadFlag", "Lifecycle", "OwnerThread", "start_thread"]
 
 # The real OS primitives, also when the threading modules are monkey-patched.
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
-
-
-def kill_others(
-    greenlets: Iterable[Greenlet], *, finish_within: float = 0.0, timeout: float | None = None
-) -> None:
-    """Kill every greenlet of `greenlets` except the one running this.
-
-    Args:
-        greenlets: the greenlets to end (the caller may be one of them).
-        finish_within: seconds they get to end by themselves before the kill.
-        timeout: seconds to wait for the killed ones to die; None: do not wait.
-    """
-    current = gevent.getcurrent()
-    others = [g for g in greenlets if g is not current and not g.dead]
-    if not others:
-        return
-    if finish_within > 0:
-        gevent.joinall(others, timeout=finish_within)
-    if timeout is None:
-        gevent.killall(others, block=False)
-    else:
-        gevent.killall(others, timeout=timeout)
 
 
 class OwnerThread:
@@ -233,7 +213,7 @@ class Lifecycle:
         return greenlet
 
     def kill_owned(self) -> None:
-        kill_others(self._owned)
+        kill_greenlets(self._owned)
 
     def in_child(self) -> None:
         """Start afresh in a forked child: none of the parent's duties carry over."""

@@ -26,7 +26,7 @@ import gevent.os
 from gevent import Greenlet
 from gevent.event import Event
 
-from grpyc._lifecycle import kill_others
+from grpyc.lib import kill_greenlets
 
 __all__ = [
     "CHILD_STOP_MARGIN",
@@ -146,7 +146,7 @@ class Children:
         reapers = list(self._reapers.values())
         self.started_at.clear()
         self._reapers.clear()
-        kill_others(reapers)
+        kill_greenlets(reapers)
 
     def _reap(self, pid: int) -> None:
         _, status = gevent.os.waitpid(pid, 0)

@@ -36,44 +36,35 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import gevent
-import greenlet
 from gevent import Greenlet, GreenletExit
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
 from grpyc._admission import Admission
+from grpyc._baton import BATON, READABLE, ReadBaton, ReplySlot
+from grpyc._crossthread import ForeignThreadError, ThreadCall
+from grpyc._switchwatch import SwitchWatch
+from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
-from grpyc.lib import in_gevent
+from grpyc.lib import kill_greenlets
 
-__all__ = ["ChannelLike", "ConnectionHub", "ForeignThreadError", "ReplySlot", "kill_all"]
+__all__ = ["ChannelLike", "ConnectionHub", "ForeignThreadError", "ReplySlot"]
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
-_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 
 # A baton holder yields to the other greenlets after this many frames handled
 # without waiting. Small frames take ~10-30 us each here, so one busy peer
 # holds the CPU for about a millisecond at a time.
 FAIR_FRAMES = 64
 
-# Why a waiting greenlet was woken.
-_READABLE = 1
-_BATON = 2
-_TIMEOUT = 3
-_CLOSED = 4
-_DELIVERED = 5
-
 # RPyC's ``serve()`` returns True for each message it handled. Messages the
 # background reader handled while nobody served are reported to later
 # ``serve``/``poll`` calls, at most this many.
 _MAX_UNREPORTED = 1024
-
-
-class ForeignThreadError(RuntimeError):
-    """A call from another OS thread could not be run on the connection's hub."""
 
 
 class ChannelLike(Protocol):
@@ -84,43 +75,9 @@ class ChannelLike(Protocol):
     def next_buffered(self) -> bytes | None: ...
     def fill(self) -> None: ...
     def has_pending_input(self) -> bool: ...
+    def has_buffered_frame(self) -> bool: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
-
-
-class ReplySlot:
-    """Where the reply to one request lands.
-
-    The greenlet that reads the reply calls `deliver`; the caller waits on
-    its hub. The outcome is handed over through an attribute, not through the
-    switch, so nothing else keeps a (possibly huge) reply alive once the
-    caller drops it.
-    """
-
-    __slots__ = ("outcome", "waiter")
-
-    def __init__(self) -> None:
-        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
-        # Set while the caller sleeps on this slot as a follower.
-        self.waiter: Waiter | None = None
-
-    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = (is_exc, obj, unresolved)
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            # Waiter.switch must run in the hub greenlet, not in the reader.
-            waiter.hub.loop.run_callback(waiter.switch, _DELIVERED)
-
-
-def kill_all(greenlets: list[Any]) -> None:
-    """Kill the given greenlets except the current one, without waiting."""
-    current = gevent.getcurrent()
-    doomed = [glet for glet in greenlets if glet is not None and glet is not current]
-    doomed = [glet for glet in doomed if not glet.dead]
-    if doomed:
-        gevent.killall(doomed, block=False)
 
 
 class ConnectionHub:
@@ -129,32 +86,23 @@ class ConnectionHub:
     # Slots: a server holds thousands of these.
     __slots__ = (
         "_admission",
+        "_baton",
         "_channel",
         "_close_reason",
         "_closed",
-        "_closed_waiters",
-        "_followers",
-        "_frame_waiters",
         "_frames_unreported",
         "_gevent_hub",
-        "_holder",
-        "_holder_waiter",
-        "_holder_waiting",
-        "_idle_waiters",
         "_nested_leads",
         "_on_closed",
         "_on_frame",
         "_owned",
         "_pace",
-        "_reader",
         "_reader_began",
-        "_reader_idle",
-        "_reader_waiter",
         "_spared",
         "_switch_watch",
         "_thread_ident",
         "_timer",
-        "_watcher",
+        "_waits",
         "_writer",
         "last_received",
         "logger",
@@ -197,28 +145,16 @@ class ConnectionHub:
         self._spared: set[Any] = set()
         self._closed = False
         self._close_reason: BaseException | None = None
-        self._closed_waiters: list[Waiter] = []
-        self._frame_waiters: list[Waiter] = []
-        self._idle_waiters: list[Waiter] = []
         self._frames_unreported = 0
-        self._reader: Any = None
+        self._baton = ReadBaton(channel, self._gevent_hub)
+        self._waits = WaitLists(self._gevent_hub, self._baton)
         self._reader_began = False
-        # Set while the background reader sleeps: idle (holding the baton,
-        # nothing buffered, waiting for bytes; a caller may take the baton),
-        # or parked without the baton until it comes back.
-        self._reader_waiter: Waiter | None = None
-        self._reader_idle = False
-        self._holder: Any = None
-        self._holder_waiter: Waiter | None = None
-        self._holder_waiting = False
-        self._followers: list[tuple[Any, Waiter]] = []
         self._nested_leads = 0
         # Set when a request read here went to a new handler greenlet: the
         # holder lets it run to its first wait before reading on, so the
         # limits see it waiting (nested) or busy before the next request.
         self._pace = False
-        self._watcher: Any = None
-        self._switch_watch = _SwitchWatch.for_this_thread()
+        self._switch_watch = SwitchWatch.for_this_thread()
         self._timer: Any = None
 
     # ------------------------------------------------------------------ state
@@ -252,9 +188,9 @@ class ConnectionHub:
 
     def start(self) -> None:
         """Start the background reader greenlet."""
-        self._reader = Greenlet(self._read_loop)
-        self._holder = self._reader
-        self._reader.start()
+        baton = self._baton
+        baton.reader = baton.holder = Greenlet(self._read_loop)
+        baton.reader.start()
 
     def serve_until_closed(self) -> None:
         """Block until the connection closes, reading in this greenlet if possible.
@@ -263,10 +199,10 @@ class ConnectionHub:
         reader instead (one greenlet per connection, not two: servers call
         this for every connection they hold).
         """
-        reader = self._reader
+        reader = self._baton.reader
         if reader is not None and not self._reader_began and not self._closed:
             reader.kill(block=False)  # it never ran: nothing to undo
-            self._reader = self._holder = gevent.getcurrent()
+            self._baton.reader = self._baton.holder = gevent.getcurrent()
             self._read_loop()
         self.wait_closed()
 
@@ -328,87 +264,18 @@ class ConnectionHub:
 
     def _wait_for(self, slot: ReplySlot, me: Any, deadline: float | None) -> None:
         while slot.outcome is None and not self._closed:
-            if self._holder is me or self._may_take_baton():
-                self._take_baton(me)
+            baton = self._baton
+            if baton.holder is me or baton.may_take():
+                baton.take(me)
                 try:
                     self._lead_nested(slot, deadline)
                 finally:
-                    if self._holder is me and me is not self._reader:
-                        self._pass_baton()
-            elif not self._follow(slot, me, deadline):
+                    if baton.holder is me and me is not baton.reader:
+                        baton.pass_on(self._closed)
+            elif not baton.follow(slot, me, deadline, lambda: self._closed):
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
-
-    def _may_take_baton(self) -> bool:
-        holder = self._holder
-        return holder is None or (holder is self._reader and self._reader_idle)
-
-    def _take_baton(self, me: Any) -> None:
-        # An idle background reader stays asleep: the readable watcher now
-        # wakes `me` instead, until the baton goes back (`_pass_baton`).
-        self._holder = me
-        self._holder_waiting = False
-        self._reader_idle = False
-
-    def _pass_baton(self) -> None:
-        """Give the baton to the first waiting caller, or back to the background reader."""
-        if self._closed:
-            self._holder = None
-            return
-        if self._followers:
-            follower, waiter = self._followers.pop(0)
-            self._holder = follower
-            self._holder_waiting = False
-            self._gevent_hub.loop.run_callback(waiter.switch, _BATON)
-            return
-        self._holder = self._reader
-        reader_waiter = self._reader_waiter
-        if reader_waiter is None:
-            return  # the reader is running; it reads when it gets back to its loop
-        if self._channel_has_buffered():
-            self._reader_waiter = None
-            self._gevent_hub.loop.run_callback(reader_waiter.switch, _BATON)
-            return
-        self._holder_waiter = reader_waiter
-        self._holder_waiting = True
-        self._reader_idle = True
-        self._start_watcher()
-
-    def _channel_has_buffered(self) -> bool:
-        has_frame = getattr(self._channel, "has_buffered_frame", None)
-        return bool(has_frame()) if has_frame is not None else False
-
-    def _follow(self, slot: ReplySlot, me: Any, deadline: float | None) -> bool:
-        """Sleep until our reply, the baton or the deadline comes; False on timeout."""
-        waiter = Waiter(self._gevent_hub)
-        entry = (me, waiter)
-        slot.waiter = waiter
-        self._followers.append(entry)
-        try:
-            reason = self._sleep(waiter, deadline)
-        finally:
-            slot.waiter = None
-            if entry in self._followers:
-                self._followers.remove(entry)
-            if self._holder is me and slot.outcome is not None:
-                self._pass_baton()  # offered the baton just as our reply came
-        if reason == _TIMEOUT and self._holder is me:
-            self._pass_baton()  # offered the baton just as the deadline passed
-        return reason != _TIMEOUT
-
-    def _sleep(self, waiter: Waiter, deadline: float | None) -> Any:
-        """Wait on `waiter` until it is switched or `deadline` passes (_TIMEOUT)."""
-        if deadline is None:
-            return waiter.get()
-        loop = self._gevent_hub.loop
-        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
-        timer = loop.timer(max(0.0, deadline - time.monotonic()))
-        timer.start(waiter.switch, _TIMEOUT)
-        try:
-            return waiter.get()
-        finally:
-            timer.close()
 
     # ----------------------------------------------------------------- reading
     def _read_loop(self) -> None:
@@ -417,11 +284,11 @@ class ConnectionHub:
         me = gevent.getcurrent()
         reason: BaseException
         try:
-            while not self._closed and self._reader is me:
-                if self._holder is me:
+            while not self._closed and self._baton.reader is me:
+                if self._baton.holder is me:
                     self._lead(None, None, me)
                 else:
-                    self._park(me)
+                    self._baton.park()
             return
         except EOFError as exc:
             reason = exc
@@ -433,17 +300,6 @@ class ConnectionHub:
             self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
             reason = exc
         self.shutdown(reason)
-
-    def _park(self, me: Any) -> None:
-        """Sleep without the baton until it comes back to the reader."""
-        waiter = Waiter(self._gevent_hub)
-        self._reader_waiter = waiter
-        try:
-            self._sleep(waiter, None)
-        finally:
-            if self._reader_waiter is waiter:
-                self._reader_waiter = None
-            self._reader_idle = False
 
     def _lead_nested(self, slot: ReplySlot, deadline: float | None) -> None:
         """Read as a caller holding the baton, until `slot` is delivered or `deadline`."""
@@ -476,20 +332,21 @@ class ConnectionHub:
         channel = self._channel
         on_frame = self._on_frame
         is_reader = slot is None
+        baton = self._baton
         budget = FAIR_FRAMES
-        while self._holder is me and not self._closed:
+        while baton.holder is me and not self._closed:
             payload = channel.next_buffered()
             if payload is None:
                 if not is_reader:
                     if slot.outcome is not None:  # type: ignore[union-attr]
                         return
-                elif self._followers:
-                    self._pass_baton()  # a waiting caller reads its own reply
+                elif baton.followers:
+                    baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
-                reason = self._wait_readable(me, is_reader, deadline)
-                if reason == _READABLE:
+                reason = baton.wait_readable(me, is_reader, deadline)
+                if reason == READABLE:
                     channel.fill()
-                elif reason != _BATON:
+                elif reason != BATON:
                     return
                 budget = FAIR_FRAMES
                 continue
@@ -500,51 +357,16 @@ class ConnectionHub:
                 self._pace = False
                 self._yield(me)
                 budget = FAIR_FRAMES
-            if is_reader and not self._followers:
+            if is_reader and not baton.followers:
                 self._frames_unreported = min(self._frames_unreported + 1, _MAX_UNREPORTED)
-            if self._frame_waiters:
-                self._wake(self._frame_waiters)
+            if self._waits.frame:
+                self._waits.wake(self._waits.frame)
             if not is_reader and slot.outcome is not None:  # type: ignore[union-attr]
                 return
             budget -= 1
             if budget <= 0:
                 self._yield(me)
                 budget = FAIR_FRAMES
-
-    def _wait_readable(self, me: Any, idle: bool, deadline: float | None) -> Any:
-        """Wait until the channel is readable; an idle reader may also get _BATON back."""
-        if self._channel.has_pending_input():
-            return _READABLE
-        waiter = Waiter(self._gevent_hub)
-        self._holder_waiter = waiter
-        self._holder_waiting = True
-        if idle:
-            self._reader_waiter = waiter
-            self._reader_idle = True
-        self._start_watcher()
-        try:
-            return self._sleep(waiter, deadline)
-        finally:
-            if idle:
-                if self._reader_waiter is waiter:
-                    self._reader_waiter = None
-                self._reader_idle = False
-            if self._holder is me:
-                self._holder_waiting = False
-
-    def _start_watcher(self) -> None:
-        watcher = self._watcher
-        if watcher is None:
-            watcher = self._watcher = self._gevent_hub.loop.io(self._channel.fileno(), 1)
-        if not watcher.active:
-            watcher.start(self._on_readable)
-
-    def _on_readable(self) -> None:
-        # Runs in the hub greenlet. Level-triggered: stop until someone waits again.
-        self._watcher.stop()
-        if self._holder_waiting and self._holder_waiter is not None:
-            self._holder_waiting = False
-            self._holder_waiter.switch(_READABLE)
 
     def pause(self) -> None:
         """Let the other greenlets run for a moment (a long decode calls this as it goes).
@@ -576,7 +398,8 @@ class ConnectionHub:
         if self._frames_unreported:
             self._frames_unreported -= 1
             return True
-        woken = self._wait_listed(timeout, self._frame_waiters, self._closed_waiters)
+        waits = self._waits
+        woken = waits.wait(timeout, waits.frame, waits.closed)
         self._raise_if_closed()
         if woken and self._frames_unreported:
             self._frames_unreported -= 1
@@ -584,7 +407,7 @@ class ConnectionHub:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first."""
-        return self._closed or self._wait_listed(timeout, self._closed_waiters)
+        return self._closed or self._waits.wait(timeout, self._waits.closed)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request of the peer runs or waits here; False on timeout.
@@ -593,29 +416,11 @@ class ConnectionHub:
         """
         if self._closed or self._admission.is_idle():
             return True
-        return self._wait_listed(timeout, self._idle_waiters, self._closed_waiters)
+        return self._waits.wait(timeout, self._waits.idle, self._waits.closed)
 
     def _on_idle(self) -> None:
-        if self._idle_waiters:
-            self._wake(self._idle_waiters)
-
-    def _wait_listed(self, timeout: float | None, *lists: list[Waiter]) -> bool:
-        """Wait until a waiter put on `lists` is woken (True) or `timeout` passes."""
-        waiter = Waiter(self._gevent_hub)
-        for waiters in lists:
-            waiters.append(waiter)
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        try:
-            return self._sleep(waiter, deadline) != _TIMEOUT
-        finally:
-            for waiters in lists:
-                if waiter in waiters:
-                    waiters.remove(waiter)
-
-    def _wake(self, waiters: list[Waiter]) -> None:
-        for waiter in list(waiters):
-            waiters.remove(waiter)
-            self._gevent_hub.loop.run_callback(waiter.switch, None)
+        if self._waits.idle:
+            self._waits.wake(self._waits.idle)
 
     def _raise_if_closed(self) -> None:
         if self._closed:
@@ -638,13 +443,15 @@ class ConnectionHub:
             self._run_inline(func, args, charged)
         else:
             self._admission.start(func, args, charged)
-            self._pace = self._holder is gevent.getcurrent()
+            self._pace = self._baton.holder is gevent.getcurrent()
         return True
 
     def _can_run_inline(self) -> bool:
         watch = self._switch_watch
         return (
-            self._nested_leads == 0 and watch.is_installed() and gevent.getcurrent() is self._reader
+            self._nested_leads == 0
+            and watch.is_installed()
+            and gevent.getcurrent() is self._baton.reader
         )
 
     def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
@@ -669,10 +476,11 @@ class ConnectionHub:
         # Called during a greenlet switch: must not switch or raise.
         if self._closed:
             return
-        self._reader = Greenlet(self._read_loop)
-        if self._holder is old_reader:
-            self._holder = self._reader
-        self._reader.start()
+        baton = self._baton
+        baton.reader = Greenlet(self._read_loop)
+        if baton.holder is old_reader:
+            baton.holder = baton.reader
+        baton.reader.start()
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Spawn a helper greenlet that this hub kills on shutdown."""
@@ -726,7 +534,7 @@ class ConnectionHub:
             ForeignThreadError: the hub did not start the call within `timeout`
                 (its thread is blocked outside gevent).
         """
-        return _ThreadCall(self, func, args).run(timeout)
+        return ThreadCall(self._gevent_hub, self.spawn_owned, func, args).run(timeout)
 
     # ----------------------------------------------------------------- watchdog
     def start_watchdog(self, interval: float, check: Callable[[], None]) -> None:
@@ -753,148 +561,18 @@ class ConnectionHub:
         if self._timer is not None:
             self._timer.stop()
             self._timer.close()
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher.close()
         pending, self.pending = self.pending, {}
         for slot in pending.values():
             slot.deliver(True, EOFError(f"connection closed: {reason}"))
-        self._wake_baton_holder()
+        self._baton.close()
         self._writer.close()
         self._channel.close()
         handlers = self._admission.close()
-        kill_all([g for g in (*handlers, *self._owned, self._reader) if g not in self._spared])
+        doomed = (*handlers, *self._owned, self._baton.reader)
+        kill_greenlets(glet for glet in doomed if glet not in self._spared)
         self._owned.clear()
-        self._wake(self._closed_waiters)
-        self._wake(self._idle_waiters)
-        self._frame_waiters.clear()
+        self._waits.close()
         try:
             self._on_closed(reason)
         except Exception:  # on_closed runs user code (on_disconnect): log, never raise
             self.logger.exception("%s: error while closing", self.name)
-
-    def _wake_baton_holder(self) -> None:
-        if self._holder_waiting and self._holder_waiter is not None:
-            self._holder_waiting = False
-            self._gevent_hub.loop.run_callback(self._holder_waiter.switch, _CLOSED)
-        for _follower, waiter in self._followers:
-            self._gevent_hub.loop.run_callback(waiter.switch, _CLOSED)
-        self._followers.clear()
-
-
-class _ThreadCall:
-    """One call handed from another OS thread to a hub, and the wait for its outcome."""
-
-    __slots__ = ("_args", "_done", "_func", "_hub", "_notify", "_outcome")
-
-    def __init__(self, hub: ConnectionHub, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._hub = hub
-        self._func = func
-        self._args = args
-        self._done = _allocate_lock()
-        self._done.acquire()
-        self._notify: Callable[[], None] | None = None
-        self._outcome: tuple[bool, Any] | None = None
-
-    def run(self, timeout: float | None) -> Any:
-        hub = self._hub
-        if in_gevent():
-            finished = self._wait_cooperatively(timeout)
-        else:
-            hub._gevent_hub.loop.run_callback_threadsafe(hub.spawn_owned, self._run_there)
-            finished = self._done.acquire(timeout=-1 if timeout is None else timeout)
-        if not finished:
-            raise ForeignThreadError(
-                f"{hub.name}: the connection's hub thread did not run the call within "
-                f"{timeout} s; its thread may be blocked outside gevent"
-            )
-        assert self._outcome is not None
-        is_exc, value = self._outcome
-        if is_exc:
-            raise value
-        return value
-
-    def _wait_cooperatively(self, timeout: float | None) -> bool:
-        # This thread runs gevent too: wait in its own hub, so its other
-        # greenlets go on meanwhile.
-        waiter = Waiter()
-        loop = waiter.hub.loop
-        watcher = loop.async_()
-        watcher.start(waiter.switch, None)
-        self._notify = watcher.send
-        timer = None
-        if timeout is not None:
-            loop.update_now()
-            timer = loop.timer(timeout)
-            timer.start(waiter.switch, _TIMEOUT)
-        hub = self._hub
-        hub._gevent_hub.loop.run_callback_threadsafe(hub.spawn_owned, self._run_there)
-        try:
-            if self._outcome is None:
-                waiter.get()
-        finally:
-            watcher.close()
-            if timer is not None:
-                timer.close()
-        return self._outcome is not None
-
-    def _run_there(self) -> None:
-        try:
-            self._outcome = (False, self._func(*self._args))
-        except BaseException as exc:  # noqa: BLE001 - carried to the calling thread
-            self._outcome = (True, exc)
-        finally:
-            self._done.release()
-            if self._notify is not None:
-                self._notify()
-
-
-class _SwitchWatch:
-    """Calls back when a watched greenlet switches away (greenlet's trace hook).
-
-    One per OS thread, installed by the first connection of that thread; it
-    chains to any trace function installed before it. Hubs check
-    `is_installed` before relying on it, so a later ``greenlet.settrace`` by
-    someone else only turns the inline fast path off.
-    """
-
-    _by_thread: ClassVar[dict[int, _SwitchWatch]] = {}
-
-    def __init__(self) -> None:
-        self._watched: dict[Any, Callable[[Any], None]] = {}
-        self._trace = self._on_switch
-        self._previous = greenlet.settrace(self._trace)
-
-    @classmethod
-    def for_this_thread(cls) -> _SwitchWatch:
-        ident = _get_ident()
-        watch = cls._by_thread.get(ident)
-        if watch is None:
-            watch = cls._by_thread[ident] = cls()
-        return watch
-
-    def is_installed(self) -> bool:
-        return greenlet.gettrace() is self._trace
-
-    def watch(self, glet: Any, on_leave: Callable[[Any], None]) -> None:
-        self._watched[glet] = on_leave
-
-    def unwatch(self, glet: Any) -> bool:
-        """Stop watching; False if the greenlet left (and was reported) meanwhile."""
-        return self._watched.pop(glet, None) is not None
-
-    def suspend(self, glet: Any) -> Callable[[Any], None] | None:
-        """Stop watching `glet` for a while; pass the result to `resume`."""
-        return self._watched.pop(glet, None)
-
-    def resume(self, glet: Any, on_leave: Callable[[Any], None] | None) -> None:
-        if on_leave is not None:
-            self._watched[glet] = on_leave
-
-    def _on_switch(self, event: str, args: tuple[Any, Any]) -> None:
-        if self._watched:
-            on_leave = self._watched.pop(args[0], None)
-            if on_leave is not None:
-                on_leave(args[0])
-        if self._previous is not None:
-            self._previous(event, args)

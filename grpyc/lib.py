@@ -23,6 +23,7 @@ __all__ = [
     "get_methods",
     "hasattr_static",
     "in_gevent",
+    "kill_greenlets",
     "setup_logger",
     "spawn",
 ]
@@ -108,6 +109,32 @@ class Timeout:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - time.monotonic())
+
+
+def kill_greenlets(
+    greenlets: Iterable[Any], *, finish_within: float = 0.0, timeout: float | None = None
+) -> None:
+    """Kill the live greenlets among `greenlets`, except the calling one.
+
+    The one place grpyc ends the greenlets it owns (a connection's handlers
+    and helpers, a server's, a registry's): each gets `GreenletExit` where it
+    waits, so a handler may close its own connection or server.
+
+    Args:
+        greenlets: the greenlets to end (None entries and the caller are skipped).
+        finish_within: seconds they get to end by themselves before the kill.
+        timeout: seconds to wait for the killed ones to die; None: do not wait.
+    """
+    current = gevent.getcurrent()
+    doomed = [g for g in greenlets if g is not None and g is not current and not g.dead]
+    if not doomed:
+        return
+    if finish_within > 0:
+        gevent.joinall(doomed, timeout=finish_within)
+    if timeout is None:
+        gevent.killall(doomed, block=False)
+    else:
+        gevent.killall(doomed, timeout=timeout)
 
 
 def in_gevent() -> bool:

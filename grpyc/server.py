@@ -40,7 +40,7 @@ from gevent.pool import Pool
 from grpyc import _checks
 from grpyc._drain import CLOSE_WAIT, Drain
 from grpyc._handshake import Handshake, SetupRules, open_connection
-from grpyc._lifecycle import Lifecycle, kill_others, start_thread
+from grpyc._lifecycle import Lifecycle, start_thread
 from grpyc._listen import DEFAULT_SOCKET_MODE, Acceptor, bind_listener, describe_address
 from grpyc._registration import register_until, unregister
 from grpyc._supervisor import (
@@ -51,6 +51,7 @@ from grpyc._supervisor import (
     run_child,
     watch_parent,
 )
+from grpyc.lib import kill_greenlets
 from grpyc.registry import UDPRegistryClient
 
 __all__ = [
@@ -470,7 +471,7 @@ class Server:
         self._drain.run(self._ends.items())
         # Greenlets of closed connections end at once; the ones left are
         # still in their handshake, with nothing in flight.
-        kill_others(self._pool, finish_within=_FINISH_WAIT, timeout=CLOSE_WAIT)
+        kill_greenlets(self._pool, finish_within=_FINISH_WAIT, timeout=CLOSE_WAIT)
 
     def _close_connection(self, conn: Any) -> None:
         try:
@@ -486,7 +487,7 @@ class Server:
         self._role = role
         self._life.in_child()
         # Sibling handlers of the parent have not run yet: they are its work.
-        kill_others(self._pool)
+        kill_greenlets(self._pool)
         if threading.current_thread() is threading.main_thread():
             # The parent stops its children with SIGTERM; SIGINT from a
             # terminal reaches the whole process group, and the parent acts.

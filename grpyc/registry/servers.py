@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
 import gevent
@@ -35,7 +35,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from grpyc.lib import Timeout
+from grpyc.lib import Timeout, kill_greenlets
 from grpyc.registry._sockets import (
     LIMITED_BROADCAST,
     LOCAL_HOST,
@@ -67,14 +67,8 @@ _READ_RETRY_MIN, _READ_RETRY_MAX = 0.01, 1.0
 
 Address = tuple[str, int]
 
-
-def _stop_others(greenlets: Iterable[gevent.Greenlet], grace: float) -> None:
-    """Give ``greenlets`` ``grace`` seconds to finish, then kill them; never the
-    current one, so a hook or handler may close its own server."""
-    current = gevent.getcurrent()
-    others = [greenlet for greenlet in greenlets if greenlet is not current]
-    gevent.joinall(others, timeout=grace)
-    gevent.killall(others)
+# Seconds close() waits for the greenlets it killed to end.
+_KILL_WAIT = 5.0
 
 
 class RegistryServer(RegistryTable):
@@ -156,7 +150,7 @@ class RegistryServer(RegistryTable):
             return
         self._closed.set()
         if self._pruner is not None:
-            _stop_others([self._pruner], 0)
+            kill_greenlets([self._pruner], timeout=_KILL_WAIT)
         if self.active:
             self._stop_transport()
         self._release_sockets()
@@ -251,8 +245,8 @@ class UDPRegistryServer(RegistryServer):
             self._readers.append(gevent.spawn(self._read_datagrams, self.broadcast_sock, True))
 
     def _stop_transport(self) -> None:
-        _stop_others(self._readers, 0)
-        _stop_others(list(self._handlers), _CLOSE_GRACE)
+        kill_greenlets(self._readers, timeout=_KILL_WAIT)
+        kill_greenlets(list(self._handlers), finish_within=_CLOSE_GRACE, timeout=_KILL_WAIT)
 
     def _release_sockets(self) -> None:
         if self.broadcast_sock is not None:
@@ -349,7 +343,7 @@ class TCPRegistryServer(RegistryServer):
     def _stop_transport(self) -> None:
         if self._server is not None:
             self._server.close()
-        _stop_others(list(self._open), _CLOSE_GRACE)
+        kill_greenlets(list(self._open), finish_within=_CLOSE_GRACE, timeout=_KILL_WAIT)
 
     def _admit(self, handler: gevent.Greenlet) -> None:
         self._open[handler] = None

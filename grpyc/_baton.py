@@ -1,0 +1,222 @@
+"""The read baton of one cooperative connection: who reads the channel now.
+
+Exactly one greenlet holds the baton at a time (DESIGN.md, "Reading: one
+reader at a time"). The connection's background reader holds it when no
+caller does; while it sleeps *idle* (holding the baton, nothing buffered,
+waiting for bytes) a caller waiting for its reply may take the baton and
+read itself. A caller that cannot take it *follows*: it sleeps until its
+reply is delivered or the baton is offered to it. When the holder is done,
+the baton goes to the first follower, else back to the background reader.
+
+The background reader may also sleep *parked*, without the baton (it gave it
+to a follower), until the baton comes back. Both sleeps use `reader_waiter`,
+so handing the baton back is the same either way.
+
+The channel's readable watcher wakes whoever holds the baton and waits;
+nothing here reads or handles frames (`hub` does).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gevent.hub import Waiter
+
+__all__ = ["BATON", "CLOSED", "READABLE", "TIMEOUT", "ReadBaton", "ReplySlot"]
+
+# Why a sleeping greenlet was woken.
+READABLE = 1
+BATON = 2
+TIMEOUT = 3
+CLOSED = 4
+DELIVERED = 5
+
+
+class ReplySlot:
+    """Where the reply to one request lands.
+
+    The greenlet that reads the reply calls `deliver`; the caller waits on
+    its hub. The outcome is handed over through an attribute, not through the
+    switch, so nothing else keeps a (possibly huge) reply alive once the
+    caller drops it.
+    """
+
+    __slots__ = ("outcome", "waiter")
+
+    def __init__(self) -> None:
+        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
+        # Set while the caller sleeps on this slot as a follower.
+        self.waiter: Waiter | None = None
+
+    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = (is_exc, obj, unresolved)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            # Waiter.switch must run in the hub greenlet, not in the reader.
+            waiter.hub.loop.run_callback(waiter.switch, DELIVERED)
+
+
+class ReadBaton:
+    """Holder, followers and the readable watcher of one connection."""
+
+    __slots__ = (
+        "_channel",
+        "_gevent_hub",
+        "_watcher",
+        "followers",
+        "holder",
+        "holder_waiter",
+        "holder_waiting",
+        "reader",
+        "reader_idle",
+        "reader_waiter",
+    )  # fmt: skip
+
+    def __init__(self, channel: Any, gevent_hub: Any) -> None:
+        self._channel = channel
+        self._gevent_hub = gevent_hub
+        self._watcher: Any = None
+        self.holder: Any = None
+        self.holder_waiter: Waiter | None = None
+        self.holder_waiting = False
+        self.followers: list[tuple[Any, Waiter]] = []
+        self.reader: Any = None
+        self.reader_waiter: Waiter | None = None
+        self.reader_idle = False
+
+    def may_take(self) -> bool:
+        """Whether a caller may take the baton now (free, or the reader sleeps idle)."""
+        holder = self.holder
+        return holder is None or (holder is self.reader and self.reader_idle)
+
+    def take(self, me: Any) -> None:
+        # An idle background reader stays asleep: the readable watcher now
+        # wakes `me` instead, until the baton goes back (`pass_on`).
+        self.holder = me
+        self.holder_waiting = False
+        self.reader_idle = False
+
+    def pass_on(self, closed: bool) -> None:
+        """Give the baton to the first waiting caller, or back to the background reader."""
+        if closed:
+            self.holder = None
+            return
+        loop = self._gevent_hub.loop
+        if self.followers:
+            follower, waiter = self.followers.pop(0)
+            self.holder = follower
+            self.holder_waiting = False
+            loop.run_callback(waiter.switch, BATON)
+            return
+        self.holder = self.reader
+        reader_waiter = self.reader_waiter
+        if reader_waiter is None:
+            return  # the reader is running; it reads when it gets back to its loop
+        if self._channel.has_buffered_frame():
+            self.reader_waiter = None
+            loop.run_callback(reader_waiter.switch, BATON)
+            return
+        self.holder_waiter = reader_waiter
+        self.holder_waiting = True
+        self.reader_idle = True
+        self._start_watcher()
+
+    def follow(self, slot: Any, me: Any, deadline: float | None, closed: Any) -> bool:
+        """Sleep until our reply, the baton or the deadline comes; False on timeout.
+
+        `closed` tells whether the connection closed meanwhile (a callable).
+        """
+        waiter = Waiter(self._gevent_hub)
+        entry = (me, waiter)
+        slot.waiter = waiter
+        self.followers.append(entry)
+        try:
+            reason = self.sleep(waiter, deadline)
+        finally:
+            slot.waiter = None
+            if entry in self.followers:
+                self.followers.remove(entry)
+            if self.holder is me and slot.outcome is not None:
+                self.pass_on(closed())  # offered the baton just as our reply came
+        if reason == TIMEOUT and self.holder is me:
+            self.pass_on(closed())  # offered the baton just as the deadline passed
+        return reason != TIMEOUT
+
+    def sleep(self, waiter: Waiter, deadline: float | None) -> Any:
+        """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""
+        if deadline is None:
+            return waiter.get()
+        loop = self._gevent_hub.loop
+        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
+        timer = loop.timer(max(0.0, deadline - time.monotonic()))
+        timer.start(waiter.switch, TIMEOUT)
+        try:
+            return waiter.get()
+        finally:
+            timer.close()
+
+    def park(self) -> None:
+        """The reader sleeps without the baton until it comes back."""
+        waiter = Waiter(self._gevent_hub)
+        self.reader_waiter = waiter
+        try:
+            self.sleep(waiter, None)
+        finally:
+            if self.reader_waiter is waiter:
+                self.reader_waiter = None
+            self.reader_idle = False
+
+    def wait_readable(self, me: Any, idle: bool, deadline: float | None) -> Any:
+        """The holder waits until the channel is readable (`READABLE`).
+
+        An idle reader may also get `BATON` back after a caller used it; a
+        caller gets `TIMEOUT` at its deadline; anyone gets `CLOSED`.
+        """
+        if self._channel.has_pending_input():
+            return READABLE
+        waiter = Waiter(self._gevent_hub)
+        self.holder_waiter = waiter
+        self.holder_waiting = True
+        if idle:
+            self.reader_waiter = waiter
+            self.reader_idle = True
+        self._start_watcher()
+        try:
+            return self.sleep(waiter, deadline)
+        finally:
+            if idle:
+                if self.reader_waiter is waiter:
+                    self.reader_waiter = None
+                self.reader_idle = False
+            if self.holder is me:
+                self.holder_waiting = False
+
+    def _start_watcher(self) -> None:
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = self._gevent_hub.loop.io(self._channel.fileno(), 1)
+        if not watcher.active:
+            watcher.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        # Runs in the hub greenlet. Level-triggered: stop until someone waits again.
+        self._watcher.stop()
+        if self.holder_waiting and self.holder_waiter is not None:
+            self.holder_waiting = False
+            self.holder_waiter.switch(READABLE)
+
+    def close(self) -> None:
+        """Wake the holder and every follower with `CLOSED`; stop the watcher."""
+        loop = self._gevent_hub.loop
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+        if self.holder_waiting and self.holder_waiter is not None:
+            self.holder_waiting = False
+            loop.run_callback(self.holder_waiter.switch, CLOSED)
+        for _follower, waiter in self.followers:
+            loop.run_callback(waiter.switch, CLOSED)
+        self.followers.clear()
