@@ -177,14 +177,44 @@ class ProxyTable:
 
 
 class Boxer:
-    """Box and unbox values for one connection."""
+    """Box and unbox values for one connection; queue the releases of its proxies."""
 
-    __slots__ = ("_conn", "objects", "proxies")
+    __slots__ = ("_conn", "_releases", "objects", "proxies")
 
     def __init__(self, conn: Any, objects: ObjectTable, proxies: ProxyTable) -> None:
         self._conn = conn
         self.objects = objects
         self.proxies = proxies
+        # A list: append and pop are atomic for other OS threads; releases
+        # merge per object when taken, so their order does not matter.
+        self._releases: list[tuple[IdPack, int]] = []
+
+    def queue_release(self, id_pack: IdPack, count: int) -> None:
+        """A proxy died holding `count` references (from ``__del__``: only appends)."""
+        self._releases.append((id_pack, count))
+
+    def take_releases(self) -> dict[IdPack, int]:
+        """The queued releases, merged per object (one DEL each)."""
+        merged: dict[IdPack, int] = {}
+        releases = self._releases
+        while releases:
+            id_pack, count = releases.pop()
+            merged[id_pack] = merged.get(id_pack, 0) + count
+        return merged
+
+    def proxy_class(self, id_pack: IdPack, inspect: Callable[[IdPack], Any], prefix: str) -> type:
+        """The proxy class for `id_pack`, made from ``inspect(id_pack)`` if not known."""
+        cls = self.proxies.known_class(id_pack)
+        if cls is None:
+            cls = netref.class_factory(id_pack, inspect(id_pack), prefix)
+            self.proxies.remember_class(id_pack, cls)
+        return cls
+
+    def clear(self) -> None:
+        """The connection closed: forget every object, proxy and queued release."""
+        self.objects.clear()
+        self.proxies.clear()
+        self._releases.clear()
 
     def box(self, obj: Any) -> tuple[int, Any]:
         """The wire form of a local value (PROTOCOL.md section 4)."""

@@ -20,20 +20,20 @@ that made the request, and sent back as an answer when it escapes a handler;
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import gevent
 import gevent.lock
-from gevent import GreenletExit
 
 from grpyc import consts, netref, vinegar
+from grpyc._answering import RequestRunner, is_from_peer
 from grpyc._handlers import RequestHandlers
 from grpyc._keepalive import Watchdog
+from grpyc._serving import Serving
 from grpyc._threadbind import ThreadBinding
 from grpyc._threadhub import ThreadHub
 from grpyc.async_ import AsyncResult, AsyncResultTimeout
@@ -47,13 +47,19 @@ from grpyc.messages import (
     decode_measured,
     encode_del,
     encode_exception,
-    encode_reply,
     encode_request,
     split_request,
 )
 from grpyc.policy import check_attr
 
-__all__ = ["DEFAULT_CONFIG", "Connection", "PingError", "ProtocolError", "check_attr"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Connection",
+    "PingError",
+    "ProtocolError",
+    "check_attr",
+    "is_from_peer",
+]
 
 _connection_ids = itertools.count(1)
 # With ``logger=None`` RPyC logs nothing; grpyc's own warnings go nowhere too.
@@ -69,15 +75,9 @@ _MAX_EXPIRED_SEQS = 1024
 # the entry that waits for it.
 _DEL_COST = 128
 _NOT_EXPIRED = object()
-_NONE_BOX = (consts.LABEL_VALUE, None)
 
 
-def is_from_peer(exc: BaseException) -> bool:
-    """Whether `exc` was rebuilt from a peer's exception message (it has the remote traceback)."""
-    return getattr(exc, "_remote_tb", None) is not None
-
-
-class Connection(RequestHandlers):
+class Connection(Serving, RequestRunner, RequestHandlers):
     """The RPyC connection (protocol) over one channel. RPyC-compatible.
 
     Objects exported to the peer are kept alive by reference count until the
@@ -109,11 +109,8 @@ class Connection(RequestHandlers):
         self._remote_root: Any = None
         self._seq = itertools.count()
         self._local_objects = ObjectTable(int(self._config.get("max_exported_objects", 1 << 62)))
-        self._proxies = ProxyTable(int(self._config["max_netref_classes"]))
-        self._boxer = Boxer(self, self._local_objects, self._proxies)
-        # A list: append and pop are atomic for other OS threads; DELs merge
-        # per object when written, so their order does not matter.
-        self._dels: list[tuple[IdPack, int]] = []
+        proxies = ProxyTable(int(self._config["max_netref_classes"]))
+        self._boxer = Boxer(self, self._local_objects, proxies)
         self._expired_seqs: OrderedDict[int, None] = OrderedDict()
         self._max_depth = int(self._config["max_brine_depth"])
         self._max_decoded_size = int(self._config["max_decoded_size"])
@@ -225,9 +222,7 @@ class Connection(RequestHandlers):
     def _on_closed(self, reason: BaseException) -> None:
         """Runs once when the runtime shuts down: release everything, tell the service."""
         self._closing = True
-        self._local_objects.clear()
-        self._proxies.clear()
-        self._dels.clear()
+        self._boxer.clear()
         self._remote_root = None
         if not self._disconnected:
             self._disconnected = True
@@ -252,66 +247,6 @@ class Connection(RequestHandlers):
         echoed = self.async_request(consts.HANDLE_PING, data, timeout=timeout).value
         if echoed != data:
             raise PingError("echo mismatches sent data")
-
-    # ---------------------------------------------------------------- serving
-    def serve(
-        self,
-        timeout: float | None = 1,
-        wait_for_lock: bool = True,
-        waiting: Callable[[], bool] = lambda: True,
-    ) -> bool:
-        """Serve one message arriving within `timeout`. RPyC-compatible.
-
-        Returns:
-            True if a request or reply was handled (under gevent: by the
-            reader, since the last ``serve``), False otherwise.
-
-        Raises:
-            EOFError: the connection is closed.
-        """
-        if not waiting():
-            return False
-        if isinstance(self._hub, ThreadHub):
-            if not wait_for_lock and self._hub.baton_taken():
-                return False
-            return self._hub.wait_frame(timeout, waiting)
-        return self._hub.wait_frame(timeout)
-
-    def poll(self, timeout: float | None = 0) -> bool:
-        """Serve one message if one arrives within `timeout`. RPyC-compatible."""
-        return self.serve(timeout, False)
-
-    def serve_all(self) -> None:
-        """Serve until the connection closes, then close it. RPyC-compatible."""
-        try:
-            self._hub.serve_until_closed()
-        finally:
-            self.close()
-
-    def serve_threaded(self, thread_count: int = 10) -> None:
-        """Serve from `thread_count` threads until the connection closes. RPyC-compatible.
-
-        Under gevent requests already run concurrently: this is `serve_all`.
-        """
-        if isinstance(self._hub, ThreadHub):
-            self._hub.serve_in_threads(thread_count)
-        self.serve_all()
-
-    def poll_all(self, timeout: float | None = 0) -> bool:
-        """Serve every message arriving within `timeout`; True if any. RPyC-compatible."""
-        from grpyc.lib import Timeout
-
-        deadline = Timeout(timeout)
-        served = False
-        try:
-            while True:
-                if self.poll(deadline.timeleft()):
-                    served = True
-                if deadline.expired():
-                    break
-        except EOFError:
-            pass
-        return served
 
     # --------------------------------------------------------------- requests
     def sync_request(self, handler: int, *args: Any) -> Any:
@@ -467,125 +402,6 @@ class Connection(RequestHandlers):
         """An answer, with bind_threads ids when the connection speaks them."""
         return payload if self._binding is None else self._binding.answer(payload, peer_thread)
 
-    def _try_del_inline(self, seq: int, boxed_args: Any, peer_thread: int) -> bool:
-        """Answer a well-formed DEL at once; False leaves it to a handler."""
-        try:
-            label, ((obj_label, id_pack), (count_label, count)) = boxed_args
-        except (TypeError, ValueError):
-            return False
-        if (
-            label != consts.LABEL_TUPLE
-            or obj_label != consts.LABEL_LOCAL_REF
-            or count_label != consts.LABEL_VALUE
-        ):
-            return False
-        try:
-            self._local_objects.decref(id_pack, count)
-        except (KeyError, TypeError, ValueError) as exc:
-            self._answer_nowait(seq, exc, peer_thread)
-            return True
-        self._hub.send_nowait(self._answer(encode_reply(seq, _NONE_BOX), peer_thread))
-        return True
-
-    def _try_ping_inline(self, seq: int, boxed_args: Any, size: int, peer_thread: int) -> bool:
-        """Echo a small, well-formed PING at once; False leaves it to a handler.
-
-        Big pings go to a handler: re-encoding a huge value must not stall
-        the reader (and every other caller) meanwhile.
-        """
-        try:
-            label, ((data_label, data),) = boxed_args
-        except (TypeError, ValueError):
-            return False
-        if label != consts.LABEL_TUPLE or data_label != consts.LABEL_VALUE or size > 4096:
-            return False
-        self._hub.send_nowait(
-            self._answer(encode_reply(seq, (consts.LABEL_VALUE, data)), peer_thread)
-        )
-        return True
-
-    # ------------------------------------------------------------- answering
-    def _serve_request(self, seq: int, handler: int, boxed_args: Any, peer_thread: int = 0) -> None:
-        """Run one request and send its answer."""
-        if self._turn is not None:
-            self._turn.acquire()
-            self._turn_holder = gevent.getcurrent()
-        args: Any = ()
-        try:
-            try:
-                args = self._unbox(boxed_args)
-                payload = encode_reply(seq, self._box(self._handle(handler, args, peer_thread)))
-            except GreenletExit as exc:
-                if not is_from_peer(exc):
-                    raise  # this greenlet is being killed
-                payload = self._exception_answer(seq, exc)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes to the peer
-                self._raise_if_local(exc)
-                payload = self._exception_answer(seq, exc)
-        finally:
-            if self._turn is not None:
-                self._turn_holder = None
-                self._turn.release()
-        # `args` stays alive until the answer is queued: a proxy dying earlier
-        # would send its DEL ahead of an answer that refers to it.
-        with contextlib.suppress(EOFError):
-            self._hub.send(self._answer(payload, peer_thread))
-        del args
-
-    def _handle(self, handler: int, args: Any, peer_thread: int) -> Any:
-        if self._binding is None:
-            return self._call_handler(handler, args)
-        # Calls made while serving a stock bind_threads thread go to that thread.
-        with self._binding.serving(peer_thread):
-            return self._call_handler(handler, args)
-
-    def _exception_answer(self, seq: int, exc: BaseException) -> bytes:
-        return encode_exception(seq, self._box_exc(type(exc), exc, exc.__traceback__))
-
-    def _call_handler(self, handler: int, args: Any) -> Any:
-        func = self._HANDLERS.get(handler)
-        if func is None:
-            raise ProtocolError(f"unknown request handler {handler}")
-        if type(args) is not tuple:
-            raise ProtocolError("request arguments are not a tuple")
-        return func(self, *args)
-
-    def _raise_if_local(self, exc: BaseException) -> None:
-        """Re-raise a local SystemExit/KeyboardInterrupt here when the config says so.
-
-        An exception that came from the peer is data: it goes back as an answer.
-        """
-        self._last_traceback = exc.__traceback__
-        if not is_from_peer(exc):
-            if isinstance(exc, SystemExit) and self._config["propagate_SystemExit_locally"]:
-                raise exc
-            if (
-                isinstance(exc, KeyboardInterrupt)
-                and self._config["propagate_KeyboardInterrupt_locally"]
-            ):
-                raise exc
-        if self._config["log_exceptions"] and not isinstance(exc, StopIteration):
-            self._logger.debug(
-                "%s: exception in request handler", self._config["connid"], exc_info=exc
-            )
-
-    def _box_exc(self, typ: type[BaseException], exc: BaseException, tb: Any) -> Any:
-        return vinegar.dump(
-            typ,
-            exc,
-            tb,
-            include_local_traceback=self._config["include_local_traceback"],
-            include_local_version=self._config["include_local_version"],
-        )
-
-    def _unbox_exc(self, raw: Any) -> BaseException:
-        return vinegar.load(
-            raw,
-            import_custom_exceptions=self._config["import_custom_exceptions"],
-            instantiate_custom_exceptions=self._config["instantiate_custom_exceptions"],
-            instantiate_oldstyle_exceptions=self._config["instantiate_oldstyle_exceptions"],
-        )
-
     # ----------------------------------------------------------------- boxing
     def _box(self, obj: Any) -> Any:
         """Box a local value for the wire (PROTOCOL.md section 4). RPyC-compatible name."""
@@ -618,18 +434,14 @@ class Connection(RequestHandlers):
         """A proxy of the peer's object died: queue its DEL (never sends, blocks or switches)."""
         if self._hub.closed:
             return
-        self._dels.append((id_pack, count))
+        self._boxer.queue_release(id_pack, count)
         self._hub.note_deferred(_DEL_COST)
         self._hub.schedule_flush()
 
     def resolve_proxy_class(self, id_pack: IdPack) -> type:
         """The proxy class for `id_pack`, asking the peer (INSPECT) if it is not known."""
-        cls = self._proxies.known_class(id_pack)
-        if cls is None:
-            methods = self.sync_request(consts.HANDLE_INSPECT, id_pack)
-            cls = netref.class_factory(id_pack, methods, self._config["exposed_prefix"])
-            self._proxies.remember_class(id_pack, cls)
-        return cls
+        inspect = functools.partial(self.sync_request, consts.HANDLE_INSPECT)
+        return self._boxer.proxy_class(id_pack, inspect, self._config["exposed_prefix"])
 
     def _resolve_proxies(self, proxies: tuple[Any, ...]) -> None:
         """Give placeholder proxies their real class (asks INSPECT if needed)."""
@@ -638,12 +450,7 @@ class Connection(RequestHandlers):
 
     def _take_del_frames(self) -> list[bytes]:
         """DEL frames for the proxies that died, merged per object (called by the writer)."""
-        if not self._dels:
-            return []
-        merged: dict[IdPack, int] = {}
-        while self._dels:
-            id_pack, count = self._dels.pop()
-            merged[id_pack] = merged.get(id_pack, 0) + count
+        merged = self._boxer.take_releases()
         frames = [encode_del(next(self._seq), id_pack, count) for id_pack, count in merged.items()]
         if self._binding is not None:
             frames = [self._binding.unbound(frame) for frame in frames]
