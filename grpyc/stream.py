@@ -20,11 +20,8 @@ thread blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import socket
 import ssl as plain_ssl
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
@@ -34,7 +31,8 @@ import gevent.ssl as gssl
 from gevent.monkey import get_original
 
 from grpyc._namedpipe import NamedPipeStream, Win32PipeStream
-from grpyc.consts import STREAM_CHUNK
+from grpyc._pipestream import PipeStream
+from grpyc._streambase import BytesLike, Stream, wait_readable, write_vectored
 from grpyc.lib import in_gevent
 
 __all__ = [
@@ -49,12 +47,9 @@ __all__ = [
     "set_nodelay",
 ]
 
-BytesLike = bytes | bytearray | memoryview
 
-# The unpatched classes: adopting a blocking socket, and a readiness check
-# that never blocks and, unlike select(), takes descriptors above 1023.
+# The unpatched functions: plain streams never touch a gevent hub.
 _BlockingSocket = get_original("socket", "socket")
-_original_poll = get_original("select", "poll")
 _original_getaddrinfo = get_original("socket", "getaddrinfo")
 _original_sleep = get_original("time", "sleep")
 
@@ -62,144 +57,9 @@ _original_sleep = get_original("time", "sleep")
 _KEEPALIVE_SECONDS = 60
 _KEEPALIVE_COUNT = 5
 
-# libev/libuv event masks for io watchers.
-_READ = 1
-_WRITE = 2
-
-# IOV_MAX on Linux and macOS: the most buffers one sendmsg()/writev() takes.
-_MAX_VECTORS = 1024
-
 # Backoff before the next connect attempt after a timeout (RPyC retries too).
 _CONNECT_BACKOFF = 0.001
 _CONNECT_BACKOFF_MAX = 0.05
-
-
-def _wait_readable(fd: int, timeout: float | None, cooperative: bool = True) -> bool:
-    poller = _original_poll()
-    poller.register(fd, select.POLLIN)
-    # Any event counts: POLLHUP, POLLERR or POLLNVAL mean the next read
-    # reports the end of the stream, which is an answer too.
-    if poller.poll(0):
-        return True
-    if timeout is not None and timeout <= 0:
-        if cooperative:
-            gevent.sleep(0)  # a poll(0) loop must still let other greenlets run
-        return False
-    if not cooperative:
-        return _poll_plain(poller, timeout)
-    try:
-        gsocket.wait_read(fd, timeout)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _poll_plain(poller: Any, timeout: float | None) -> bool:
-    """Block this OS thread in poll() until an event or `timeout` seconds."""
-    millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-    return bool(poller.poll(millis))
-
-
-class Stream:
-    """Base of grpyc streams: RPyC's stream API plus buffer helpers.
-
-    Subclasses implement `closed`, `close`, `fileno`, `read_some`, `write`
-    and, when they can do better than the defaults, `read_into` and
-    `write_buffers`.
-    """
-
-    MAX_IO_CHUNK = STREAM_CHUNK
-
-    @property
-    def closed(self) -> bool:
-        """Whether the stream is closed. RPyC-compatible."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Close the stream, releasing its resources. RPyC-compatible."""
-        raise NotImplementedError
-
-    def fileno(self) -> int:
-        """The descriptor to poll for reading. RPyC-compatible.
-
-        Raises:
-            EOFError: the stream is closed.
-        """
-        raise NotImplementedError
-
-    def read_some(self, max_count: int) -> bytes:
-        """Between 1 and ``max_count`` bytes, waiting for at least one.
-
-        Raises:
-            EOFError: the stream ended or is closed.
-        """
-        raise NotImplementedError
-
-    def read_into(self, buffer: memoryview) -> int:
-        """Fill the start of ``buffer`` with at least one byte; return the count.
-
-        Raises:
-            EOFError: the stream ended or is closed.
-        """
-        data = self.read_some(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, count: int) -> bytes:
-        """Exactly ``count`` bytes. RPyC-compatible.
-
-        Raises:
-            EOFError: the stream ended first or is closed.
-        """
-        chunks = []
-        while count > 0:
-            chunk = self.read_some(min(count, self.MAX_IO_CHUNK))
-            chunks.append(chunk)
-            count -= len(chunk)
-        return b"".join(chunks)
-
-    def write(self, data: BytesLike) -> None:
-        """Write all of ``data``. RPyC-compatible.
-
-        Raises:
-            EOFError: the stream broke or is closed.
-        """
-        raise NotImplementedError
-
-    def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
-        """Write the buffers in order, as if joined, without joining them."""
-        for data in buffers:
-            self.write(data)
-
-    def poll(self, timeout: float | None) -> bool:
-        """Whether data (or the end of the stream) is readable within ``timeout`` s.
-
-        ``None`` waits forever. RPyC-compatible.
-
-        Raises:
-            EOFError: the stream is closed.
-        """
-        return _wait_readable(self.fileno(), timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _write_vectored(write: Callable[[list[memoryview]], int], buffers: Sequence[BytesLike]) -> None:
-    views = [memoryview(data) for data in buffers if len(data)]
-    index = 0
-    while index < len(views):
-        sent = write(views[index : index + _MAX_VECTORS])
-        while sent:
-            head = views[index]
-            if sent < len(head):
-                views[index] = head[sent:]
-                break
-            sent -= len(head)
-            index += 1
 
 
 def set_nodelay(sock: Any) -> None:
@@ -537,7 +397,7 @@ class SocketStream(Stream):
         if self._closed:
             raise EOFError("stream has been closed")
         try:
-            _write_vectored(self.sock.sendmsg, buffers)
+            write_vectored(self.sock.sendmsg, buffers)
         except OSError as exc:
             raise self._broken(exc) from exc
 
@@ -547,7 +407,7 @@ class SocketStream(Stream):
         # TLS may hold decrypted bytes that the descriptor no longer shows.
         if self.has_pending():
             return True
-        return _wait_readable(self.fileno(), timeout, self.cooperative)
+        return wait_readable(self.fileno(), timeout, self.cooperative)
 
     def has_pending(self) -> bool:
         """Whether bytes are buffered above the descriptor (TLS), so a read will not wait."""
@@ -567,179 +427,3 @@ class TunneledSocketStream(SocketStream):
         tun, self.tun = self.tun, None
         if tun is not None:
             tun.close()
-
-
-def _nonblocking_pipe() -> tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    return read_fd, write_fd
-
-
-def _fd_of(pipe: Any) -> int:
-    return pipe if isinstance(pipe, int) else int(pipe.fileno())
-
-
-class PipeStream(Stream):
-    """A stream over two one-way pipes, one read and one written. RPyC-compatible.
-
-    ``incoming`` and ``outgoing`` are file objects or descriptors; the
-    stream owns and closes them. Their descriptors are switched to
-    non-blocking mode while the stream is open (the hub, or in plain mode
-    poll(), waits for them), and switched back when it closes. POSIX only.
-    """
-
-    def __init__(self, incoming: Any, outgoing: Any) -> None:
-        flush = getattr(outgoing, "flush", None)
-        if flush is not None:
-            flush()
-        self.incoming = incoming
-        self.outgoing = outgoing
-        self._in_fd = _fd_of(incoming)
-        self._out_fd = _fd_of(outgoing)
-        self._blocking = {fd: os.get_blocking(fd) for fd in (self._in_fd, self._out_fd)}
-        for fd in self._blocking:
-            os.set_blocking(fd, False)
-        self._closed = False
-        self.cooperative = in_gevent()
-        self._hub: Any = None
-        self._watchers: dict[int, Any] = {}
-        # Plain mode: a thread blocked in poll() is woken through this pipe on close.
-        self._wake: tuple[int, int] | None = None if self.cooperative else _nonblocking_pipe()
-
-    @classmethod
-    def from_std(cls) -> Self:
-        """A stream over this process's stdin and stdout. RPyC-compatible.
-
-        The stream takes copies of descriptors 0 and 1, which then point to
-        the null device, so stray prints (from Python or C) cannot corrupt
-        the frames.
-        """
-        if sys.stdout is not None:
-            sys.stdout.flush()
-        incoming = os.fdopen(os.dup(0), "rb", buffering=0)
-        outgoing = os.fdopen(os.dup(1), "wb", buffering=0)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(devnull, 0)
-            os.dup2(devnull, 1)
-        finally:
-            os.close(devnull)
-        return cls(incoming, outgoing)
-
-    @classmethod
-    def create_pair(cls) -> tuple[Self, Self]:
-        """Two streams connected by a pair of new pipes. RPyC-compatible."""
-        read1, write1 = os.pipe()
-        read2, write2 = os.pipe()
-        side1 = cls(os.fdopen(read1, "rb", buffering=0), os.fdopen(write2, "wb", buffering=0))
-        side2 = cls(os.fdopen(read2, "rb", buffering=0), os.fdopen(write1, "wb", buffering=0))
-        return side1, side2
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        watchers = list(self._watchers.values())
-        self._watchers.clear()
-        if self._wake is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._wake[1], b"x")
-        if self._hub is None:
-            self._close_pipes()
-            return
-        # Like gevent's sockets: throw into a waiting greenlet first and
-        # close the descriptors only after it has left the hub's wait.
-        error = EOFError("stream has been closed")
-        self._hub.cancel_waits_close_and_then(watchers, error, self._close_pipes)
-
-    def _close_pipes(self) -> None:
-        for fd, blocking in self._blocking.items():
-            # OSError: the descriptor is already closed; no mode to restore.
-            with contextlib.suppress(OSError):
-                os.set_blocking(fd, blocking)
-        for pipe in (self.incoming, self.outgoing):
-            if isinstance(pipe, int):
-                os.close(pipe)
-            else:
-                pipe.close()
-            if self.outgoing is self.incoming:
-                break
-        if self._wake is not None:
-            for fd in self._wake:
-                os.close(fd)
-
-    def fileno(self) -> int:
-        if self._closed:
-            raise EOFError("stream has been closed")
-        return self._in_fd
-
-    def _wait(self, fd: int, event: int) -> None:
-        if self._wake is not None:
-            self._wait_plain(fd, event)
-            return
-        if self._hub is None:
-            self._hub = gevent.get_hub()
-        watcher = self._watchers.get(event)
-        if watcher is None:
-            watcher = self._watchers[event] = self._hub.loop.io(fd, event)
-        self._hub.wait(watcher)
-
-    def _wait_plain(self, fd: int, event: int) -> None:
-        assert self._wake is not None
-        poller = _original_poll()
-        poller.register(fd, select.POLLIN if event == _READ else select.POLLOUT)
-        poller.register(self._wake[0], select.POLLIN)
-        poller.poll()
-
-    def poll(self, timeout: float | None) -> bool:
-        return _wait_readable(self.fileno(), timeout, self.cooperative)
-
-    def _broken(self, exc: OSError) -> EOFError:
-        self.close()
-        return EOFError(f"pipe broken: {exc}")
-
-    def _read_with(self, read: Callable[[], Any]) -> Any:
-        while True:
-            if self._closed:
-                raise EOFError("stream has been closed")
-            try:
-                result = read()
-            except BlockingIOError:
-                self._wait(self._in_fd, _READ)
-                continue
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            if not result:
-                self.close()
-                raise EOFError("pipe closed by peer")
-            return result
-
-    def read_some(self, max_count: int) -> bytes:
-        data: bytes = self._read_with(lambda: os.read(self._in_fd, max_count))
-        return data
-
-    def read_into(self, buffer: memoryview) -> int:
-        count: int = self._read_with(lambda: os.readv(self._in_fd, [buffer]))
-        return count
-
-    def _writev(self, views: list[memoryview]) -> int:
-        while True:
-            try:
-                return os.writev(self._out_fd, views)
-            except BlockingIOError:
-                self._wait(self._out_fd, _WRITE)
-
-    def write(self, data: BytesLike) -> None:
-        self.write_buffers([data])
-
-    def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
-        if self._closed:
-            raise EOFError("stream has been closed")
-        try:
-            _write_vectored(self._writev, buffers)
-        except OSError as exc:
-            raise self._broken(exc) from exc
