@@ -16,7 +16,7 @@ Importing grpyc has no side effects (no environment reads, sockets or
 monkey patching) and is cheap: the names below load their module on first
 use, except the helpers, which are bound at import (see below why).
 
-`_PUBLIC_NAMES` is the one list of public names: ``__all__`` is made from
+`grpyc._names.PUBLIC_NAMES` is the one list of public names: ``__all__`` is made from
 it and the lazy lookup reads it. Type checkers cannot run that lookup, so
 the imports under ``TYPE_CHECKING`` name the same objects for them, in the
 ``name as name`` form that marks a re-export without a literal ``__all__``;
@@ -45,60 +45,7 @@ from grpyc.version import __version__ as __version__
 
 del _async_module, _service_module
 
-# Every public name -> the module that defines it; a name equal to its
-# module's last component is the module itself. The names bound by the
-# imports above are here too; the others load on first use.
-_PUBLIC_NAMES: dict[str, str] = {
-    "AsyncResult": "grpyc.async_",
-    "AsyncResultTimeout": "grpyc.async_",
-    "BaseNetref": "grpyc.netref",
-    "BgServingThread": "grpyc.helpers",
-    "Channel": "grpyc.channel",
-    "ClassicService": "grpyc.service",
-    "Connection": "grpyc.protocol",
-    "DiscoveryError": "grpyc.factory",
-    "ForkingServer": "grpyc.server",
-    "GenericException": "grpyc.vinegar",
-    "GeventServer": "grpyc.server",
-    "MasterService": "grpyc.service",
-    "OneShotServer": "grpyc.server",
-    "PipeStream": "grpyc.stream",
-    "Server": "grpyc.server",
-    "Service": "grpyc.service",
-    "SlaveService": "grpyc.service",
-    "SocketStream": "grpyc.stream",
-    "ThreadPoolServer": "grpyc.server",
-    "ThreadedServer": "grpyc.server",
-    "TunneledSocketStream": "grpyc.stream",
-    "VoidService": "grpyc.service",
-    "__version__": "grpyc.version",
-    "async_": "grpyc.helpers",
-    "buffiter": "grpyc.helpers",
-    "classic": "grpyc.classic",
-    "classpartial": "grpyc.helpers",
-    "connect": "grpyc.factory",
-    "connect_by_service": "grpyc.factory",
-    "connect_channel": "grpyc.factory",
-    "connect_multiprocess": "grpyc.factory",
-    "connect_pipes": "grpyc.factory",
-    "connect_stdpipes": "grpyc.factory",
-    "connect_stream": "grpyc.factory",
-    "connect_subproc": "grpyc.factory",
-    "connect_thread": "grpyc.factory",
-    "discover": "grpyc.factory",
-    "exposed": "grpyc.helpers",
-    "install_as_rpyc": "grpyc._dropin",
-    "list_services": "grpyc.factory",
-    "restricted": "grpyc.helpers",
-    "service": "grpyc.helpers",
-    "setup_logger": "grpyc.lib",
-    "spawn": "grpyc.lib",
-    "ssh_connect": "grpyc.factory",
-    "ssl_connect": "grpyc.factory",
-    "timed": "grpyc.helpers",
-    "unix_connect": "grpyc.factory",
-    "version": "grpyc.version",
-}
+from grpyc._names import PUBLIC_NAMES as _PUBLIC_NAMES  # noqa: E402 - after the two modules above
 
 __all__ = sorted(_PUBLIC_NAMES)
 

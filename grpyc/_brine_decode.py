@@ -20,21 +20,21 @@ from sys import getsizeof as _getsizeof
 from typing import Any, Final
 
 from grpyc._brine_encode import (
-    _BYTES_L4,
-    _EMPTY_TUPLE,
-    _FROZENSET,
-    _IMM_FIRST,
-    _IMM_MIN,
-    _IMM_STOP,
-    _SLICE,
-    _TUPLE_1,
-    _TUPLE_4,
-    _TUPLE_L1,
-    _TUPLE_L4,
     C16,
     DEFAULT_MAX_DEPTH,
     F8,
     I4,
+    TAG_BYTES_L4,
+    TAG_EMPTY_TUPLE,
+    TAG_FROZENSET,
+    TAG_IMM_FIRST,
+    TAG_IMM_MIN,
+    TAG_IMM_STOP,
+    TAG_SLICE,
+    TAG_TUPLE_1,
+    TAG_TUPLE_4,
+    TAG_TUPLE_L1,
+    TAG_TUPLE_L4,
 )
 from grpyc._brine_limits import (
     ASCII_SIZE,
@@ -68,7 +68,7 @@ _LONG_INT_DIGITS: Final = 64
 # Values of the one-byte tags 0x00..0x06.
 _SINGLETONS: Final = (None, b"", (), True, False, NotImplemented, Ellipsis)
 # Indexed by tag: the ints of the immediate tags 0x20..0xef, made once.
-_IMM_VALUES: Final = (None,) * _IMM_FIRST + tuple(range(_IMM_MIN, _IMM_STOP))
+_IMM_VALUES: Final = (None,) * TAG_IMM_FIRST + tuple(range(TAG_IMM_MIN, TAG_IMM_STOP))
 _EMPTY_FROZENSET: Final = frozenset()
 
 
@@ -112,7 +112,7 @@ def _read_bytes(tag: int, cursor: Cursor, data: bytes, meter: Meter, base_size: 
     elif tag == 0x0E:  # 1-byte length; IndexError when short: load reports truncation
         size = data[start]
         start += 1
-    elif tag == _BYTES_L4:  # struct.error when short: load reports truncation
+    elif tag == TAG_BYTES_L4:  # struct.error when short: load reports truncation
         (size,) = I4.unpack_from(data, start)
         start += 4
         if base_size + size > meter.fuel and start + size <= len(data):
@@ -253,9 +253,9 @@ _KIND_FROZENSET: Final = 2
 
 def _tuple_count(tag: int, cursor: Cursor, data: bytes) -> int:
     """Item count of the tuple whose tag (0x10..0x15) was just read."""
-    if _TUPLE_1 <= tag <= _TUPLE_4:
-        return tag - _TUPLE_1 + 1
-    count = next(cursor) if tag == _TUPLE_L1 else _unpack(I4, cursor, data)[0]
+    if TAG_TUPLE_1 <= tag <= TAG_TUPLE_4:
+        return tag - TAG_TUPLE_1 + 1
+    count = next(cursor) if tag == TAG_TUPLE_L1 else _unpack(I4, cursor, data)[0]
     # Every item takes at least one byte: refuse a count the input cannot hold.
     remaining = cursor.__length_hint__()
     if count > remaining:
@@ -274,13 +274,13 @@ def _open(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> tu
             f"containers nested deeper than max_depth={meter.max_depth} "
             f"at offset {offset(cursor, data) - 1}"
         )
-    if tag == _SLICE:
+    if tag == TAG_SLICE:
         inner = next(cursor)
-        if inner != _TUPLE_1 + 2:
+        if inner != TAG_TUPLE_1 + 2:
             raise BrineError(f"slice holds tag 0x{inner:02x}, not a 3-tuple")
         charge(meter, SLICE_SIZE - 3 * SLOT_SIZE, cursor, data)
         return 3, _KIND_SLICE
-    if tag == _FROZENSET:
+    if tag == TAG_FROZENSET:
         return _open_frozenset(cursor, data, meter), _KIND_FROZENSET
     count = _tuple_count(tag, cursor, data)
     if TUPLE_SIZE + SLOT_SIZE * count > meter.fuel:
@@ -291,9 +291,9 @@ def _open(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> tu
 
 def _open_frozenset(cursor: Cursor, data: bytes, meter: Meter) -> int:
     inner = next(cursor)
-    if inner == _EMPTY_TUPLE:
+    if inner == TAG_EMPTY_TUPLE:
         return 0
-    if not _TUPLE_1 <= inner <= _TUPLE_L4:
+    if not TAG_TUPLE_1 <= inner <= TAG_TUPLE_L4:
         raise BrineError(f"frozenset holds tag 0x{inner:02x}, not a tuple")
     count = _tuple_count(inner, cursor, data)
     if count > meter.max_frozenset_items:
@@ -368,7 +368,7 @@ def _load_nested(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter
         if len(items) < count:
             charge(meter, SLOT_SIZE, cursor, data)
             tag = next(cursor)
-            if _TUPLE_1 <= tag <= _TUPLE_L4 or tag in (_SLICE, _FROZENSET):
+            if TAG_TUPLE_1 <= tag <= TAG_TUPLE_L4 or tag in (TAG_SLICE, TAG_FROZENSET):
                 parents.append((items, count, kind))
                 count, kind = _open(tag, cursor, data, depth + len(parents), meter)
                 items = []
@@ -392,9 +392,9 @@ def _handler(tag: int) -> _Handler:
         return _load_str
     if 0x0A <= tag <= 0x0F:
         return _load_bytes
-    if _TUPLE_1 <= tag <= _TUPLE_4:
+    if TAG_TUPLE_1 <= tag <= TAG_TUPLE_4:
         return _load_small_tuple
-    if tag in (_TUPLE_L1, _TUPLE_L4, _SLICE, _FROZENSET):
+    if tag in (TAG_TUPLE_L1, TAG_TUPLE_L4, TAG_SLICE, TAG_FROZENSET):
         return _load_container
     if tag in (0x16, 0x17):
         return _load_int

@@ -16,7 +16,26 @@ from struct import Struct
 from types import EllipsisType, NoneType, NotImplementedType
 from typing import Any, Final
 
-__all__ = ["C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable"]
+__all__ = [
+    "C16",
+    "DEFAULT_MAX_DEPTH",
+    "F8",
+    "I1",
+    "I4",
+    "TAG_BYTES_L4",
+    "TAG_EMPTY_TUPLE",
+    "TAG_FROZENSET",
+    "TAG_IMM_FIRST",
+    "TAG_IMM_MIN",
+    "TAG_IMM_STOP",
+    "TAG_SLICE",
+    "TAG_TUPLE_1",
+    "TAG_TUPLE_4",
+    "TAG_TUPLE_L1",
+    "TAG_TUPLE_L4",
+    "dump",
+    "dumpable",
+]
 
 # How deeply containers may nest. 1000 is CPython's default recursion limit:
 # about as deep as ordinary recursive code (repr, ==, a walk over boxes) can
@@ -36,26 +55,26 @@ _TAG_COMPLEX = Struct("!Bdd")
 # Tags (PROTOCOL.md section 3). The hot paths of dump and load write them as
 # literals, with a comment: a module global costs a lookup per use.
 _EMPTY_BYTES = 0x01
-_EMPTY_TUPLE = 0x02
+TAG_EMPTY_TUPLE = 0x02
 _STR = 0x08
 _BYTES_1 = 0x0A  # 0x0a..0x0d: bytes of length 1..4
 _BYTES_L1 = 0x0E
-_BYTES_L4 = 0x0F
-_TUPLE_1 = 0x10  # 0x10..0x13: tuple of 1..4 items
-_TUPLE_4 = 0x13
-_TUPLE_L1 = 0x14
-_TUPLE_L4 = 0x15
+TAG_BYTES_L4 = 0x0F
+TAG_TUPLE_1 = 0x10  # 0x10..0x13: tuple of 1..4 items
+TAG_TUPLE_4 = 0x13
+TAG_TUPLE_L1 = 0x14
+TAG_TUPLE_L4 = 0x15
 _INT_L1 = 0x16
 _INT_L4 = 0x17
 _FLOAT = 0x18
-_SLICE = 0x19
-_FROZENSET = 0x1A
+TAG_SLICE = 0x19
+TAG_FROZENSET = 0x1A
 _COMPLEX = 0x1B
-_IMM_FIRST = 0x20  # 0x20..0xef: the int tag - 0x50
+TAG_IMM_FIRST = 0x20  # 0x20..0xef: the int tag - 0x50
 _IMM_END = 0xF0
 _IMM_BIAS = 0x50
-_IMM_MIN = _IMM_FIRST - _IMM_BIAS
-_IMM_STOP = _IMM_END - _IMM_BIAS
+TAG_IMM_MIN = TAG_IMM_FIRST - _IMM_BIAS
+TAG_IMM_STOP = _IMM_END - _IMM_BIAS
 
 _SIMPLE_TYPES: Final = frozenset(
     {NoneType, bool, int, float, complex, bytes, str, NotImplementedType, EllipsisType}
@@ -63,30 +82,30 @@ _SIMPLE_TYPES: Final = frozenset(
 
 
 # Encoded headers for every length below 256, so the hot path is one index.
-_IMM_INTS: Final = tuple(bytes([v + _IMM_BIAS]) for v in range(_IMM_MIN, _IMM_STOP))
+_IMM_INTS: Final = tuple(bytes([v + _IMM_BIAS]) for v in range(TAG_IMM_MIN, TAG_IMM_STOP))
 _BYTES_HEADS: Final = (
     bytes([_EMPTY_BYTES]),
     *(bytes([_BYTES_1 + n - 1]) if n <= 4 else bytes([_BYTES_L1, n]) for n in range(1, 256)),
 )
 _STR_HEADS: Final = tuple(bytes([_STR]) + head for head in _BYTES_HEADS)
 _TUPLE_HEADS: Final = (
-    bytes([_EMPTY_TUPLE]),
-    *(bytes([_TUPLE_1 + n - 1]) if n <= 4 else bytes([_TUPLE_L1, n]) for n in range(1, 256)),
+    bytes([TAG_EMPTY_TUPLE]),
+    *(bytes([TAG_TUPLE_1 + n - 1]) if n <= 4 else bytes([TAG_TUPLE_L1, n]) for n in range(1, 256)),
 )
 _INT_HEADS: Final = tuple(bytes([_INT_L1, n]) for n in range(256))
 
 
 def _bytes_head(size: int) -> bytes:
-    return _BYTES_HEADS[size] if size < 256 else bytes([_BYTES_L4]) + I4.pack(size)
+    return _BYTES_HEADS[size] if size < 256 else bytes([TAG_BYTES_L4]) + I4.pack(size)
 
 
 def _tuple_head(count: int) -> bytes:
-    return _TUPLE_HEADS[count] if count < 256 else bytes([_TUPLE_L4]) + I4.pack(count)
+    return _TUPLE_HEADS[count] if count < 256 else bytes([TAG_TUPLE_L4]) + I4.pack(count)
 
 
 def _encode_int(value: int) -> bytes:
-    if _IMM_MIN <= value < _IMM_STOP:
-        return _IMM_INTS[value - _IMM_MIN]
+    if TAG_IMM_MIN <= value < TAG_IMM_STOP:
+        return _IMM_INTS[value - TAG_IMM_MIN]
     # Raises ValueError past sys.get_int_max_str_digits(), as stock rpyc does.
     digits = b"%d" % value
     size = len(digits)
@@ -100,7 +119,7 @@ def _encode_bytes(value: bytes) -> bytes:
 
 
 def _str_head(size: int) -> bytes:
-    return _STR_HEADS[size] if size < 256 else bytes([_STR, _BYTES_L4]) + I4.pack(size)
+    return _STR_HEADS[size] if size < 256 else bytes([_STR, TAG_BYTES_L4]) + I4.pack(size)
 
 
 def _encode_str(value: str) -> bytes:

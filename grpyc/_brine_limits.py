@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from grpyc._brine_encode import _TUPLE_1
+from grpyc._brine_encode import TAG_TUPLE_1
 
 __all__ = [
     "DEFAULT_MAX_FROZENSET_ITEMS",
@@ -83,7 +83,7 @@ ASCII_SIZE: Final = 49  # + 1 per char
 INT_SIZE: Final = 24  # + 4 per 30 bits
 FROZENSET_SIZE: Final = 216  # with up to 4 items; bigger ones are measured once built
 # By tag: the size of a tuple of 1..4 items (tags 0x10..0x13).
-TUPLE_SIZES: Final = (0,) * _TUPLE_1 + tuple(40 + 8 * n for n in range(1, 5))
+TUPLE_SIZES: Final = (0,) * TAG_TUPLE_1 + tuple(40 + 8 * n for n in range(1, 5))
 # By length in chars (sign included): the size of the largest int that long,
 # at most 4 bytes over the real one. Longer ints are measured.
 INT_SIZES: Final = tuple(24 + 4 * max(1, (int(n * 3.3219281) + 30) // 30) for n in range(65))

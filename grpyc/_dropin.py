@@ -91,7 +91,7 @@ _LOADED_BY_INSTALL = frozenset(
 Names = tuple[tuple[str, tuple[str, ...]], ...]
 
 # What the package objects define besides their submodules: grpyc module ->
-# the names taken from it. ``rpyc`` itself takes `grpyc.__all__`.
+# the names taken from it. ``rpyc`` itself takes grpyc's public names (`grpyc._names`).
 _PACKAGE_NAMES: dict[str, Names] = {
     "rpyc.core": (
         ("grpyc.stream", ("SocketStream", "TunneledSocketStream", "PipeStream")),
@@ -223,15 +223,17 @@ def _copy_names(target: ModuleType, sources: Names) -> None:
 
 
 def _build_packages() -> dict[str, ModuleType]:
-    import grpyc
     from grpyc import _rpyc_version
+    from grpyc._names import PUBLIC_NAMES
 
     packages = {name: _package(name) for name in _PACKAGE_DOCS}
     root = packages["rpyc"]
-    for name in grpyc.__all__:
-        setattr(root, name, getattr(grpyc, name))
+    for name, module_name in PUBLIC_NAMES.items():
+        module = importlib.import_module(module_name)
+        value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
+        setattr(root, name, value)
     # RPyC's alias from before ``async`` became a keyword.
-    setattr(root, "async", grpyc.async_)
+    setattr(root, "async", root.async_)
     # The RPyC version grpyc stands in for, as a grpyc peer reports it.
     setattr(root, "version", _rpyc_version)  # noqa: B010 - ModuleType declares no such attributes
     setattr(root, "__version__", _rpyc_version.__version__)  # noqa: B010 - as above

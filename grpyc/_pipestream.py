@@ -17,8 +17,7 @@ from typing import Any, Self
 import gevent
 from gevent.monkey import get_original
 
-from grpyc._streambase import BytesLike, Stream, wait_readable, write_vectored
-from grpyc.lib import in_gevent
+from grpyc._streambase import BytesLike, Stream, in_gevent, wait_readable, write_vectored
 
 __all__ = ["PipeStream"]
 

@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import gevent
+import gevent.monkey
 import gevent.socket as gsocket
+from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
 from grpyc.consts import STREAM_CHUNK
 
-__all__ = ["BytesLike", "Stream", "wait_readable", "write_vectored"]
+__all__ = ["BytesLike", "Stream", "in_gevent", "wait_readable", "write_vectored"]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -27,6 +29,18 @@ _original_poll = get_original("select", "poll")
 
 # IOV_MAX on Linux and macOS: the most buffers one sendmsg()/writev() takes.
 _MAX_VECTORS = 1024
+
+
+def in_gevent() -> bool:
+    """Whether code in this thread runs under gevent: monkey patched, or its hub exists.
+
+    A connection made where this is False belongs to plain OS threads: it
+    uses blocking sockets and is read by whichever thread waits on it, as in
+    RPyC (DESIGN.md, "Callers outside gevent"). grpyc never creates a hub in
+    such a thread itself, so the answer stays the same for the thread's life
+    unless the program starts using gevent there.
+    """
+    return gevent.monkey.is_module_patched("socket") or get_hub_if_exists() is not None
 
 
 def wait_readable(fd: int, timeout: float | None, cooperative: bool = True) -> bool:

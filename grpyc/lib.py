@@ -1,23 +1,28 @@
-"""Small shared helpers: id packs, method introspection, deadlines, spawning.
+"""Small shared helpers: deadlines, threads and greenlets, logging (RPyC's ``rpyc.lib``).
 
-Nothing here touches a connection; `protocol`, `netref` and `server` build on it.
+Also the home, for RPyC's names, of the id packs and method lists
+(`grpyc._introspect`) and `in_gevent` (`grpyc._streambase`). Nothing here
+touches a connection; `protocol`, `netref` and `server` build on it.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
-import gevent.monkey
-from gevent._hub_local import get_hub_if_exists
+
+from grpyc._introspect import IdPack as IdPack
+from grpyc._introspect import get_id_pack as get_id_pack
+from grpyc._introspect import get_methods as get_methods
+from grpyc._introspect import hasattr_static as hasattr_static
+from grpyc._streambase import in_gevent as in_gevent
 
 __all__ = [
+    "IdPack",
     "Timeout",
     "get_id_pack",
     "get_methods",
@@ -27,65 +32,6 @@ __all__ = [
     "setup_logger",
     "spawn",
 ]
-
-IdPack = tuple[str, int, int]
-
-
-def _module_name_pack(module: Any) -> str:
-    name = getattr(module, "__name__", None)
-    if name in sys.modules:
-        return str(name)
-    return f"{type(module).__module__}.{name}"
-
-
-def get_id_pack(obj: Any) -> IdPack:
-    """The id pack ``(name_pack, class_id, instance_id)`` of a local object.
-
-    PROTOCOL.md section 4: a class gets its own name and instance id 0; a
-    module is named by its module name; a proxy keeps the id pack it was
-    given, so an object received from a third party goes on by that name.
-    """
-    proxied = getattr(type(obj), "____id_pack__", None)
-    if proxied is not None:
-        return object.__getattribute__(obj, "____id_pack__")
-    if inspect.ismodule(obj):
-        return (_module_name_pack(obj), id(type(obj)), id(obj))
-    if isinstance(obj, type):
-        return (f"{obj.__module__}.{obj.__name__}", id(obj), 0)
-    cls = type(obj)
-    return (f"{cls.__module__}.{cls.__name__}", id(cls), id(obj))
-
-
-def get_methods(local_names: Iterable[str], obj: Any) -> tuple[tuple[str, str | None], ...]:
-    """Every routine along ``obj``'s MRO as ``(name, docstring)`` pairs.
-
-    For a class, the metaclass MRO is included first, so a proxy of a class
-    also answers the metaclass's methods. ``local_names`` (the attributes a
-    proxy keeps local) are left out. This is the INSPECT answer (section 5).
-    """
-    skip = frozenset(local_names)
-    classes: list[type] = list(reversed(type(obj).__mro__))
-    if isinstance(obj, type):
-        classes += list(reversed(obj.__mro__))
-    # Later classes override earlier ones, also with non-routines
-    # (``list.__hash__ = None`` hides ``object.__hash__``).
-    attrs: dict[str, Any] = {}
-    for cls in classes:
-        attrs.update(vars(cls))
-    return tuple(
-        (name, inspect.getdoc(attr))
-        for name, attr in attrs.items()
-        if name not in skip and inspect.isroutine(attr)
-    )
-
-
-def hasattr_static(obj: Any, name: str) -> bool:
-    """``hasattr`` that runs no descriptor or ``__getattr__`` code."""
-    try:
-        inspect.getattr_static(obj, name)
-    except AttributeError:
-        return False
-    return True
 
 
 class Timeout:
@@ -135,18 +81,6 @@ def kill_greenlets(
         gevent.killall(doomed, block=False)
     else:
         gevent.killall(doomed, timeout=timeout)
-
-
-def in_gevent() -> bool:
-    """Whether code in this thread runs under gevent: monkey patched, or its hub exists.
-
-    A connection made where this is False belongs to plain OS threads: it
-    uses blocking sockets and is read by whichever thread waits on it, as in
-    RPyC (DESIGN.md, "Callers outside gevent"). grpyc never creates a hub in
-    such a thread itself, so the answer stays the same for the thread's life
-    unless the program starts using gevent there.
-    """
-    return gevent.monkey.is_module_patched("socket") or get_hub_if_exists() is not None
 
 
 def spawn(func: Callable[..., Any], *args: Any, **kwargs: Any) -> threading.Thread:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grpyc import brine, consts
-from grpyc.lib import IdPack
+from grpyc._introspect import IdPack
 
 __all__ = [
     "PingError",

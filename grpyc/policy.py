@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from grpyc.lib import hasattr_static
+from grpyc._introspect import hasattr_static
 
 __all__ = ["CMP_OPS", "SAFE_ATTRS", "attr_name", "check_attr", "is_dunder", "may_get"]
 

@@ -24,6 +24,7 @@ import functools
 import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -205,6 +206,14 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         grpyc's own (servers drain connections with it); a closed connection is idle.
         """
         return self._hub.wait_idle(timeout)
+
+    def update_config(self, changes: Mapping[str, Any]) -> None:
+        """Change configuration keys of this connection (RPyC's ``_config``). grpyc's own.
+
+        RPyC's keys take effect at their next use; the limits were checked
+        when the connection was made and stay.
+        """
+        self._config.update(changes)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first. grpyc's own."""

@@ -230,7 +230,7 @@ class SlaveService(Slave, Service):
 
     def on_connect(self, conn: Connection) -> None:
         self._conn = conn
-        conn._config.update(_SLAVE_CONFIG)
+        conn.update_config(_SLAVE_CONFIG)
         super().on_connect(conn)
 
 

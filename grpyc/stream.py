@@ -32,8 +32,7 @@ from gevent.monkey import get_original
 
 from grpyc._namedpipe import NamedPipeStream, Win32PipeStream
 from grpyc._pipestream import PipeStream
-from grpyc._streambase import BytesLike, Stream, wait_readable, write_vectored
-from grpyc.lib import in_gevent
+from grpyc._streambase import BytesLike, Stream, in_gevent, wait_readable, write_vectored
 
 __all__ = [
     "NamedPipeStream",

@@ -53,6 +53,9 @@ class FakeConnection:
         self._config = dict(rpyc.core.protocol.DEFAULT_CONFIG)
         self.root = root
 
+    def update_config(self, changes):
+        self._config.update(changes)
+
 
 class RecordingConnection:
     """A `_protocol` stand-in recording how `_connect` constructs it."""

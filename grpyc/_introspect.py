@@ -1,0 +1,72 @@
+"""Id packs and method lists of local objects: pure introspection (`grpyc.lib` re-exports).
+
+Nothing here touches a connection, a socket or gevent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["IdPack", "get_id_pack", "get_methods", "hasattr_static"]
+
+IdPack = tuple[str, int, int]
+
+
+def _module_name_pack(module: Any) -> str:
+    name = getattr(module, "__name__", None)
+    if name in sys.modules:
+        return str(name)
+    return f"{type(module).__module__}.{name}"
+
+
+def get_id_pack(obj: Any) -> IdPack:
+    """The id pack ``(name_pack, class_id, instance_id)`` of a local object.
+
+    PROTOCOL.md section 4: a class gets its own name and instance id 0; a
+    module is named by its module name; a proxy keeps the id pack it was
+    given, so an object received from a third party goes on by that name.
+    """
+    proxied = getattr(type(obj), "____id_pack__", None)
+    if proxied is not None:
+        return object.__getattribute__(obj, "____id_pack__")
+    if inspect.ismodule(obj):
+        return (_module_name_pack(obj), id(type(obj)), id(obj))
+    if isinstance(obj, type):
+        return (f"{obj.__module__}.{obj.__name__}", id(obj), 0)
+    cls = type(obj)
+    return (f"{cls.__module__}.{cls.__name__}", id(cls), id(obj))
+
+
+def get_methods(local_names: Iterable[str], obj: Any) -> tuple[tuple[str, str | None], ...]:
+    """Every routine along ``obj``'s MRO as ``(name, docstring)`` pairs.
+
+    For a class, the metaclass MRO is included first, so a proxy of a class
+    also answers the metaclass's methods. ``local_names`` (the attributes a
+    proxy keeps local) are left out. This is the INSPECT answer (section 5).
+    """
+    skip = frozenset(local_names)
+    classes: list[type] = list(reversed(type(obj).__mro__))
+    if isinstance(obj, type):
+        classes += list(reversed(obj.__mro__))
+    # Later classes override earlier ones, also with non-routines
+    # (``list.__hash__ = None`` hides ``object.__hash__``).
+    attrs: dict[str, Any] = {}
+    for cls in classes:
+        attrs.update(vars(cls))
+    return tuple(
+        (name, inspect.getdoc(attr))
+        for name, attr in attrs.items()
+        if name not in skip and inspect.isroutine(attr)
+    )
+
+
+def hasattr_static(obj: Any, name: str) -> bool:
+    """``hasattr`` that runs no descriptor or ``__getattr__`` code."""
+    try:
+        inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return True
