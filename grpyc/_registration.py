@@ -10,38 +10,23 @@ from typing import Any
 
 from gevent.event import Event
 
+from grpyc.registry import register_periodically
+
 __all__ = ["register_until", "unregister"]
 
-# A registration the registry did not acknowledge is retried this soon (as
-# in RPyC), instead of after the full re-registration interval.
-_REGISTER_RETRY = 1.0
 
-
-def register_until(
-    registrar: Any,
-    service: Any,
-    address: tuple[str, int],
-    stopping: Event,
-    logger: logging.Logger,
-) -> None:
+def register_until(registrar: Any, service: Any, address: tuple[str, int], stopping: Event) -> None:
     """Register the service's aliases at `address` now and every ``REREGISTER_INTERVAL``.
 
-    Stops when `stopping` is set.
-    Failures go to the log and are retried after a second: the registry may
-    come back.
+    Stops when `stopping` is set; failures go to the log and are retried
+    (`grpyc.registry.register_periodically`). A server bound to an IPv6
+    address registers from whatever address the registrar's own family
+    allows: an IPv4 registrar cannot send from ``::1``.
     """
     host, port = address
+    interface = "" if ":" in host else host
     aliases = service.get_service_aliases()
-    interval = registrar.REREGISTER_INTERVAL
-    while True:
-        try:
-            registered = registrar.register(aliases, port, interface=host)
-        except Exception:
-            # To the log, then retried.
-            logger.exception("registering %s failed", ", ".join(aliases))
-            registered = False
-        if stopping.wait(interval if registered else _REGISTER_RETRY):
-            return
+    register_periodically(registrar, aliases, port, stopping, interface=interface)
 
 
 def unregister(registrar: Any, port: int, logger: logging.Logger) -> None:

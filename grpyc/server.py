@@ -423,9 +423,7 @@ class Server:
         if self.auto_register:
             self._registering = True
             address, stopping = (self.host, self.port), self._life.closing_event
-            self._life.spawn(
-                register_until, self.registrar, self.service, address, stopping, self.logger
-            )
+            self._life.spawn(register_until, self.registrar, self.service, address, stopping)
 
     # ------------------------------------------------------------ closing
     def close(self) -> None:
