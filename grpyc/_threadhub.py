@@ -31,6 +31,7 @@ from typing import Any
 import greenlet
 from gevent.monkey import get_original
 
+from grpyc._runtime import Runtime
 from grpyc.config import Limits
 
 __all__ = ["ThreadHub", "ThreadSlot"]
@@ -74,7 +75,7 @@ class _Sleeper:
             self.lock.release()
 
 
-class ThreadHub:
+class ThreadHub(Runtime):
     """Read baton, writes and pending slots of a connection used by plain OS threads."""
 
     def __init__(
@@ -88,14 +89,8 @@ class ThreadHub:
         limits: Limits,
         take_deferred: Callable[[], list[bytes]] | None = None,
     ) -> None:
-        self.name = name
-        self.logger = logger
-        self.limits = limits
-        self.pending: dict[int, Any] = {}
-        self.last_received = time.monotonic()
-        self._channel = channel
-        self._on_frame = on_frame
-        self._on_closed = on_closed
+        super().__init__(channel, on_frame, on_closed, name=name, logger=logger)
+        self._limits = limits
         self._take_deferred = take_deferred
         self._state = _Condition(_allocate_lock())
         self._reading = False
@@ -105,19 +100,13 @@ class ThreadHub:
         self._send_lock = _allocate_lock()
         self._outbox: list[bytes] = []
         self._deferred_bytes = 0
-        self._closed = False
-        self._close_reason: BaseException | None = None
         self._closed_lock = _allocate_lock()
         self._closed_lock.acquire()
 
     # ------------------------------------------------------------------ state
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def close_reason(self) -> BaseException | None:
-        return self._close_reason
+    def limits(self) -> Limits:
+        return self._limits
 
     def is_hub_thread(self) -> bool:
         """Always True: every thread may use this connection directly."""
@@ -150,27 +139,6 @@ class ThreadHub:
             _start_thread(self.serve_until_closed, ())
 
     # ---------------------------------------------------------------- replies
-    def expect_reply(self, seq: int, slot: Any) -> None:
-        self.pending[seq] = slot
-
-    def take_reply(self, seq: int) -> Any:
-        return self.pending.pop(seq, None)
-
-    def call(self, seq: int, payload: bytes, timeout: float | None) -> Any:
-        """Send request `payload` and wait for its reply (None on timeout).
-
-        Raises:
-            EOFError: the connection is closed.
-        """
-        self._raise_if_closed()
-        slot = ThreadSlot()
-        self.pending[seq] = slot
-        try:
-            self.send(payload)
-            return self.wait_reply(slot, timeout)
-        finally:
-            self.pending.pop(seq, None)
-
     def wait_reply(self, slot: Any, timeout: float | None) -> Any:
         """Read (or sleep) until `slot` is delivered; its outcome, or None on timeout."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -422,10 +390,6 @@ class ThreadHub:
                     self.logger.exception("%s: error in keepalive check", self.name)
 
         _start_thread(watch, ())
-
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise EOFError(f"connection {self.name} is closed")
 
     # --------------------------------------------------------------- shutdown
     def shutdown(self, reason: BaseException) -> None:

@@ -46,6 +46,7 @@ from gevent.monkey import get_original
 from grpyc._admission import Admission
 from grpyc._baton import BATON, READABLE, ReadBaton, ReplySlot
 from grpyc._crossthread import ForeignThreadError, ThreadCall
+from grpyc._runtime import Runtime
 from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
@@ -80,21 +81,16 @@ class ChannelLike(Protocol):
     def close(self) -> None: ...
 
 
-class ConnectionHub:
+class ConnectionHub(Runtime):
     """Reading baton, writer, handler greenlets and pending slots of one connection."""
 
     # Slots: a server holds thousands of these.
     __slots__ = (
         "_admission",
         "_baton",
-        "_channel",
-        "_close_reason",
-        "_closed",
         "_frames_unreported",
         "_gevent_hub",
         "_nested_leads",
-        "_on_closed",
-        "_on_frame",
         "_owned",
         "_pace",
         "_reader_began",
@@ -104,10 +100,6 @@ class ConnectionHub:
         "_timer",
         "_waits",
         "_writer",
-        "last_received",
-        "logger",
-        "name",
-        "pending",
     )  # fmt: skip
 
     def __init__(
@@ -121,13 +113,7 @@ class ConnectionHub:
         limits: Limits,
         take_deferred: Callable[[], list[bytes]] | None = None,
     ) -> None:
-        self.name = name
-        self.logger = logger
-        self.pending: dict[int, Any] = {}
-        self.last_received = time.monotonic()
-        self._channel = channel
-        self._on_frame = on_frame
-        self._on_closed = on_closed
+        super().__init__(channel, on_frame, on_closed, name=name, logger=logger)
         self._gevent_hub = gevent.get_hub()
         self._thread_ident = _get_ident()
         self._admission = Admission(limits, self._on_idle)
@@ -143,8 +129,6 @@ class ConnectionHub:
         )
         self._owned: set[Greenlet] = set()
         self._spared: set[Any] = set()
-        self._closed = False
-        self._close_reason: BaseException | None = None
         self._frames_unreported = 0
         self._baton = ReadBaton(channel, self._gevent_hub)
         self._waits = WaitLists(self._gevent_hub, self._baton)
@@ -158,14 +142,6 @@ class ConnectionHub:
         self._timer: Any = None
 
     # ------------------------------------------------------------------ state
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def close_reason(self) -> BaseException | None:
-        return self._close_reason
-
     @property
     def limits(self) -> Limits:
         return self._admission.limits
@@ -219,32 +195,6 @@ class ConnectionHub:
         return ReplySlot()
 
     # ----------------------------------------------------------------- replies
-    def expect_reply(self, seq: int, slot: Any) -> None:
-        """Deliver the reply to request `seq` to `slot` (its ``deliver`` method)."""
-        self.pending[seq] = slot
-
-    def take_reply(self, seq: int) -> Any:
-        """The slot waiting for the reply to `seq`, no longer pending; None if nobody waits."""
-        return self.pending.pop(seq, None)
-
-    def call(self, seq: int, payload: bytes, timeout: float | None) -> Any:
-        """Send request `payload` and wait for its reply.
-
-        Returns:
-            The delivered ``(is_exc, obj, unresolved)``, or None on timeout.
-
-        Raises:
-            EOFError: the connection is closed.
-        """
-        self._raise_if_closed()
-        slot = ReplySlot()
-        self.pending[seq] = slot
-        try:
-            self._writer.send(payload)
-            return self.wait_reply(slot, timeout)
-        finally:
-            self.pending.pop(seq, None)
-
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
         """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.
 
@@ -421,10 +371,6 @@ class ConnectionHub:
     def _on_idle(self) -> None:
         if self._waits.idle:
             self._waits.wake(self._waits.idle)
-
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise EOFError(f"connection {self.name} is closed")
 
     # ---------------------------------------------------------------- handlers
     def submit(self, func: Callable[..., Any], *args: Any, cost: int = 0) -> bool:

@@ -21,7 +21,7 @@ LAYERS = {
     ],
     "io": ["stream", "_streambase", "_pipestream", "_namedpipe", "channel"],
     "runtime": [
-        "hub", "_admission", "_writer", "_baton", "_crossthread", "_switchwatch",
+        "hub", "_runtime", "_admission", "_writer", "_baton", "_crossthread", "_switchwatch",
         "_waitlists", "_threadhub", "async_", "lib",
     ],
     "core": [
