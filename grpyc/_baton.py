@@ -18,12 +18,13 @@ nothing here reads or handles frames (`hub` does).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from gevent.hub import Waiter
 
-__all__ = ["BATON", "CLOSED", "READABLE", "TIMEOUT", "ReadBaton", "ReplySlot"]
+__all__ = ["BATON", "CLOSED", "DELIVERED", "READABLE", "TIMEOUT", "ReadBaton"]
 
 # Why a sleeping greenlet was woken.
 READABLE = 1
@@ -31,32 +32,6 @@ BATON = 2
 TIMEOUT = 3
 CLOSED = 4
 DELIVERED = 5
-
-
-class ReplySlot:
-    """Where the reply to one request lands.
-
-    The greenlet that reads the reply calls `deliver`; the caller waits on
-    its hub. The outcome is handed over through an attribute, not through the
-    switch, so nothing else keeps a (possibly huge) reply alive once the
-    caller drops it.
-    """
-
-    __slots__ = ("outcome", "waiter")
-
-    def __init__(self) -> None:
-        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
-        # Set while the caller sleeps on this slot as a follower.
-        self.waiter: Waiter | None = None
-
-    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = (is_exc, obj, unresolved)
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            # Waiter.switch must run in the hub greenlet, not in the reader.
-            waiter.hub.loop.run_callback(waiter.switch, DELIVERED)
 
 
 class ReadBaton:
@@ -131,12 +106,13 @@ class ReadBaton:
         """
         waiter = Waiter(self._gevent_hub)
         entry = (me, waiter)
-        slot.waiter = waiter
+        # Waiter.switch must run in the hub greenlet, not in the reader.
+        slot.wake = functools.partial(self._gevent_hub.loop.run_callback, waiter.switch, DELIVERED)
         self.followers.append(entry)
         try:
             reason = self.sleep(waiter, deadline)
         finally:
-            slot.waiter = None
+            slot.wake = None
             if entry in self.followers:
                 self.followers.remove(entry)
             if self.holder is me and slot.outcome is not None:

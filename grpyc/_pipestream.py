@@ -47,6 +47,8 @@ class PipeStream(Stream):
     poll(), waits for them), and switched back when it closes. POSIX only.
     """
 
+    _KIND = "pipe"
+
     def __init__(self, incoming: Any, outgoing: Any) -> None:
         flush = getattr(outgoing, "flush", None)
         if flush is not None:
@@ -94,14 +96,9 @@ class PipeStream(Stream):
         side2 = cls(os.fdopen(read2, "rb", buffering=0), os.fdopen(write1, "wb", buffering=0))
         return side1, side2
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
-        if self._closed:
+        if not self._mark_closed():
             return
-        self._closed = True
         watchers = list(self._watchers.values())
         self._watchers.clear()
         if self._wake is not None:
@@ -157,25 +154,11 @@ class PipeStream(Stream):
     def poll(self, timeout: float | None) -> bool:
         return wait_readable(self.fileno(), timeout, self.cooperative)
 
-    def _broken(self, exc: OSError) -> EOFError:
-        self.close()
-        return EOFError(f"pipe broken: {exc}")
-
     def _read_with(self, read: Callable[[], Any]) -> Any:
-        while True:
-            if self._closed:
-                raise EOFError("stream has been closed")
-            try:
-                result = read()
-            except BlockingIOError:
-                self._wait(self._in_fd, _READ)
-                continue
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            if not result:
-                self.close()
-                raise EOFError("pipe closed by peer")
-            return result
+        return self._read_retrying(read, BlockingIOError, self._wait_readable)
+
+    def _wait_readable(self) -> None:
+        self._wait(self._in_fd, _READ)
 
     def read_some(self, max_count: int) -> bytes:
         data: bytes = self._read_with(lambda: os.read(self._in_fd, max_count))

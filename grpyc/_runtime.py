@@ -14,7 +14,31 @@ from typing import Any
 
 from grpyc.config import Limits
 
-__all__ = ["Runtime"]
+__all__ = ["ReplySlot", "Runtime"]
+
+
+class ReplySlot:
+    """Where the reply to one request lands.
+
+    Whoever reads the reply calls `deliver`; a caller sleeping on the slot
+    sets `wake` (how to wake it in its runtime) while it sleeps. The outcome
+    is handed over through an attribute, not through the wake, so nothing
+    else keeps a (possibly huge) reply alive once the caller drops it.
+    """
+
+    __slots__ = ("outcome", "wake")
+
+    def __init__(self) -> None:
+        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
+        self.wake: Callable[[], Any] | None = None
+
+    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = (is_exc, obj, unresolved)
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
 
 
 class Runtime:
@@ -40,7 +64,18 @@ class Runtime:
         *,
         name: str,
         logger: logging.Logger,
+        limits: Limits,
+        take_deferred: Callable[[], list[bytes]] | None = None,
     ) -> None:
+        """The runtime of one connection over `channel`.
+
+        Args:
+            on_frame: handles one frame's payload (the protocol's dispatch).
+            on_closed: runs once when the connection has closed.
+            name, logger: for the log lines of this connection.
+            limits: the bounds the runtime enforces (`config.Limits`).
+            take_deferred: returns the frames that wait to go out last (DELs).
+        """
         self.name = name
         self.logger = logger
         # seq -> the slot (or AsyncResult) that takes the reply.
@@ -51,6 +86,7 @@ class Runtime:
         self._on_closed = on_closed
         self._closed = False
         self._close_reason: BaseException | None = None
+        self._set_up(channel, limits, take_deferred)
 
     @property
     def closed(self) -> bool:
@@ -86,17 +122,43 @@ class Runtime:
         finally:
             self.pending.pop(seq, None)
 
+    def _mark_closed(self, reason: BaseException) -> bool:
+        """Record the close; False if the connection was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        # Kept without its traceback: its frames may hold a whole frame's bytes.
+        self._close_reason = reason.with_traceback(None)
+        return True
+
+    def _fail_pending(self, reason: BaseException) -> None:
+        """Every call still waiting fails at once with `EOFError`."""
+        pending, self.pending = self.pending, {}
+        for slot in pending.values():
+            slot.deliver(True, EOFError(f"connection closed: {reason}"))
+
+    def _run_on_closed(self, reason: BaseException) -> None:
+        try:
+            self._on_closed(reason)
+        except Exception:  # on_closed runs user code (on_disconnect): log, never raise
+            self.logger.exception("%s: error while closing", self.name)
+
     def _raise_if_closed(self) -> None:
         if self._closed:
             raise EOFError(f"connection {self.name} is closed")
 
     # What each runtime provides.
+    def _set_up(
+        self, channel: Any, limits: Limits, take_deferred: Callable[[], list[bytes]] | None
+    ) -> None:
+        raise NotImplementedError
+
     @property
     def limits(self) -> Limits:
         raise NotImplementedError
 
-    def new_slot(self) -> Any:
-        raise NotImplementedError
+    def new_slot(self) -> ReplySlot:
+        return ReplySlot()
 
     def send(self, payload: bytes) -> None:
         raise NotImplementedError

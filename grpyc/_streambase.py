@@ -80,10 +80,48 @@ class Stream:
 
     MAX_IO_CHUNK = STREAM_CHUNK
 
+    _closed = False
+    # How errors name what broke ("connection closed by peer").
+    _KIND = "connection"
+
     @property
     def closed(self) -> bool:
         """Whether the stream is closed. RPyC-compatible."""
-        raise NotImplementedError
+        return self._closed
+
+    def _broken(self, exc: OSError) -> EOFError:
+        self.close()
+        return EOFError(f"{self._KIND} broken: {exc}")
+
+    def _read_retrying(
+        self, read: Callable[[], Any], retry: type[BaseException], wait: Callable[[], None]
+    ) -> Any:
+        """``read()`` until it returns something: `wait` after a `retry` error; empty means EOF.
+
+        Raises:
+            EOFError: the stream is closed, broke, or ended.
+        """
+        while True:
+            if self._closed:
+                raise EOFError("stream has been closed")
+            try:
+                result = read()
+            except retry:
+                wait()
+                continue
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            if not result:
+                self.close()
+                raise EOFError(f"{self._KIND} closed by peer")
+            return result
+
+    def _mark_closed(self) -> bool:
+        """Mark the stream closed; False if it already was (close is idempotent)."""
+        if self._closed:
+            return False
+        self._closed = True
+        return True
 
     def close(self) -> None:
         """Close the stream, releasing its resources. RPyC-compatible."""

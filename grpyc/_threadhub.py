@@ -23,7 +23,6 @@ It offers the methods of `grpyc.hub.ConnectionHub` that `protocol` uses.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,32 +30,14 @@ from typing import Any
 import greenlet
 from gevent.monkey import get_original
 
-from grpyc._runtime import Runtime
+from grpyc._runtime import ReplySlot, Runtime
 from grpyc.config import Limits
 
-__all__ = ["ThreadHub", "ThreadSlot"]
+__all__ = ["ThreadHub"]
 
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _start_thread: Callable[..., Any] = get_original("_thread", "start_new_thread")
 _Condition: Any = get_original("threading", "Condition")
-
-
-class ThreadSlot:
-    """Where the reply to one request lands; its waiter sleeps on an OS lock."""
-
-    __slots__ = ("outcome", "wake")
-
-    def __init__(self) -> None:
-        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
-        self.wake: Any = None  # an acquired lock while a thread sleeps on this slot
-
-    def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = (is_exc, obj, unresolved)
-        wake, self.wake = self.wake, None
-        if wake is not None:
-            wake()
 
 
 class _Sleeper:
@@ -64,7 +45,7 @@ class _Sleeper:
 
     __slots__ = ("lock", "slot")
 
-    def __init__(self, slot: ThreadSlot | None) -> None:
+    def __init__(self, slot: ReplySlot | None) -> None:
         self.lock = _allocate_lock()
         self.lock.acquire()
         self.slot = slot
@@ -78,18 +59,9 @@ class _Sleeper:
 class ThreadHub(Runtime):
     """Read baton, writes and pending slots of a connection used by plain OS threads."""
 
-    def __init__(
-        self,
-        channel: Any,
-        on_frame: Callable[[bytes], None],
-        on_closed: Callable[[BaseException], None],
-        *,
-        name: str,
-        logger: logging.Logger,
-        limits: Limits,
-        take_deferred: Callable[[], list[bytes]] | None = None,
+    def _set_up(
+        self, channel: Any, limits: Limits, take_deferred: Callable[[], list[bytes]] | None
     ) -> None:
-        super().__init__(channel, on_frame, on_closed, name=name, logger=logger)
         self._limits = limits
         self._take_deferred = take_deferred
         self._state = _Condition(_allocate_lock())
@@ -120,9 +92,6 @@ class ThreadHub(Runtime):
 
     def start(self) -> None:
         """Nothing to start: threads read when they wait (RPyC's model)."""
-
-    def new_slot(self) -> ThreadSlot:
-        return ThreadSlot()
 
     @contextlib.contextmanager
     def sparing(self, glet: Any) -> Iterator[None]:
@@ -395,24 +364,17 @@ class ThreadHub(Runtime):
     def shutdown(self, reason: BaseException) -> None:
         """Close at once (idempotent): pending slots fail with `EOFError`, sleepers wake."""
         with self._state:
-            if self._closed:
+            if not self._mark_closed(reason):
                 return
-            self._closed = True
-            self._close_reason = reason.with_traceback(None)
             sleepers, self._sleepers = self._sleepers, []
             self._state.notify_all()
-        pending, self.pending = self.pending, {}
-        for slot in pending.values():
-            slot.deliver(True, EOFError(f"connection closed: {reason}"))
+        self._fail_pending(reason)
         for sleeper in sleepers:
             sleeper.wake()
         self._outbox = []
         self._channel.close()
         self._closed_lock.release()
-        try:
-            self._on_closed(reason)
-        except Exception:  # on_closed runs user code (on_disconnect): log, never raise
-            self.logger.exception("%s: error while closing", self.name)
+        self._run_on_closed(reason)
 
 
 def _always() -> bool:

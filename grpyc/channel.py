@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from grpyc.consts import STREAM_CHUNK
 from grpyc.framing import (
@@ -97,6 +97,21 @@ def _read_body(stream: Stream, prefix: memoryview, length: int) -> bytes:
     return body
 
 
+class _DecoderLimit:
+    """A limit of the channel's frame decoder, checked when set."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, channel: Channel | None, owner: type | None = None) -> Any:
+        if channel is None:
+            return self
+        return getattr(channel._decoder, self._name)
+
+    def __set__(self, channel: Channel, value: int) -> None:
+        setattr(channel._decoder, self._name, check_limit(self._name, value))
+
+
 class Channel:
     """Frames over a stream: RPyC-compatible ``send``/``recv``/``poll``/``close``.
 
@@ -147,21 +162,8 @@ class Channel:
     def compress(self, value: CompressMode) -> None:
         self._compress = check_compress_mode(value)
 
-    @property
-    def max_frame_size(self) -> int:
-        return self._decoder.max_frame_size
-
-    @max_frame_size.setter
-    def max_frame_size(self, value: int) -> None:
-        self._decoder.max_frame_size = check_limit("max_frame_size", value)
-
-    @property
-    def max_decompressed_size(self) -> int:
-        return self._decoder.max_decompressed_size
-
-    @max_decompressed_size.setter
-    def max_decompressed_size(self, value: int) -> None:
-        self._decoder.max_decompressed_size = check_limit("max_decompressed_size", value)
+    max_frame_size = _DecoderLimit("max_frame_size")
+    max_decompressed_size = _DecoderLimit("max_decompressed_size")
 
     @property
     def closed(self) -> bool:
@@ -240,31 +242,35 @@ class Channel:
             FrameError: the peer sent an invalid frame or an older message
                 format; the stream is closed.
         """
-        thread_ids = self.thread_ids
-        try:
-            payload = self._next_payload()
-            check_message(payload, thread_ids)
-        except FrameError:
-            self.stream.close()
-            raise
-        return payload[THREAD_IDS.size :] if thread_ids else payload
+        payload = self._next_checked()
+        return payload[THREAD_IDS.size :] if self.thread_ids else payload
 
     def recv_with_ids(self) -> tuple[bytes, int, int]:
         """`recv`, and the ``(sender, recipient)`` thread ids the payload carried.
 
         Both ids are 0 (rpyc's "no thread") when ``thread_ids`` is off.
         """
-        thread_ids = self.thread_ids
-        try:
-            payload = self._next_payload()
-            check_message(payload, thread_ids)
-        except FrameError:
-            self.stream.close()
-            raise
-        if not thread_ids:
+        payload = self._next_checked()
+        if not self.thread_ids:
             return payload, 0, 0
         sender, recipient = THREAD_IDS.unpack_from(payload)
         return payload[THREAD_IDS.size :], sender, recipient
+
+    def _next_checked(self) -> bytes:
+        payload = self._closing_on_error(self._next_payload)
+        assert payload is not None
+        return payload
+
+    def _closing_on_error(self, get: Callable[[], bytes | None]) -> bytes | None:
+        """``get()``, its payload checked; an invalid frame closes the stream (and raises)."""
+        try:
+            payload = get()
+            if payload is not None:
+                check_message(payload, self.thread_ids)
+        except FrameError:
+            self.stream.close()
+            raise
+        return payload
 
     def _next_payload(self) -> bytes:
         while True:
@@ -298,14 +304,7 @@ class Channel:
         return frame[THREAD_IDS.size :], sender, recipient
 
     def _next_buffered_frame(self) -> bytes | None:
-        try:
-            payload = self._decoder.next_frame()
-            if payload is not None:
-                check_message(payload, self.thread_ids)
-        except FrameError:
-            self.stream.close()
-            raise
-        return payload
+        return self._closing_on_error(self._decoder.next_frame)
 
     def fill(self) -> None:
         """Read what the stream has (at least one byte) into the frame buffer.
@@ -317,11 +316,7 @@ class Channel:
             EOFError: the stream ended or is closed.
             FrameError: the peer sent an invalid frame; the stream is closed.
         """
-        try:
-            self._fill()
-        except FrameError:
-            self.stream.close()
-            raise
+        self._closing_on_error(self._fill)
 
     def has_buffered_frame(self) -> bool:
         """Whether `next_buffered` would return a payload (or raise) without reading."""

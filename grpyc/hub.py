@@ -33,7 +33,6 @@ which offers the same methods.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -44,9 +43,9 @@ from gevent.hub import Waiter
 from gevent.monkey import get_original
 
 from grpyc._admission import Admission
-from grpyc._baton import BATON, READABLE, ReadBaton, ReplySlot
+from grpyc._baton import BATON, READABLE, ReadBaton
 from grpyc._crossthread import ForeignThreadError, ThreadCall
-from grpyc._runtime import Runtime
+from grpyc._runtime import ReplySlot, Runtime
 from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
@@ -102,26 +101,17 @@ class ConnectionHub(Runtime):
         "_writer",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        channel: ChannelLike,
-        on_frame: Callable[[bytes], None],
-        on_closed: Callable[[BaseException], None],
-        *,
-        name: str,
-        logger: logging.Logger,
-        limits: Limits,
-        take_deferred: Callable[[], list[bytes]] | None = None,
+    def _set_up(
+        self, channel: Any, limits: Limits, take_deferred: Callable[[], list[bytes]] | None
     ) -> None:
-        super().__init__(channel, on_frame, on_closed, name=name, logger=logger)
         self._gevent_hub = gevent.get_hub()
         self._thread_ident = _get_ident()
         self._admission = Admission(limits, self._on_idle)
         self._writer = Writer(
             channel,
             gevent_hub=self._gevent_hub,
-            name=name,
-            logger=logger,
+            name=self.name,
+            logger=self.logger,
             max_send_buffer=limits.max_send_buffer,
             take_deferred=take_deferred,
             spawn=self.spawn_owned,
@@ -190,9 +180,6 @@ class ConnectionHub(Runtime):
             yield
         finally:
             self._spared.discard(glet)
-
-    def new_slot(self) -> ReplySlot:
-        return ReplySlot()
 
     # ----------------------------------------------------------------- replies
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
@@ -499,17 +486,12 @@ class ConnectionHub(Runtime):
         Fails every pending slot with `EOFError`, kills the connection's
         greenlets (not the caller), closes the channel, runs ``on_closed``.
         """
-        if self._closed:
+        if not self._mark_closed(reason):
             return
-        self._closed = True
-        # Kept without its traceback: its frames may hold a whole frame's bytes.
-        self._close_reason = reason.with_traceback(None)
         if self._timer is not None:
             self._timer.stop()
             self._timer.close()
-        pending, self.pending = self.pending, {}
-        for slot in pending.values():
-            slot.deliver(True, EOFError(f"connection closed: {reason}"))
+        self._fail_pending(reason)
         self._baton.close()
         self._writer.close()
         self._channel.close()
@@ -518,7 +500,4 @@ class ConnectionHub(Runtime):
         kill_greenlets(glet for glet in doomed if glet not in self._spared)
         self._owned.clear()
         self._waits.close()
-        try:
-            self._on_closed(reason)
-        except Exception:  # on_closed runs user code (on_disconnect): log, never raise
-            self.logger.exception("%s: error while closing", self.name)
+        self._run_on_closed(reason)

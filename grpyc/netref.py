@@ -209,26 +209,14 @@ class BaseNetref(metaclass=NetrefMetaclass):
     def __hash__(self) -> int:
         return syncreq(self, consts.HANDLE_HASH)
 
-    def __cmp__(self, other: Any) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__cmp__")
-
-    def __eq__(self, other: object) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__eq__")
-
-    def __ne__(self, other: object) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__ne__")
-
-    def __lt__(self, other: Any) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__lt__")
-
-    def __gt__(self, other: Any) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__gt__")
-
-    def __le__(self, other: Any) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__le__")
-
-    def __ge__(self, other: Any) -> Any:
-        return syncreq(self, consts.HANDLE_CMP, other, "__ge__")
+    # Comparisons are CMP requests naming the operator (set below the class).
+    __cmp__: Callable[[BaseNetref, Any], Any]
+    __eq__: Callable[[BaseNetref, object], Any]  # type: ignore[assignment]
+    __ne__: Callable[[BaseNetref, object], Any]  # type: ignore[assignment]
+    __lt__: Callable[[BaseNetref, Any], Any]
+    __gt__: Callable[[BaseNetref, Any], Any]
+    __le__: Callable[[BaseNetref, Any], Any]
+    __ge__: Callable[[BaseNetref, Any], Any]
 
     def __repr__(self) -> str:
         return syncreq(self, consts.HANDLE_REPR)
@@ -260,6 +248,19 @@ class BaseNetref(metaclass=NetrefMetaclass):
             return syncreq(self, consts.HANDLE_INSTANCECHECK, theirs)
         local = type(self)._local_class
         return local is not None and isinstance(other, local)
+
+
+def _comparison(op: str) -> Callable[[BaseNetref, Any], Any]:
+    def compare(self: BaseNetref, other: Any) -> Any:
+        return syncreq(self, consts.HANDLE_CMP, other, op)
+
+    compare.__name__ = compare.__qualname__ = op
+    return compare
+
+
+for _op in ("__cmp__", "__eq__", "__ne__", "__lt__", "__gt__", "__le__", "__ge__"):
+    setattr(BaseNetref, _op, _comparison(_op))
+del _op
 
 
 def _local_attr(proxy: BaseNetref, name: str) -> Any:

@@ -231,6 +231,10 @@ def _ssl_context(options: dict[str, Any], cooperative: bool = True) -> Any:
     return context
 
 
+def _no_wait() -> None:
+    pass
+
+
 class SocketStream(Stream):
     """A stream over a connected socket (TCP, TLS or Unix). RPyC-compatible.
 
@@ -328,14 +332,9 @@ class SocketStream(Stream):
             raise
         return cls(sock, nodelay=kwargs.get("nodelay", True))
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
-        if self._closed:
+        if not self._mark_closed():
             return
-        self._closed = True
         shutdown = getattr(self.sock, "shutdown", None)
         if shutdown is not None:
             # OSError: the peer is already gone or never connected; nothing to shut down.
@@ -348,10 +347,6 @@ class SocketStream(Stream):
             raise EOFError("stream has been closed")
         return int(self.sock.fileno())
 
-    def _broken(self, exc: OSError) -> EOFError:
-        self.close()
-        return EOFError(f"connection broken: {exc}")
-
     def read_some(self, max_count: int) -> bytes:
         data: bytes = self._receive(self.sock.recv, max_count)
         return data
@@ -361,20 +356,8 @@ class SocketStream(Stream):
         return count
 
     def _receive(self, receive: Callable[[Any], Any], argument: Any) -> Any:
-        """``receive(argument)`` until it yields something; empty means EOF."""
-        while True:
-            if self._closed:
-                raise EOFError("stream has been closed")
-            try:
-                result = receive(argument)
-            except TimeoutError:
-                continue  # a timeout set on the socket by its owner does not end the stream
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            if not result:
-                self.close()
-                raise EOFError("connection closed by peer")
-            return result
+        # A timeout set on the socket by its owner does not end the stream.
+        return self._read_retrying(lambda: receive(argument), TimeoutError, _no_wait)
 
     def write(self, data: BytesLike) -> None:
         if self._closed:
