@@ -119,7 +119,7 @@ class ReadBaton:
                 self.pass_on(closed())  # offered the baton just as our reply came
         if reason == TIMEOUT and self.holder is me:
             self.pass_on(closed())  # offered the baton just as the deadline passed
-        return reason != TIMEOUT
+        return bool(reason != TIMEOUT)
 
     def sleep(self, waiter: Waiter, deadline: float | None) -> Any:
         """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""

@@ -17,7 +17,7 @@ import struct
 import sys
 from collections.abc import Callable
 from sys import getsizeof as _getsizeof
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from grpyc._brine_encode import (
     C16,
@@ -69,7 +69,7 @@ _LONG_INT_DIGITS: Final = 64
 _SINGLETONS: Final = (None, b"", (), True, False, NotImplemented, Ellipsis)
 # Indexed by tag: the ints of the immediate tags 0x20..0xef, made once.
 _IMM_VALUES: Final = (None,) * TAG_IMM_FIRST + tuple(range(TAG_IMM_MIN, TAG_IMM_STOP))
-_EMPTY_FROZENSET: Final = frozenset()
+_EMPTY_FROZENSET: Final[frozenset[Any]] = frozenset()
 
 
 # ---------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def _past_end(size: int, start: int, data: bytes) -> BrineError:
 
 
 def _load_imm(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> int:
-    return _IMM_VALUES[tag]  # 0x20..0xef: the int tag - 0x50
+    return cast(int, _IMM_VALUES[tag])  # 0x20..0xef: the int tag - 0x50
 
 
 def _load_singleton(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> Any:
@@ -201,7 +201,7 @@ def _load_long_int(start: int, end: int, cursor: Cursor, data: bytes, meter: Met
 
 def _load_float(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> float:
     meter.fuel -= FLOAT_SIZE
-    return _unpack(F8, cursor, data)[0]
+    return cast(float, _unpack(F8, cursor, data)[0])
 
 
 def _load_complex(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> complex:
@@ -306,7 +306,7 @@ def _open_frozenset(cursor: Cursor, data: bytes, meter: Meter) -> int:
     return count
 
 
-def _make_frozenset(items: list[Any], cursor: Cursor, data: bytes, meter: Meter) -> frozenset:
+def _make_frozenset(items: list[Any], cursor: Cursor, data: bytes, meter: Meter) -> frozenset[Any]:
     if not items:
         return _EMPTY_FROZENSET
     try:

@@ -14,7 +14,7 @@ import itertools
 import pickle
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from grpyc import consts, netref
 from grpyc.lib import get_id_pack, get_methods
@@ -152,7 +152,8 @@ class RequestHandlers:
         if isinstance(obj, netref.BaseNetref):
             # A proxy we re-exported: its own peer knows the methods.
             conn = netref.connection_of(obj)
-            return conn.sync_request(consts.HANDLE_INSPECT, netref.id_pack_of(obj))
+            inspected = conn.sync_request(consts.HANDLE_INSPECT, netref.id_pack_of(obj))
+            return cast(tuple[tuple[str, str | None], ...], inspected)
         # Every routine, as RPyC lists them: calling one still goes through the policy.
         return get_methods(netref.LOCAL_ATTRS, obj)
 
@@ -187,14 +188,15 @@ class RequestHandlers:
     def _handle_instancecheck(self, obj: Any, other_id_pack: Any) -> bool:
         if isinstance(obj, netref.BaseNetref):
             conn = netref.connection_of(obj)
-            return conn.sync_request(consts.HANDLE_INSTANCECHECK, obj, other_id_pack)
+            return bool(conn.sync_request(consts.HANDLE_INSTANCECHECK, obj, other_id_pack))
         if not isinstance(obj, type):
             raise TypeError("INSTANCECHECK target is not a class")
         self._require_allowed(obj, "__instancecheck__", plain_policy=False)
         other = self._find_exported(other_id_pack)
         if other is not None:
             return isinstance(other, obj)
-        return any(id(base) == other_id_pack[1] for base in obj.__subclasses__())
+        subclasses: list[type] = obj.__subclasses__()
+        return any(id(base) == other_id_pack[1] for base in subclasses)
 
     def _find_exported(self, id_pack: Any) -> Any:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["IdPack", "get_id_pack", "get_methods", "hasattr_static"]
 
@@ -31,7 +31,7 @@ def get_id_pack(obj: Any) -> IdPack:
     """
     proxied = getattr(type(obj), "____id_pack__", None)
     if proxied is not None:
-        return object.__getattribute__(obj, "____id_pack__")
+        return cast(IdPack, object.__getattribute__(obj, "____id_pack__"))
     if inspect.ismodule(obj):
         return (_module_name_pack(obj), id(type(obj)), id(obj))
     if isinstance(obj, type):

@@ -46,7 +46,7 @@ class Serving:
             if not wait_for_lock and self._hub.baton_taken():
                 return False
             return self._hub.wait_frame(timeout, waiting)
-        return self._hub.wait_frame(timeout)
+        return bool(self._hub.wait_frame(timeout))
 
     def poll(self, timeout: float | None = 0) -> bool:
         """Serve one message if one arrives within `timeout`. RPyC-compatible."""

@@ -236,7 +236,7 @@ class ThreadHub(Runtime):
         """The next frame, waiting for its first bytes until `deadline` (None if none came)."""
         channel = self._channel
         while True:
-            payload = channel.next_buffered()
+            payload: bytes | None = channel.next_buffered()
             if payload is not None:
                 return payload
             if not channel.has_pending_input() and not channel.poll(_poll_timeout(deadline)):

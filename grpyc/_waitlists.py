@@ -36,7 +36,7 @@ class WaitLists:
             waiters.append(waiter)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         try:
-            return self._baton.sleep(waiter, deadline) != TIMEOUT
+            return bool(self._baton.sleep(waiter, deadline) != TIMEOUT)
         finally:
             for waiters in lists:
                 if waiter in waiters:

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import gevent
 
+from grpyc._runtime import ReplySlot
+
 __all__ = ["AsyncResult", "AsyncResultTimeout", "ResultRuntime"]
 
 
@@ -30,7 +32,7 @@ class AsyncResultTimeout(TimeoutError):  # noqa: N818 - RPyC's name
 class ResultRuntime(Protocol):
     """What a result needs of its connection's runtime."""
 
-    def new_slot(self) -> Any: ...
+    def new_slot(self) -> ReplySlot: ...
     def wait_reply(self, slot: Any, timeout: float | None) -> Any: ...
     def wait_frame(self, timeout: float | None) -> bool: ...
     def is_hub_thread(self) -> bool: ...
@@ -174,7 +176,8 @@ class AsyncResult:
     @property
     def error(self) -> bool:
         """True if the result arrived and is an exception."""
-        return self.ready and bool(self._slot.outcome[0])
+        outcome = self._slot.outcome if self.ready else None
+        return outcome is not None and bool(outcome[0])
 
     @property
     def expired(self) -> bool:
@@ -191,7 +194,9 @@ class AsyncResult:
             AsyncResultTimeout: the expiry passed first.
         """
         self.wait()
-        is_exc, obj, unresolved = self._slot.outcome
+        outcome = self._slot.outcome
+        assert outcome is not None  # wait() returned: the result arrived
+        is_exc, obj, unresolved = outcome
         if unresolved and self._resolve is not None:
             self._resolve(unresolved)
         if is_exc:

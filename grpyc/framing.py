@@ -442,7 +442,7 @@ class FrameDecoder:
             return False
         length, flag = FRAME_HEADER.unpack_from(self._data, self._pos)
         invalid = flag > 1 or length > self.max_frame_size
-        return invalid or available > FRAME_HEADER.size + length
+        return bool(invalid or available > FRAME_HEADER.size + length)
 
     def take_body(self, min_size: int = 0) -> tuple[memoryview, int] | None:
         """Hand the current frame's body to the caller to read, if worth it.

@@ -18,7 +18,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import gevent
 
@@ -56,7 +56,7 @@ class _Async:
 
     def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult:
         target, handler, prefix = self._request
-        return asyncreq(target, handler, *prefix, args, tuple(kwargs.items()))
+        return cast(AsyncResult, asyncreq(target, handler, *prefix, args, tuple(kwargs.items())))
 
     def __repr__(self) -> str:
         return f"async_({self.proxy!r})"

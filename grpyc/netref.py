@@ -22,7 +22,7 @@ import pickle
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, SupportsIndex, cast
 
 from grpyc import consts
 from grpyc.lib import IdPack, get_id_pack, get_methods
@@ -207,28 +207,28 @@ class BaseNetref(metaclass=NetrefMetaclass):
         return list(syncreq(self, consts.HANDLE_DIR))
 
     def __hash__(self) -> int:
-        return syncreq(self, consts.HANDLE_HASH)
+        return cast(int, syncreq(self, consts.HANDLE_HASH))
 
     # Comparisons are CMP requests naming the operator (set below the class).
     __cmp__: Callable[[BaseNetref, Any], Any]
-    __eq__: Callable[[BaseNetref, object], Any]  # type: ignore[assignment]
-    __ne__: Callable[[BaseNetref, object], Any]  # type: ignore[assignment]
+    __eq__: Callable[[BaseNetref, object], Any]
+    __ne__: Callable[[BaseNetref, object], Any]
     __lt__: Callable[[BaseNetref, Any], Any]
     __gt__: Callable[[BaseNetref, Any], Any]
     __le__: Callable[[BaseNetref, Any], Any]
     __ge__: Callable[[BaseNetref, Any], Any]
 
     def __repr__(self) -> str:
-        return syncreq(self, consts.HANDLE_REPR)
+        return cast(str, syncreq(self, consts.HANDLE_REPR))
 
     def __str__(self) -> str:
-        return syncreq(self, consts.HANDLE_STR)
+        return cast(str, syncreq(self, consts.HANDLE_STR))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         # Only the exception travels: its type and traceback are rebuilt remotely.
         return syncreq(self, consts.HANDLE_CTXEXIT, exc)
 
-    def __reduce_ex__(self, proto: int) -> Any:
+    def __reduce_ex__(self, proto: SupportsIndex) -> Any:
         # As RPyC, the peer decides (its allow_pickle): pickle.dumps(proxy)
         # only stores the peer's bytes. copy.copy/deepcopy would unpickle them
         # here at once, running code the peer chose (CVE-2024-27758 class):
@@ -244,8 +244,8 @@ class BaseNetref(metaclass=NetrefMetaclass):
         if isinstance(other, BaseNetref):
             theirs = object.__getattribute__(other, "____id_pack__")
             if theirs[1] == own[1]:
-                return theirs[2] != 0
-            return syncreq(self, consts.HANDLE_INSTANCECHECK, theirs)
+                return bool(theirs[2] != 0)
+            return bool(syncreq(self, consts.HANDLE_INSTANCECHECK, theirs))
         local = type(self)._local_class
         return local is not None and isinstance(other, local)
 
@@ -308,10 +308,11 @@ def _make_method(name: str, doc: str | None) -> Callable[..., Any]:
     elif name in _OLD_SLICERS:
         modern = _OLD_SLICERS[name]
 
-        def method(self: BaseNetref, start: Any, stop: Any, *args: Any) -> Any:
+        def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
+            start, stop, *rest = args  # (start, stop, *args): Python 2's slicing methods
             if stop == sys.maxsize:
                 stop = None
-            return syncreq(self, consts.HANDLE_OLDSLICING, modern, name, start, stop, args)
+            return syncreq(self, consts.HANDLE_OLDSLICING, modern, name, start, stop, tuple(rest))
     else:
 
         def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
@@ -386,7 +387,7 @@ def class_factory(
             routines.add(name[len(exposed_prefix) :])
     namespace["_routines"] = frozenset(routines)
     namespace["_local_class"] = _resolve_local_class(name_pack)
-    return NetrefMetaclass(name_pack, (BaseNetref,), namespace)
+    return cast(type[BaseNetref], NetrefMetaclass(name_pack, (BaseNetref,), namespace))
 
 
 # Bounds on one INSPECT answer: real classes stay far below them.
@@ -545,7 +546,7 @@ def _prepare_builtin_classes() -> None:
         id_pack = get_id_pack(builtin)
         cls = class_factory(id_pack, get_methods(LOCAL_ATTRS, builtin))
         if id_pack[0] in _PREFETCHED_ITERABLES:
-            cls.__iter__ = _prefetching_iter  # type: ignore[method-assign]
+            setattr(cls, "__iter__", _prefetching_iter)  # noqa: B010 - a class built at run time
         builtin_classes_cache[id_pack[0]] = cls
 
 

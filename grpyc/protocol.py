@@ -25,7 +25,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import gevent.lock
@@ -205,7 +205,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
 
         grpyc's own (servers drain connections with it); a closed connection is idle.
         """
-        return self._hub.wait_idle(timeout)
+        return bool(self._hub.wait_idle(timeout))
 
     def update_config(self, changes: Mapping[str, Any]) -> None:
         """Change configuration keys of this connection (RPyC's ``_config``). grpyc's own.
@@ -217,7 +217,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first. grpyc's own."""
-        return self._hub.wait_closed(timeout)
+        return bool(self._hub.wait_closed(timeout))
 
     @property
     def cooperative(self) -> bool:
@@ -241,7 +241,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
 
     def fileno(self) -> int:
         """The underlying file descriptor. RPyC-compatible."""
-        return self._channel.fileno()
+        return int(self._channel.fileno())
 
     def ping(self, data: Any = None, timeout: float | None = 3) -> None:
         """Check the peer echoes `data` within `timeout`. RPyC-compatible.
@@ -308,9 +308,10 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         """Send a request without waiting; returns its `AsyncResult`. RPyC-compatible."""
         hub = self._hub
         if not hub.is_hub_thread():
-            return hub.call_from_thread(
+            handed = hub.call_from_thread(
                 lambda: self.async_request(handler, *args, timeout=timeout), (), timeout
             )
+            return cast(AsyncResult, handed)
         if hub.closed:
             raise EOFError(f"connection {self._config['connid']} is closed")
         result = AsyncResult(hub, self._resolve_proxies)

@@ -142,7 +142,7 @@ class Service:
         entries of the protocol's default configuration.
         """
         service = self() if isinstance(self, type) else self
-        conn = service._protocol(service, channel, {} if config is None else config)
+        conn: Connection = service._protocol(service, channel, {} if config is None else config)
         service.on_connect(conn)
         return conn
 
