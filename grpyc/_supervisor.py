@@ -16,10 +16,9 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 import gevent
 import gevent.os
@@ -34,7 +33,6 @@ __all__ = [
     "Supervisor",
     "describe_status",
     "exit_child",
-    "handling_signals",
     "run_child",
     "watch_parent",
 ]
@@ -80,25 +78,6 @@ def run_child(body: Callable[[], None], logger: logging.Logger, what: str) -> No
         logger.exception("%s failed", what)
         status = 1
     exit_child(status)
-
-
-@contextlib.contextmanager
-def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Within this block SIGTERM and SIGINT call `handler`; the previous handlers come back.
-
-    Does nothing outside the main thread, where Python cannot handle signals.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
 def watch_parent(parent: int, stopping: Event, on_gone: Callable[[int], None]) -> None:
