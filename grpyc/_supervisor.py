@@ -109,7 +109,7 @@ class Children:
 
     def fork(self) -> int:
         """Fork; returns the child's pid in the parent and 0 in the child."""
-        pid = gevent.fork()
+        pid: int = gevent.fork()
         if pid == 0:
             self._forget()
             return 0
