@@ -7,7 +7,7 @@ the argument's name, the rule, and the value given. Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "ANY_PORT",
@@ -26,12 +26,12 @@ MAX_PORT = 65535
 ANY_PORT = 0
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for ints and floats, not bools (``True`` is an int to Python, not a duration)."""
     return not isinstance(value, bool) and isinstance(value, int | float)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -44,9 +44,9 @@ def check_count(name: str, value: Any) -> int:
 
 def check_timeout(name: str, value: Any) -> float | None:
     """`value` if it is a number of seconds > 0 or None (no limit), else ValueError."""
-    if value is not None and not (is_number(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
-    return value
+    if value is None or (is_number(value) and value > 0):
+        return value
+    raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
 def check_seconds(name: str, value: Any) -> float:
@@ -58,9 +58,9 @@ def check_seconds(name: str, value: Any) -> float:
 
 def check_keepalive(value: Any) -> bool | int:
     """TCP keepalive: a bool, or the seconds between probes as an int >= 1."""
-    if not isinstance(value, bool) and (not _is_int(value) or value < 1):
-        raise ValueError(f"keepalive must be a bool or seconds >= 1, got {value!r}")
-    return value
+    if isinstance(value, bool) or (_is_int(value) and value >= 1):
+        return value
+    raise ValueError(f"keepalive must be a bool or seconds >= 1, got {value!r}")
 
 
 def check_file_mode(name: str, value: Any) -> int:

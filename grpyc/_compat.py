@@ -86,7 +86,7 @@ def acquire_lock(lock: Any, blocking: bool, timeout: _Deadline) -> bool:
     return bool(lock.acquire(blocking))
 
 
-def with_metaclass(meta: type, *bases: type) -> type:
+def with_metaclass(meta: type[type], *bases: type) -> type:
     """A base class whose subclasses are made by ``meta`` with ``bases``. RPyC-compatible."""
 
     class _Deferred(type):

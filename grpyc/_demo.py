@@ -69,7 +69,7 @@ def _session(port: int, out: TextIO) -> None:
     contents = {key: stock[key] for key in stock}
     _say(out, f"netref:    remote dict, proxied, after adding plums -> {contents}")
 
-    def countdown(depth: int) -> int:
+    def countdown(depth: int) -> Any:
         return root.countdown(countdown, depth)
 
     _say(out, f"callbacks: client<->server chain 100 deep -> {root.countdown(countdown, 100)}")

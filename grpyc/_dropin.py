@@ -88,10 +88,11 @@ _LOADED_BY_INSTALL = frozenset(
     }
 )
 
-Names = tuple[tuple[str, tuple[str, ...]], ...]
+# grpyc module -> the names taken from it; None takes its whole ``__all__``.
+Names = tuple[tuple[str, tuple[str, ...] | None], ...]
 
-# What the package objects define besides their submodules: grpyc module ->
-# the names taken from it. ``rpyc`` itself takes grpyc's public names (`grpyc._names`).
+# What the package objects define besides their submodules. ``rpyc`` itself
+# takes grpyc's public names (`grpyc._names`).
 _PACKAGE_NAMES: dict[str, Names] = {
     "rpyc.core": (
         ("grpyc.stream", ("SocketStream", "TunneledSocketStream", "PipeStream")),
@@ -115,18 +116,8 @@ _PACKAGE_NAMES: dict[str, Names] = {
             "grpyc.lib",
             ("Timeout", "get_id_pack", "get_methods", "hasattr_static", "setup_logger", "spawn"),
         ),
-        (
-            "grpyc._rpyc_lib",
-            (
-                "SPAWN_THREAD_PREFIX",
-                "MissingModule",
-                "exp_backoff",
-                "hybridmethod",
-                "safe_import",
-                "socket_backoff_connect",
-                "spawn_waitready",
-            ),
-        ),
+        # The module exists to complete rpyc.lib: all of its public names.
+        ("grpyc._rpyc_lib", None),
         ("grpyc._compat", ("maxint",)),
     ),
 }
@@ -218,7 +209,7 @@ def _foreign_rpyc_modules() -> list[str]:
 def _copy_names(target: ModuleType, sources: Names) -> None:
     for module_name, names in sources:
         module = importlib.import_module(module_name)
-        for name in names:
+        for name in module.__all__ if names is None else names:
             setattr(target, name, getattr(module, name))
 
 

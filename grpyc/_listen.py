@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_SOCKET_MODE", "Acceptor", "bind_listener", "describe_address
 
 # The unpatched class: a listener must not be tied to the hub of the thread
 # that happened to create it.
-_PlainSocket = get_original("socket", "socket")
+_PlainSocket: type[socket.socket] = get_original("socket", "socket")
 
 # A Unix socket lets in whoever may write to its file: by default only the
 # server's own user (RPyC leaves it to the umask, often 0755 or 0775).
@@ -146,7 +146,8 @@ def _bind_unix_privately(listener: socket.socket, path: str, mode: int) -> None:
         os.rmdir(private)
 
 
-class Acceptor(StreamServer):
+# gevent ships no types: StreamServer is Any to mypy.
+class Acceptor(StreamServer):  # type: ignore[misc]
     """StreamServer whose accept errors go to the server's log.
 
     Built and started in the thread that serves (its hub runs the accept
@@ -167,7 +168,8 @@ class Acceptor(StreamServer):
 
     def do_read(self) -> tuple[Any, Any] | None:
         try:
-            return super().do_read()
+            # (socket, address), or None when gevent found nothing to accept.
+            accepted: tuple[Any, Any] | None = super().do_read()
         except OSError as exc:
             if exc.errno in _ACCEPT_RESOURCE_ERRORS:
                 self._logger.error(
@@ -179,6 +181,7 @@ class Acceptor(StreamServer):
                 # The client left before we accepted: nothing to serve.
                 return None
             raise
+        return accepted
 
     def _pause_accepting(self) -> None:
         self.stop_accepting()

@@ -11,12 +11,15 @@ missing, and the two `NamedPipeStream` methods RPyC never implemented raise
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 __all__ = ["NamedPipeStream", "Win32PipeStream"]
 
 
-def _unavailable(cls: type) -> NoReturn:
+def _fail(cls: type[Win32PipeStream], method: str) -> NoReturn:
+    """Fail as RPyC's `method` of `cls` fails without pywin32."""
+    if method in cls._NOT_IN_RPYC:
+        raise NotImplementedError(f"{cls.__name__}.{method} is not implemented (as in RPyC)")
     raise ImportError(
         f"{cls.__name__} needs Windows pipes (pywin32's win32pipe and win32file); grpyc has "
         f"no Windows pipe transport: use PipeStream or SocketStream.unix_connect",
@@ -34,51 +37,45 @@ class Win32PipeStream:
     PIPE_BUFFER_SIZE = 130000
     # RPyC's values, kept for programs that read them; no bytes move here.
     MAX_IO_CHUNK = 64000
+    # The methods RPyC's class never implemented: they raise NotImplementedError.
+    _NOT_IN_RPYC: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, incoming: Any, outgoing: Any) -> None:
-        _unavailable(type(self))
+        _fail(type(self), "__init__")
 
     @classmethod
     def from_std(cls) -> NoReturn:
         """Would wrap standard input and output; raises `ImportError` here."""
-        _unavailable(cls)
+        _fail(cls, "from_std")
 
     @classmethod
     def create_pair(cls) -> NoReturn:
         """Would make two connected streams; raises `ImportError` here."""
-        _unavailable(cls)
+        _fail(cls, "create_pair")
 
 
 class NamedPipeStream(Win32PipeStream):
     """RPyC's stream over a Windows named pipe: the name and constants, never a stream.
 
     RPyC-compatible in name and in failure where pywin32 is missing:
-    `create_server`, `create_client` and the constructor raise `ImportError`.
+    `create_server`, `create_client` and the constructor raise `ImportError`;
+    `from_std` and `create_pair` raise `NotImplementedError`, as in RPyC.
     """
 
     NAMED_PIPE_PREFIX = r"\\.\pipe\rpyc_"
     PIPE_IO_TIMEOUT = 3
     CONNECT_TIMEOUT = 3
+    _NOT_IN_RPYC = frozenset({"from_std", "create_pair"})
 
     def __init__(self, handle: Any, is_server_side: bool) -> None:
-        _unavailable(type(self))
-
-    @classmethod
-    def from_std(cls) -> NoReturn:
-        """Not available, in RPyC either. RPyC-compatible."""
-        raise NotImplementedError("NamedPipeStream.from_std is not implemented (as in RPyC)")
-
-    @classmethod
-    def create_pair(cls) -> NoReturn:
-        """Not available, in RPyC either. RPyC-compatible."""
-        raise NotImplementedError("NamedPipeStream.create_pair is not implemented (as in RPyC)")
+        _fail(type(self), "__init__")
 
     @classmethod
     def create_server(cls, pipename: str, connect: bool = True) -> NoReturn:
         """Would serve the named pipe ``pipename``; raises `ImportError` here."""
-        _unavailable(cls)
+        _fail(cls, "create_server")
 
     @classmethod
     def create_client(cls, pipename: str) -> NoReturn:
         """Would connect to the named pipe ``pipename``; raises `ImportError` here."""
-        _unavailable(cls)
+        _fail(cls, "create_client")

@@ -311,7 +311,9 @@ class RemoteProcess:
 
     def __init__(self, popen: Any) -> None:
         self.popen = popen
-        self.argv: list[str] = list(getattr(popen, "argv", None) or getattr(popen, "args", ()))
+        # plumbum's popens name their command line argv, subprocess's args.
+        argv: Any = getattr(popen, "argv", None) or getattr(popen, "args", ())
+        self.argv: list[str] = list(argv)
         self._channel = getattr(popen, "channel", None)
         self._unread = b""
         self.exited = False

@@ -16,10 +16,9 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 import gevent
 import gevent.os
@@ -34,7 +33,6 @@ __all__ = [
     "Supervisor",
     "describe_status",
     "exit_child",
-    "handling_signals",
     "run_child",
     "watch_parent",
 ]
@@ -82,25 +80,6 @@ def run_child(body: Callable[[], None], logger: logging.Logger, what: str) -> No
     exit_child(status)
 
 
-@contextlib.contextmanager
-def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Within this block SIGTERM and SIGINT call `handler`; the previous handlers come back.
-
-    Does nothing outside the main thread, where Python cannot handle signals.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, signal.SIG_DFL if old is None else old)
-
-
 def watch_parent(parent: int, stopping: Event, on_gone: Callable[[int], None]) -> None:
     """In a worker: call ``on_gone(parent)`` if `parent` dies before `stopping` is set.
 
@@ -130,7 +109,7 @@ class Children:
 
     def fork(self) -> int:
         """Fork; returns the child's pid in the parent and 0 in the child."""
-        pid = gevent.fork()
+        pid: int = gevent.fork()
         if pid == 0:
             self._forget()
             return 0

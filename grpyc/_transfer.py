@@ -168,48 +168,107 @@ def _closing_remote(remote_file: Any) -> Iterator[Any]:
         remote_file.close()
 
 
-# ---------------------------------------------------------------- upload
-class _Uploader:
-    """Copies local files and directories to the peer."""
+# ---------------------------------------------------------------- the walk
+_Entry = tuple[str, str, str, int]  # (kind, source path, target path, size)
+
+
+class _Transfer:
+    """One direction of copying: the walk and the run both directions share.
+
+    A subclass supplies its direction's primitives: the `size` of a source
+    file, `list_dir` (the wanted entries of a source directory, names
+    checked), and `make_dir` and `copy` on the target side.
+    """
+
+    # Downloads write names the peer listed: their writes stay below the target.
+    CONFINES_DIRS = False
 
     def __init__(self, conn: Classic, chunk_size: int) -> None:
         _check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
-        # Remote functions fetched once: each attribute read is a round trip.
-        self.remote_makedirs = conn.modules["os"].makedirs
-        self.remote_open = conn.builtins.open
         self.remote_path = _remote_path_module(conn)
 
-    def plan_dir(self, local: str, remote: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([], [])
+    def file_plan(self, source: str, target: str) -> _Plan:
+        return _Plan([], [_File(source, target, self.size(source))])
+
+    def plan_dir(self, source: str, target: str, filter: Callable[[str], bool] | None) -> _Plan:
+        plan = _Plan([], [], confined_to=target if self.CONFINES_DIRS else None)
         # An explicit stack: no recursion limit, and each entry is handled once
         # whatever the depth. A directory is planned before its contents.
-        pending = [(local, remote)]
+        pending = [(source, target)]
         while pending:
-            local_dir, remote_dir = pending.pop()
-            plan.dirs.append(remote_dir)
-            for name in sorted(os.listdir(local_dir)):
-                if filter is not None and not filter(name):
-                    continue
-                source = os.path.join(local_dir, name)
-                # A local name is checked in the peer's flavour: "..\\x" is a
-                # plain name here but climbs out of the target on Windows.
-                _check_name(name, self.remote_path, "this side", local_dir, remote)
-                target = self.remote_path.join(remote_dir, name)
-                if os.path.isdir(source):
-                    pending.append((source, target))
-                elif os.path.isfile(source):
-                    plan.files.append(_File(source, target, os.path.getsize(source)))
+            source_dir, target_dir = pending.pop()
+            plan.dirs.append(target_dir)
+            for kind, entry_source, entry_target, size in self.list_dir(
+                source_dir, target_dir, filter, target
+            ):
+                if kind == "dir":
+                    pending.append((entry_source, entry_target))
+                else:
+                    plan.files.append(_File(entry_source, entry_target, size))
         return plan
 
     def run(self, plan: _Plan, progress: Progress | None) -> None:
+        if plan.confined_to is not None:
+            _refuse_links_below(plan.confined_to, plan)
         meter = _Meter(progress, plan.total)
         for directory in plan.dirs:
-            self.remote_makedirs(directory, exist_ok=True)
+            self.make_dir(directory)
         for item in plan.files:
-            self.copy(item, meter)
+            self.copy(item, meter, plan.confined_to is not None)
 
-    def copy(self, item: _File, meter: _Meter) -> None:
+    def size(self, source: str) -> int:
+        raise NotImplementedError
+
+    def list_dir(
+        self, source: str, target: str, filter: Callable[[str], bool] | None, dest: str
+    ) -> Iterator[_Entry]:
+        """``(kind, source path, target path, size)`` of the wanted entries of a directory.
+
+        Every name is checked before it is used (see the module docstring);
+        `dest` is the transfer's top target, for the error message.
+        """
+        raise NotImplementedError
+
+    def make_dir(self, path: str) -> None:
+        raise NotImplementedError
+
+    def copy(self, item: _File, meter: _Meter, confined: bool) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- upload
+class _Uploader(_Transfer):
+    """Copies local files and directories to the peer."""
+
+    def __init__(self, conn: Classic, chunk_size: int) -> None:
+        super().__init__(conn, chunk_size)
+        # Remote functions fetched once: each attribute read is a round trip.
+        self.remote_makedirs = conn.modules["os"].makedirs
+        self.remote_open = conn.builtins.open
+
+    def size(self, source: str) -> int:
+        return os.path.getsize(source)
+
+    def make_dir(self, path: str) -> None:
+        self.remote_makedirs(path, exist_ok=True)
+
+    def list_dir(
+        self, source: str, target: str, filter: Callable[[str], bool] | None, dest: str
+    ) -> Iterator[_Entry]:
+        for name in sorted(os.listdir(source)):
+            if filter is not None and not filter(name):
+                continue
+            path = os.path.join(source, name)
+            # A local name is checked in the peer's flavour: "..\\x" is a
+            # plain name here but climbs out of the target on Windows.
+            _check_name(name, self.remote_path, "this side", source, dest)
+            if os.path.isdir(path):
+                yield "dir", path, self.remote_path.join(target, name), 0
+            elif os.path.isfile(path):
+                yield "file", path, self.remote_path.join(target, name), os.path.getsize(path)
+
+    def copy(self, item: _File, meter: _Meter, confined: bool) -> None:
         with (
             open(item.source, "rb") as local_file,
             _closing_remote(self.remote_open(item.target, "wb")) as remote_file,
@@ -221,13 +280,13 @@ class _Uploader:
 
 
 # -------------------------------------------------------------- download
-class _Downloader:
+class _Downloader(_Transfer):
     """Copies the peer's files and directories here."""
 
+    CONFINES_DIRS = True
+
     def __init__(self, conn: Classic, chunk_size: int) -> None:
-        _check_chunk_size(chunk_size)
-        self.chunk_size = chunk_size
-        self.remote_path = _remote_path_module(conn)
+        super().__init__(conn, chunk_size)
         # Remote functions fetched once: each attribute read is a round trip.
         remote_ospath = conn.modules["os.path"]
         self.remote_isdir = remote_ospath.isdir
@@ -245,8 +304,11 @@ class _Downloader:
             return "file"
         return None
 
-    def file_plan(self, remote: str, local: str) -> _Plan:
-        return _Plan([], [_File(remote, local, _size(self.remote_getsize(remote), remote))])
+    def size(self, source: str) -> int:
+        return _size(self.remote_getsize(source), source)
+
+    def make_dir(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
 
     def _remote_map(self, func: Any, items: tuple[str, ...]) -> tuple[Any, ...]:
         """``func`` over ``items`` at the peer: two round trips per batch of paths."""
@@ -256,54 +318,27 @@ class _Downloader:
             results += _by_value(self.remote_tuple(self.remote_map(func, batch)), "answer")
         return tuple(results)
 
-    def plan_dir(self, remote: str, local: str, filter: Callable[[str], bool] | None) -> _Plan:
-        plan = _Plan([], [], confined_to=local)
-        # An explicit stack, as in `_Uploader.plan_dir`.
-        pending = [(remote, local)]
-        while pending:
-            remote_dir, local_dir = pending.pop()
-            plan.dirs.append(local_dir)
-            for kind, source, target, size in self._list_dir(remote_dir, local_dir, filter, local):
-                if kind == "dir":
-                    pending.append((source, target))
-                else:
-                    plan.files.append(_File(source, target, size))
-        return plan
-
-    def _list_dir(
-        self, remote: str, local: str, filter: Callable[[str], bool] | None, dest: str
-    ) -> Iterator[tuple[str, str, str, int]]:
-        """``(kind, remote path, local path, size)`` of the wanted entries of a directory.
-
-        A fixed number of round trips per directory, not per entry. Entries
-        that are neither files nor directories (broken links...) are skipped.
-        Every name is checked before it is used (see the module docstring).
-        """
+    def list_dir(
+        self, source: str, target: str, filter: Callable[[str], bool] | None, dest: str
+    ) -> Iterator[_Entry]:
+        # A fixed number of round trips per directory, not per entry. Entries
+        # that are neither files nor directories (broken links...) are skipped.
         # tuple() at the peer: the names come back as one value, not item by item.
         listing = _by_value(
-            self.remote_tuple(self.remote_listdir(remote)), f"listing of {remote!r}"
+            self.remote_tuple(self.remote_listdir(source)), f"listing of {source!r}"
         )
-        checked = [_check_name(name, os.path, "the peer", remote, dest) for name in listing]
+        checked = [_check_name(name, os.path, "the peer", source, dest) for name in listing]
         names = [name for name in sorted(checked) if filter is None or filter(name)]
-        paths = tuple(self.remote_path.join(remote, name) for name in names)
+        paths = tuple(self.remote_path.join(source, name) for name in names)
         is_dir = self._remote_map(self.remote_isdir, paths)
         is_file = self._remote_map(self.remote_isfile, paths)
         files = tuple(path for path, flag in zip(paths, is_file, strict=True) if flag is True)
         sizes = dict(zip(files, self._remote_map(self.remote_getsize, files), strict=True))
         for name, path, dir_flag in zip(names, paths, is_dir, strict=True):
             if dir_flag is True:
-                yield "dir", path, os.path.join(local, name), 0
+                yield "dir", path, os.path.join(target, name), 0
             elif path in sizes:
-                yield "file", path, os.path.join(local, name), _size(sizes[path], path)
-
-    def run(self, plan: _Plan, progress: Progress | None) -> None:
-        if plan.confined_to is not None:
-            _refuse_links_below(plan.confined_to, plan)
-        meter = _Meter(progress, plan.total)
-        for directory in plan.dirs:
-            os.makedirs(directory, exist_ok=True)
-        for item in plan.files:
-            self.copy(item, meter, plan.confined_to is not None)
+                yield "file", path, os.path.join(target, name), _size(sizes[path], path)
 
     def copy(self, item: _File, meter: _Meter, confined: bool) -> None:
         with (
@@ -408,8 +443,7 @@ def upload_file(
 ) -> None:
     """Copy one local file to `remotepath` at the peer. RPyC-compatible; see `upload`."""
     uploader = _Uploader(conn, chunk_size)
-    plan = _Plan([], [_File(localpath, remotepath, os.path.getsize(localpath))])
-    uploader.run(plan, progress)
+    uploader.run(uploader.file_plan(localpath, remotepath), progress)
 
 
 def upload_dir(

@@ -25,7 +25,7 @@ from gevent import ssl
 
 from grpyc.channel import Channel
 from grpyc.protocol import Connection
-from grpyc.service import Slave, VoidService
+from grpyc.service import Service, Slave, VoidService
 from grpyc.stream import PipeStream, SocketStream, TunneledSocketStream
 
 __all__ = [
@@ -58,7 +58,7 @@ class ForbiddenError(Exception):
     """The registry does not allow listing its services. RPyC-compatible."""
 
 
-def _service_instance(service: Any) -> Any:
+def _service_instance(service: Service | type[Service]) -> Service:
     return service() if isinstance(service, type) else service
 
 
@@ -73,7 +73,9 @@ def connect_channel(
         service: the local service (class or instance) exposed to the peer.
         config: overrides of `protocol.DEFAULT_CONFIG`.
     """
-    return _service_instance(service)._connect(channel, dict(config or {}))
+    # _connect is a hybrid (class or instance) descriptor, which mypy sees as Any.
+    conn: Connection = _service_instance(service)._connect(channel, dict(config or {}))
+    return conn
 
 
 def connect_stream(

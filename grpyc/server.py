@@ -43,11 +43,11 @@ from grpyc._handshake import Handshake, SetupRules, open_connection
 from grpyc._lifecycle import Lifecycle, start_thread
 from grpyc._listen import DEFAULT_SOCKET_MODE, Acceptor, bind_listener, describe_address
 from grpyc._registration import register_until, unregister
+from grpyc._signals import handling_signals
 from grpyc._supervisor import (
     CHILD_STOP_MARGIN,
     Children,
     Supervisor,
-    handling_signals,
     run_child,
     watch_parent,
 )

@@ -9,7 +9,7 @@ where grpyc differs (bind address, ``-l false``), the help says so.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from grpyc.version import __version__
 
@@ -52,31 +52,32 @@ class Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------ value types
-def _port(text: str) -> int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number(text: str, kind: type[_Number], what: str) -> _Number:
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
+
+
+def _port(text: str) -> int:
+    value = _number(text, int, "port")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535")
     return value
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    value = _number(text, int, "count")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not >= 1")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    value = _number(text, float, "number of seconds")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text} seconds is not >= 0")
     return value

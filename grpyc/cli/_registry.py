@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from grpyc._signals import close_on_signals
 from grpyc.cli._options import StartError
 from grpyc.cli._output import announce, configure_logging
-from grpyc.cli._signals import close_on_signals
 
 __all__ = ["run_registry"]
 

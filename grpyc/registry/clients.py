@@ -17,7 +17,7 @@ import abc
 import errno
 import logging
 from collections.abc import Iterable
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from gevent import socket as gsocket
 
@@ -48,54 +48,6 @@ class StopSignal(Protocol):
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds; True once the loop must stop."""
         ...
-
-
-class RegistryClient(abc.ABC):
-    """How servers register and clients discover, whatever the backend.
-
-    A registry that cannot be reached or does not answer in time is not an
-    error: it is logged and answers as an empty registry would (``()`` from
-    ``discover`` and ``list``, ``False`` from ``register``).
-    """
-
-    # Seconds between re-registrations, well inside the registry's expiry.
-    REREGISTER_INTERVAL: float = 60
-    logger: logging.Logger
-
-    @abc.abstractmethod
-    def discover(self, name: str) -> tuple[Address, ...]:
-        """``(host, port)`` of each server registered under ``name``."""
-
-    @abc.abstractmethod
-    def list(self, filter_host: str | None = None) -> tuple[str, ...] | None:
-        """Registered service names (on ``filter_host`` only, when given);
-        None when the registry does not allow listing."""
-
-    @abc.abstractmethod
-    def register(self, aliases: Iterable[str], port: int, interface: str = "") -> bool:
-        """Announce a server on ``port`` under ``aliases``; True once acknowledged.
-
-        ``interface`` is the local address to register from (the registry
-        records the sender's address); "" lets the system choose.
-        """
-
-    @abc.abstractmethod
-    def unregister(self, port: int) -> None:
-        """Withdraw the server on ``port`` from every name."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
-        """Release what the client holds (nothing for the UDP and TCP clients)."""
-
-    def register_periodically(
-        self,
-        aliases: Iterable[str],
-        port: int,
-        stop: StopSignal,
-        interface: str = "",
-        retry_interval: float = DEFAULT_REGISTER_RETRY,
-    ) -> None:
-        """Stay registered until ``stop`` is set; see ``register_periodically``."""
-        register_periodically(self, aliases, port, stop, interface, retry_interval)
 
 
 def register_periodically(
@@ -135,11 +87,52 @@ def register_periodically(
             return
 
 
+class RegistryClient(abc.ABC):
+    """How servers register and clients discover, whatever the backend.
+
+    A registry that cannot be reached or does not answer in time is not an
+    error: it is logged and answers as an empty registry would (``()`` from
+    ``discover`` and ``list``, ``False`` from ``register``).
+    """
+
+    # Seconds between re-registrations, well inside the registry's expiry.
+    REREGISTER_INTERVAL: float = 60
+    logger: logging.Logger
+
+    @abc.abstractmethod
+    def discover(self, name: str) -> tuple[Address, ...]:
+        """``(host, port)`` of each server registered under ``name``."""
+
+    @abc.abstractmethod
+    def list(self, filter_host: str | None = None) -> tuple[str, ...] | None:
+        """Registered service names (on ``filter_host`` only, when given);
+        None when the registry does not allow listing."""
+
+    @abc.abstractmethod
+    def register(self, aliases: Iterable[str], port: int, interface: str = "") -> bool:
+        """Announce a server on ``port`` under ``aliases``; True once acknowledged.
+
+        ``interface`` is the local address to register from (the registry
+        records the sender's address); "" lets the system choose.
+        """
+
+    @abc.abstractmethod
+    def unregister(self, port: int) -> None:
+        """Withdraw the server on ``port`` from every name."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
+        """Release what the client holds (nothing for the UDP and TCP clients)."""
+
+    # The module's function as a method: ``registrar.register_periodically(...)``.
+    register_periodically = register_periodically
+
+
 class _ProtocolClient(RegistryClient):
     """The four commands over PROTOCOL.md section 8; subclasses move bytes."""
 
     # Wait for UNREGISTER's "OK", so that the entry is gone when it returns.
     _WAIT_FOR_UNREGISTER = True
+    _LOGGER_NAME: ClassVar[str]
 
     def __init__(
         self, ip: str, port: int, timeout: float | None, logger: logging.Logger | None
@@ -153,13 +146,32 @@ class _ProtocolClient(RegistryClient):
         self._interfaces: dict[int, str] = {}
 
     def _get_logger(self) -> logging.Logger:
-        raise NotImplementedError
+        return logging.getLogger(self._LOGGER_NAME)
 
     def _transact(
         self, cmd: str, args: tuple[Any, ...], interface: str = "", wait: bool = True
     ) -> tuple[bool, Any]:
         """Send one request; ``(True, reply)`` for a valid reply, else ``(False, None)``."""
-        raise NotImplementedError
+        request = encode_request(cmd, args)
+        deadline = Timeout(self.timeout)
+        try:
+            return self._exchange(cmd, request, interface, deadline if wait else None)
+        except OSError as exc:
+            self.logger.warning("%s to %s:%s failed: %s", cmd, self.ip, self.port, exc)
+            return False, None
+
+    @abc.abstractmethod
+    def _exchange(
+        self, cmd: str, request: bytes, interface: str, deadline: Timeout | None
+    ) -> tuple[bool, Any]:
+        """Send ``request`` from ``interface`` and read the reply to ``cmd`` by ``deadline``.
+
+        Returns ``(True, reply)`` for a valid reply, else ``(False, None)``;
+        with no ``deadline``, ``(False, None)`` once sent, without reading.
+
+        Raises:
+            OSError: the request could not be sent or the reply not read.
+        """
 
     def discover(self, name: str) -> tuple[Address, ...]:
         if not isinstance(name, str):
@@ -205,6 +217,7 @@ class UDPRegistryClient(_ProtocolClient):
     # Fire-and-forget, as in RPyC: a closing server must not stall for the
     # timeout when no registry listens.
     _WAIT_FOR_UNREGISTER = False
+    _LOGGER_NAME = "grpyc.registry.client.udp"
 
     def __init__(
         self,
@@ -222,25 +235,16 @@ class UDPRegistryClient(_ProtocolClient):
         else:
             self.bcast = bcast if bcast is not None else "255" in ip.split(".")
 
-    def _get_logger(self) -> logging.Logger:
-        return logging.getLogger("grpyc.registry.client.udp")
-
-    def _transact(
-        self, cmd: str, args: tuple[Any, ...], interface: str = "", wait: bool = True
+    def _exchange(
+        self, cmd: str, request: bytes, interface: str, deadline: Timeout | None
     ) -> tuple[bool, Any]:
-        request = encode_request(cmd, args)
-        deadline = Timeout(self.timeout)
         with gsocket.socket(self.sock_family, gsocket.SOCK_DGRAM) as sock:
-            try:
-                if interface:
-                    sock.bind((interface, 0))
-                if self.bcast:
-                    sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_BROADCAST, 1)
-                self._send(sock, request)
-                return self._await_reply(sock, cmd, deadline) if wait else (False, None)
-            except OSError as exc:
-                self.logger.warning("%s to %s:%s failed: %s", cmd, self.ip, self.port, exc)
-                return False, None
+            if interface:
+                sock.bind((interface, 0))
+            if self.bcast:
+                sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_BROADCAST, 1)
+            self._send(sock, request)
+            return (False, None) if deadline is None else self._await_reply(sock, cmd, deadline)
 
     def _send(self, sock: gsocket.socket, request: bytes) -> None:
         try:
@@ -271,6 +275,8 @@ class UDPRegistryClient(_ProtocolClient):
 class TCPRegistryClient(_ProtocolClient):
     """Registry client over one TCP connection per request. RPyC-compatible."""
 
+    _LOGGER_NAME = "grpyc.registry.client.tcp"
+
     def __init__(
         self,
         ip: str,
@@ -280,31 +286,20 @@ class TCPRegistryClient(_ProtocolClient):
     ) -> None:
         super().__init__(ip, port, timeout, logger)
 
-    def _get_logger(self) -> logging.Logger:
-        return logging.getLogger("grpyc.registry.client.tcp")
-
-    def _transact(
-        self, cmd: str, args: tuple[Any, ...], interface: str = "", wait: bool = True
+    def _exchange(
+        self, cmd: str, request: bytes, interface: str, deadline: Timeout | None
     ) -> tuple[bool, Any]:
-        request = encode_request(cmd, args)
-        deadline = Timeout(self.timeout)
         source = (interface, 0) if interface else None
-        try:
-            sock = gsocket.create_connection(
-                (self.ip, self.port), timeout=self.timeout, source_address=source
-            )
-            with sock:
-                sock.sendall(request)
-                if not wait:
-                    return False, None
-                data = read_message(sock, _MAX_REPLY_SIZE, deadline)
-        except OSError as exc:
-            self.logger.warning("%s to %s:%s failed: %s", cmd, self.ip, self.port, exc)
-            return False, None
+        with gsocket.create_connection(
+            (self.ip, self.port), timeout=self.timeout, source_address=source
+        ) as sock:
+            sock.sendall(request)
+            if deadline is None:
+                return False, None
+            data = read_message(sock, _MAX_REPLY_SIZE, deadline)
         ok, reply = parse_reply(cmd, data)
         if not ok:
             self.logger.warning(
                 "invalid %s reply from %s:%s: %s", cmd, self.ip, self.port, data[:80]
             )
-            return False, None
-        return True, reply
+        return ok, reply

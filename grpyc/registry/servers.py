@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import gevent
 from gevent import socket as gsocket
@@ -44,7 +42,7 @@ from grpyc.registry._sockets import (
     is_local_address,
     read_message,
 )
-from grpyc.registry.table import RegistryLimits, RegistryTable
+from grpyc.registry.table import RegistryTable, TableOptions
 from grpyc.registry.wire import datagram_reply_budget
 
 __all__ = ["RegistryServer", "TCPRegistryServer", "UDPRegistryServer"]
@@ -88,21 +86,19 @@ class RegistryServer(RegistryTable):
         pruning_timeout: float | None = None,
         logger: logging.Logger | None = None,
         allow_listing: bool = False,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        limits: RegistryLimits | None = None,
+        **options: Unpack[TableOptions],
     ) -> None:
         """Set up an empty table around ``listenersock``; on error, close it.
 
         Args:
             listenersock: the bound socket the subclass serves on.
-            pruning_timeout, logger, allow_listing, clock, limits: as for
-                ``RegistryTable``.
+            pruning_timeout, logger, allow_listing: as for ``RegistryTable``.
+            options: ``clock`` and ``limits``, as for ``RegistryTable``.
         """
         self.sock: gsocket.socket | None = listenersock
         try:
             self.port: int = listenersock.getsockname()[1]
-            super().__init__(pruning_timeout, logger, allow_listing, clock=clock, limits=limits)
+            super().__init__(pruning_timeout, logger, allow_listing, **options)
         except BaseException:
             listenersock.close()
             raise
@@ -195,10 +191,9 @@ class UDPRegistryServer(RegistryServer):
         logger: logging.Logger | None = None,
         allow_listing: bool = False,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        limits: RegistryLimits | None = None,
         max_handlers: int = _DEFAULT_MAX_HANDLERS,
         hear_local_broadcasts: bool = True,
+        **options: Unpack[TableOptions],
     ) -> None:
         """Bind ``host:port`` (and the broadcast listener, see the class).
 
@@ -206,14 +201,14 @@ class UDPRegistryServer(RegistryServer):
             max_handlers: datagrams answered at once; the kernel queues the rest.
             hear_local_broadcasts: on a loopback ``host``, also answer
                 broadcasts to this port from this machine's addresses.
+            options: ``clock`` and ``limits``, as for ``RegistryTable``.
         """
         super().__init__(
             bound_socket(host, port, gsocket.SOCK_DGRAM),
             pruning_timeout,
             logger,
             allow_listing,
-            clock=clock,
-            limits=limits,
+            **options,
         )
         self._handlers = Pool(max_handlers)
         self._readers: list[gevent.Greenlet] = []
@@ -304,16 +299,16 @@ class TCPRegistryServer(RegistryServer):
         reuse_addr: bool = True,
         allow_listing: bool = False,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        limits: RegistryLimits | None = None,
         max_connections: int = _DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = _DEFAULT_REQUEST_TIMEOUT,
+        **options: Unpack[TableOptions],
     ) -> None:
         """Bind and listen on ``host:port``.
 
         Args:
             max_connections: connections open at once; past it the oldest is dropped.
             request_timeout: seconds a connection has to send its whole request.
+            options: ``clock`` and ``limits``, as for ``RegistryTable``.
         """
         if type(max_connections) is not int or max_connections < 1:
             raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
@@ -324,8 +319,7 @@ class TCPRegistryServer(RegistryServer):
             pruning_timeout,
             logger,
             allow_listing,
-            clock=clock,
-            limits=limits,
+            **options,
         )
         self.max_connections = max_connections
         self.request_timeout = request_timeout

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Final, TypedDict
 
 from grpyc.registry.wire import (
     MAX_DGRAM_SIZE,
@@ -28,7 +28,7 @@ from grpyc.registry.wire import (
     parse_request,
 )
 
-__all__ = ["DEFAULT_PRUNING_TIMEOUT", "RegistryLimits", "RegistryTable"]
+__all__ = ["DEFAULT_PRUNING_TIMEOUT", "RegistryLimits", "RegistryTable", "TableOptions"]
 
 # RPyC's value: servers re-register every 60 s, so an entry survives three
 # lost datagrams before it is dropped.
@@ -70,6 +70,13 @@ class RegistryLimits:
             value = getattr(self, field.name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"{field.name} must be an int >= 1, got {value!r}")
+
+
+class TableOptions(TypedDict, total=False):
+    """The keyword-only arguments of `RegistryTable`, which the servers pass on."""
+
+    clock: Callable[[], float]
+    limits: RegistryLimits | None
 
 
 class RegistrationRefusedError(Exception):
