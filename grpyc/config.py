@@ -47,7 +47,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "before_closed": None,
     "close_catchall": False,
     # RPyC's thread-bound framing (a 16-byte thread-id prefix on every frame);
-    # both sides must agree. RPyC reads its default from RPYC_BIND_THREADS.
+    # both sides must agree. Like RPyC, the default comes from RPYC_BIND_THREADS
+    # (exactly "true"), read once at import.
     "bind_threads": os.environ.get("RPYC_BIND_THREADS") == "true",
     # --- grpyc's keys ---
     # None keeps the channel's own setting (compression "auto", 64 MiB frames).

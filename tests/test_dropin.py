@@ -20,12 +20,12 @@ EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def run_python(code, timeout=30):
+def run_python(code, timeout=30, env=None):
     """Run ``python -c code`` in a fresh interpreter; its stdout (stderr shown on failure)."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env=ENV,
+        env=ENV if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -92,7 +92,42 @@ def _dependencies_of_grpyc():
     return json.loads(out)
 
 
+BIND_THREADS_VARIABLE = "RPYC_BIND_THREADS"
+
+
+def _environment_read_by_importing(module):
+    out = run_python(
+        "import json, os\n"
+        "environ_type = type(os.environ)\n"
+        "read = []\n"
+        "real_getitem = environ_type.__getitem__\n"
+        "def spy(self, key):\n"
+        "    read.append(key)\n"
+        "    return real_getitem(self, key)\n"
+        "environ_type.__getitem__ = spy\n"
+        f"import {module}\n"
+        "environ_type.__getitem__ = real_getitem\n"
+        "print(json.dumps(read))\n"
+    )
+    return json.loads(out)
+
+
+def test_importing_reads_the_bind_threads_default_like_stock():
+    assert BIND_THREADS_VARIABLE in _environment_read_by_importing("rpyc")
+    assert BIND_THREADS_VARIABLE in _environment_read_by_importing("grpyc")
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "True", "false", "yes", ""])
+def test_bind_threads_default_follows_the_variable_like_stock(value):
+    probe = "from {0} import DEFAULT_CONFIG as c; print(c['bind_threads'])"
+    env = {**ENV, BIND_THREADS_VARIABLE: value}
+    stock = run_python(probe.replace("{0}", "rpyc.core.protocol"), env=env)
+    ours = run_python(probe.replace("{0}", "grpyc.config"), env=env)
+    assert ours == stock
+
+
 def test_importing_grpyc_has_no_side_effects():
+    """No side effect beyond stock's: the one variable RPyC also reads at import."""
     dependencies = _dependencies_of_grpyc()
     out = run_python(
         "import importlib, json, os, sys, threading\n"
@@ -125,7 +160,7 @@ def test_importing_grpyc_has_no_side_effects():
         "}))\n"
     )
     assert json.loads(out) == {
-        "env_read": [],
+        "env_read": [BIND_THREADS_VARIABLE],
         "new_fds": [],
         "threads": 1,
         "hub": False,
