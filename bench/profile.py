@@ -102,7 +102,9 @@ def main(argv=None):
                 "--reps", str(args.reps), "--duration", str(args.duration),
                 "--count", str(count),
             ]  # fmt: skip
-            client = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdout=subprocess.PIPE)
+            client = subprocess.Popen(
+                cmd, cwd=ROOT, env=_child_env(args.target), stdout=subprocess.PIPE
+            )
             if not args.cprofile:
                 spies = [
                     _spy(server.pid, out / "server.txt", args.rate),

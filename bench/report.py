@@ -20,6 +20,7 @@ from bench.scenarios import METRICS, S3_FIELDS, s3_metric
 from bench.scenarios import metric as metric_info
 
 GRPYC, PATCHED, RPYC, FLOOR = "grpyc", "grpyc-patched", "rpyc-threaded", "floor"
+BASE, BASE_PATCHED = "grpyc-base", "grpyc-base-patched"  # --baseline: an older checkout
 DOC_BEGIN = "<!-- bench-results:begin -->"
 DOC_END = "<!-- bench-results:end -->"
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -99,6 +100,10 @@ def render_table(run):
         extra.append(("grpyc / floor", GRPYC, FLOOR))
     if GRPYC in targets and PATCHED in targets:
         extra.append(("patched / grpyc", PATCHED, GRPYC))
+    if GRPYC in targets and BASE in targets:
+        extra.append(("grpyc / baseline", GRPYC, BASE))
+    if PATCHED in targets and BASE_PATCHED in targets:
+        extra.append(("patched / baseline patched", PATCHED, BASE_PATCHED))
     header += [name for name, _, _ in extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in metrics_in(run):

@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.targets import TARGETS
+from bench.targets import BASELINE_TARGETS, TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_ORDER = ["S1", "S2", "S3", "S4", "S5", "S6", "B"]
@@ -53,6 +53,12 @@ def parse_args(argv):
     )
     parser.add_argument("--only", default="", help="scenarios to run, e.g. S1,S2,B")
     parser.add_argument("--targets", default="", help=f"targets to run (of {','.join(TARGETS)})")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="a checkout (e.g. a git worktree of an older commit) whose grpyc package the "
+        "targets grpyc-base and grpyc-base-patched run, for before/after ratios in one run",
+    )
     parser.add_argument("--out", default="docs/bench", help="directory for results.{md,json,png}")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure")
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed rep")
@@ -81,7 +87,13 @@ def parse_args(argv):
     )
     args = parser.parse_args(argv)
     args.scenarios = _pick(args.only, SCENARIO_ORDER, "scenario")
-    args.target_names = _pick(args.targets, list(TARGETS), "target")
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        if not (baseline / "grpyc" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {baseline}: no grpyc package there")
+        os.environ[_BASELINE_VARIABLE] = str(baseline)
+    known = [name for name in TARGETS if args.baseline or name not in BASELINE_TARGETS]
+    args.target_names = _pick(args.targets, known, "target")
     args.reps = args.reps or (2 if args.quick else 5)
     args.duration = args.duration or (0.1 if args.quick else 0.5)
     s3_counts = args.s3 or ("200" if args.quick else "2000,10000")
@@ -105,11 +117,31 @@ def _pick(text, known, what):
 
 
 # ---------------------------------------------------------------- children
-def _child_env():
+_BASELINE_VARIABLE = "GRPYC_BENCH_BASELINE"
+
+
+def _child_env(target=None):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    paths = [str(ROOT), env.get("PYTHONPATH")]
+    if target in BASELINE_TARGETS:
+        paths.insert(0, _baseline_shim(env[_BASELINE_VARIABLE]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env.pop("GEVENT_LOOP", None)
     return env
+
+
+def _baseline_shim(baseline):
+    """A directory holding only a link to the baseline's grpyc package.
+
+    On the path before ROOT it makes ``import grpyc`` load the baseline while
+    ``import bench`` still loads this checkout's harness.
+    """
+    shim = Path(tempfile.gettempdir()) / f"grpyc-bench-baseline-{os.getpid()}"
+    link = shim / "grpyc"
+    if not link.exists():
+        shim.mkdir(exist_ok=True)
+        link.symlink_to(Path(baseline) / "grpyc", target_is_directory=True)
+    return str(shim)
 
 
 def _stop(proc):
@@ -132,7 +164,7 @@ def _tail(log):
 def _start_server(target, cpu, log):
     cmd = [sys.executable, "-m", "bench.server_main", target, "--cpu", str(cpu)]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=log,
     )  # fmt: skip
     ready, _, _ = select.select([proc.stdout], [], [], _SERVER_START_TIMEOUT)
@@ -154,8 +186,8 @@ def _run_client(target, scenario, port, server_pid, cpu, args, count=0):
     timeout = _CLIENT_TIMEOUT.get(scenario) or 90 + count * 0.04  # S3: by connections
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=log,
+            cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=log,
         )  # fmt: skip
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -207,7 +239,8 @@ class Worker:
                 "--cpu", str(cpus[1]), "--duration", str(args.duration),
             ] + (["--quick"] if args.quick else [])  # fmt: skip
             self.client = subprocess.Popen(
-                cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
                 stderr=self._client_log,
             )  # fmt: skip
         except BaseException:

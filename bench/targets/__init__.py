@@ -48,3 +48,15 @@ TARGETS = {
     ),
     "floor": Target("floor", "floor_target", "floor (raw gevent)", patched=False, threads=False),
 }
+
+# grpyc from another checkout (``--baseline DIR``), for before/after ratios in one run.
+BASELINE_TARGETS = {
+    "grpyc-base": Target(
+        "grpyc-base", "grpyc_target", "grpyc baseline", patched=False, threads=False
+    ),
+    "grpyc-base-patched": Target(
+        "grpyc-base-patched", "grpyc_target", "grpyc baseline + patch_all", patched=True,
+        threads=False,
+    ),
+}  # fmt: skip
+TARGETS.update(BASELINE_TARGETS)
