@@ -67,9 +67,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_concurrent_requests": 256,
     "max_queued_requests": 4096,
     # Memory the peer's requests may hold here at once: their decoded values
-    # (running or queued) plus ~12 KiB per handler greenlet. Past it, requests
+    # (running or queued) plus ~16 KiB per handler greenlet. Past it, requests
     # get an error reply (one is always admitted). Bounds what one peer can
-    # park: 32 MiB still holds ~2,600 waiting handlers (callback chains
+    # park: 32 MiB still holds ~2,000 waiting handlers (callback chains
     # thousands deep).
     "max_request_bytes": 32 * 1024 * 1024,
     # Local objects the peer may hold references to at once (each costs ~340 B

@@ -239,6 +239,10 @@ def test_a_flood_of_small_requests_does_not_starve_other_clients(server_process,
             flood.kill()
             flood.wait()
         flood.stdout.close()
+    print(
+        f"\nflood: {sent} PINGs; victim {len(client.latencies)} calls, worst"
+        f" {client.worst * 1000:.0f} ms, p99 {client.p99 * 1000:.0f} ms"
+    )
     assert sent > 50_000  # the flood really flooded
     assert len(client.latencies) >= 20
     assert client.worst < 0.5, client.worst
@@ -282,6 +286,10 @@ def test_a_frozenset_of_colliding_hashes_is_refused_at_once(server_process, raw_
     worker.get(timeout=10)
     # Refused (the frame is undecodable: the connection closes) within a second.
     assert message is None or message[0] == consts.MSG_EXCEPTION
+    print(
+        f"\ncolliding frozenset: answered in {answered_in * 1000:.0f} ms;"
+        f" victim worst {client.worst * 1000:.0f} ms"
+    )
     assert answered_in < 1
     assert client.worst < 1, client.worst
     assert_serves(process.port)
@@ -313,6 +321,10 @@ def test_a_small_compressed_frame_of_ints_cannot_pin_hundreds_of_mib(
     worker.get(timeout=20)
     assert message is None or message[0] == consts.MSG_EXCEPTION
     grown_mib = (process.status_kib("VmHWM") - baseline) / KIB
+    print(
+        f"\nzlib frame of small ints ({len(data) // KIB} KiB): peak RSS +{grown_mib:.0f} MiB;"
+        f" victim worst {client.worst * 1000:.0f} ms"
+    )
     assert grown_mib < 300, grown_mib
     assert client.worst < 1, client.worst
     assert_serves(process.port)
@@ -344,6 +356,7 @@ def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, ra
     answer = peer.recv_message(timeout=30)
     assert answer is None or answer[0] == consts.MSG_EXCEPTION
     grown_mib = (process.status_kib("VmHWM") - baseline) / KIB
+    print(f"\ntwo 10M-int frames behind an unanswered INSPECT: peak RSS +{grown_mib:.0f} MiB")
     assert grown_mib < 300, grown_mib
     assert_serves(process.port)
 
@@ -364,6 +377,9 @@ def test_unsolicited_replies_with_references_queue_no_dels(server_process, raw_p
         seq += 1
     assert_serves(process.port)
     grown_mib = (process.status_kib("VmRSS") - baseline) / KIB
+    print(
+        f"\n{sent // MIB} MiB of replies with references to a non-reader: RSS +{grown_mib:.0f} MiB"
+    )
     assert grown_mib < 200, grown_mib
     assert process.alive()
 
@@ -387,6 +403,7 @@ def test_references_with_huge_class_names_are_refused(server_process, raw_peers)
         assert "id pack names a class of 16777216 characters" in body[1][0]
     assert_serves(process.port)
     retained_mib = (process.status_kib("VmRSS") - baseline) / KIB
+    print(f"\n8 references with 16 MiB class names: RSS +{retained_mib:.0f} MiB retained")
     assert retained_mib < 100, retained_mib
 
 
@@ -424,6 +441,9 @@ def test_parked_handlers_on_four_connections_stay_bounded(server_process, raw_pe
                 refused += 1
             answers += message[0] != consts.MSG_REQUEST
     grown_mib = (process.status_kib("VmHWM") - baseline) / KIB
+    print(
+        f"\nparked handlers, 4 x 6,000 requests: {refused} refused, peak RSS +{grown_mib:.0f} MiB"
+    )
     assert grown_mib < 100 or refused > 0.5 * 4 * 6000, (grown_mib, refused)
     assert refused > 0.5 * 4 * 6000, refused
     assert grown_mib < 150, grown_mib
