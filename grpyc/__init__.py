@@ -26,6 +26,9 @@ tests/test_api_surface.py checks that the imports and the table agree.
 from importlib import import_module as _import_module
 from typing import TYPE_CHECKING, Any
 
+# First of all: decides whether the hot modules load compiled or from source.
+from grpyc import _accel  # noqa: F401 - imported for its effect
+
 # The two modules whose names are rebound to functions right after are
 # loaded first: the import system sets a submodule as its parent's attribute
 # only when it loads it, so a later ``import grpyc.service`` finds it loaded

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpyc import brine
+from grpyc._accel import source_path
 from grpyc.brine import DEFAULT_MAX_DEPTH, I4, BrineError, dump, dumpable, load
 
 
@@ -212,7 +213,7 @@ def test_public_names():
 
 def _imports(module):
     imported = set()
-    for node in ast.walk(ast.parse(module.__loader__.get_source(module.__name__))):
+    for node in ast.walk(ast.parse(source_path(module).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

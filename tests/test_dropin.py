@@ -93,6 +93,7 @@ def _dependencies_of_grpyc():
 
 
 BIND_THREADS_VARIABLE = "RPYC_BIND_THREADS"
+PURE_PYTHON_VARIABLE = "GRPYC_PURE_PYTHON"  # grpyc/_accel.py
 
 
 def _environment_read_by_importing(module):
@@ -127,7 +128,8 @@ def test_bind_threads_default_follows_the_variable_like_stock(value):
 
 
 def test_importing_grpyc_has_no_side_effects():
-    """No side effect beyond stock's: the one variable RPyC also reads at import."""
+    """No side effect beyond stock's: the one variable RPyC also reads at import,
+    and grpyc's switch between its compiled and pure-Python modules."""
     dependencies = _dependencies_of_grpyc()
     out = run_python(
         "import importlib, json, os, sys, threading\n"
@@ -160,7 +162,7 @@ def test_importing_grpyc_has_no_side_effects():
         "}))\n"
     )
     assert json.loads(out) == {
-        "env_read": [BIND_THREADS_VARIABLE],
+        "env_read": [PURE_PYTHON_VARIABLE, BIND_THREADS_VARIABLE],
         "new_fds": [],
         "threads": 1,
         "hub": False,

@@ -17,7 +17,7 @@ LAYERS = {
     "codecs": [
         "consts", "version", "brine", "_brine_decode", "_brine_encode", "_brine_limits",
         "vinegar", "messages", "policy", "config", "teleportation", "framing",
-        "_introspect", "_checks", "_names",
+        "_introspect", "_checks", "_names", "_accel",
     ],
     "io": ["stream", "_streambase", "_pipestream", "_namedpipe", "channel"],
     "runtime": [
