@@ -125,6 +125,8 @@ def _child_env(target=None):
     paths = [str(ROOT), env.get("PYTHONPATH")]
     if target in BASELINE_TARGETS:
         paths.insert(0, _baseline_shim(env[_BASELINE_VARIABLE]))
+    if target is not None:
+        env.update(TARGETS[target].env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env.pop("GEVENT_LOOP", None)
     return env

@@ -20,6 +20,7 @@ class Target:
     patched: bool  # patch_all() in both the server and the client child
     threads: bool  # the client runs its callers as OS threads
     options: tuple = ()
+    env: tuple = ()  # (name, value) pairs set in both children
 
     def load(self):
         return import_module(f"bench.targets.{self.module}")
@@ -27,6 +28,15 @@ class Target:
 
 TARGETS = {
     "grpyc": Target("grpyc", "grpyc_target", "grpyc", patched=False, threads=False),
+    # The same grpyc with its compiled modules switched off (grpyc/_accel.py).
+    "grpyc-pure": Target(
+        "grpyc-pure",
+        "grpyc_target",
+        "grpyc pure Python",
+        patched=False,
+        threads=False,
+        env=(("GRPYC_PURE_PYTHON", "1"),),
+    ),
     "grpyc-patched": Target(
         "grpyc-patched", "grpyc_target", "grpyc + patch_all", patched=True, threads=False
     ),
