@@ -7,6 +7,7 @@ imports only point down the layers (codecs < io < runtime < core < services
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -113,3 +114,10 @@ def test_no_function_over_80_lines_and_connection_under_450():
             if isinstance(node, ast.ClassDef) and node.name == "Connection":
                 assert size <= 450, size
     assert long_defs == []
+
+
+def test_the_architecture_page_lists_every_module():
+    page = (GRPYC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([\w.]+)` \|", page, flags=re.M))
+    modules = {path.stem for path in GRPYC.glob("*.py")}
+    assert listed == modules
