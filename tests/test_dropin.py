@@ -371,11 +371,12 @@ def test_a_lazy_module_that_cannot_load_is_a_missing_attribute_not_an_import_err
 
 
 # ------------------------------------------------ the drop-in program, both ways
-def _start(args):
+def _start(args, env=None, stdin=None):
     return gsubprocess.Popen(
         [sys.executable, *args],
         cwd=PROGRAM,
-        env=ENV,
+        env=env or ENV,
+        stdin=stdin,
         stdout=gsubprocess.PIPE,
         stderr=gsubprocess.PIPE,
         text=True,
@@ -388,10 +389,12 @@ def _read_line(proc, timeout=15):
 
 
 def _stop(proc):
-    proc.terminate()
+    if proc.poll() is None:
+        proc.terminate()
     proc.wait(timeout=10)
-    proc.stdout.close()
-    proc.stderr.close()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def expected_client_output(connection_class):
@@ -409,6 +412,9 @@ def expected_client_output(connection_class):
         "remote error: ZeroDivisionError",
         "registered remote error: CalcError ('negative', -4)",
         "remote major version: 6",
+        "pickled copy: list [2, 3, 5, 7]",
+        "discovered: [True]",
+        "connect_by_service: 42",
         "classic eval: 42",
         "classic runs elsewhere: True",
         "classic upload: uploaded by the client",
@@ -424,27 +430,50 @@ CONNECTION_CLASSES = {
 }
 
 
+@pytest.mark.parametrize("bind_threads", [False, True], ids=["", "bind_threads"])
 @pytest.mark.parametrize(
     ("server_side", "client_side"),
     [("grpyc", "grpyc"), ("stock", "stock"), ("grpyc", "stock"), ("stock", "grpyc")],
     ids=["grpyc", "stock-rpyc", "grpyc-server-stock-client", "stock-server-grpyc-client"],
 )
-def test_rpyc_program_runs_unchanged(server_side, client_side):
-    calc = _start([*LAUNCHERS[server_side], "server.py"])
-    classic = _start([*LAUNCHERS[server_side], "server.py", "classic"])
+def test_rpyc_program_runs_unchanged(server_side, client_side, bind_threads):
+    """The program's server side (a registry, a fixture-style server that
+    registers, RPyC's classic command line) on one library, its client on the
+    other; with RPYC_BIND_THREADS=true, every process speaks RPyC's
+    thread-bound framing."""
+    env = {**ENV, BIND_THREADS_VARIABLE: "true" if bind_threads else ""}
+    launcher = LAUNCHERS[server_side]
+    registry = _start([*launcher, "registry.py"], env)
+    calc = classic = None
     try:
-        calc_port = int(_read_line(calc).removeprefix("server: listening on port "))
-        classic_port = int(_read_line(classic).removeprefix("server: listening on port "))
-        client = _start([*LAUNCHERS[client_side], "client.py", str(calc_port), str(classic_port)])
-        with gevent.Timeout(20, AssertionError("client did not finish")):
+        registry_port = _read_line(registry).removeprefix("registry: listening on port ")
+        calc = _start([*launcher, "server.py", registry_port], env, gsubprocess.PIPE)
+        classic = _start([*launcher, "classic_server.py"], env)
+        calc_port = _read_line(calc).removeprefix("server: listening on port ")
+        assert _read_line(classic) == "rpyc-oneshot"
+        classic_host, classic_port = _read_line(classic).split("\t")
+        client = _start(
+            [*LAUNCHERS[client_side], "client.py", calc_port, classic_host, classic_port,
+             registry_port],
+            env,
+        )  # fmt: skip
+        with gevent.Timeout(30, AssertionError("client did not finish")):
             output, errors = client.communicate()
         assert client.returncode == 0, errors
         assert output.splitlines() == expected_client_output(CONNECTION_CLASSES[client_side])
-        assert _read_line(calc) == "server: client connected"
-        assert _read_line(calc) == "server: client disconnected"
+        with gevent.Timeout(10, AssertionError("classic oneshot server did not exit")):
+            assert classic.wait() == 0
+        calc.stdin.close()  # the server closes and reports it
+        lines = [_read_line(calc) for _ in range(5)]
+        assert lines == ["server: client connected", "server: client disconnected"] * 2 + [
+            "server: closed True"
+        ]
+        with gevent.Timeout(10, AssertionError("server did not exit")):
+            assert calc.wait() == 0
     finally:
-        _stop(calc)
-        _stop(classic)
+        for proc in (classic, calc, registry):
+            if proc is not None:
+                _stop(proc)
 
 
 # ------------------------------------------------------------------ the example

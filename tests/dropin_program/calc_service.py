@@ -27,6 +27,10 @@ class CalcService(rpyc.Service):
     def exposed_divide(self, a, b):
         return a / b
 
+    def exposed_primes(self):
+        # A list travels by reference: the client gets a proxy.
+        return [2, 3, 5, 7]
+
     def exposed_sqrt(self, x):
         if x < 0:
             raise CalcError("negative", x)

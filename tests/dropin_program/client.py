@@ -1,9 +1,11 @@
-"""A client session: ``python client.py CALC_PORT CLASSIC_PORT``."""
+"""A client session: ``python client.py CALC_PORT CLASSIC_HOST CLASSIC_PORT REGISTRY_PORT``."""
 
 import os
+import pickle
 import re
 import sys
 import tempfile
+import time
 
 import rpyc
 import rpyc.core.vinegar
@@ -12,6 +14,8 @@ from rpyc.core.stream import NamedPipeStream
 from rpyc.lib import safe_import, setup_logger
 from rpyc.lib.colls import WeakValueDict
 from rpyc.lib.compat import BYTES_LITERAL, is_py_3k, maxint
+from rpyc.utils.factory import DiscoveryError
+from rpyc.utils.registry import UDPRegistryClient
 
 # A remote CalcError arrives as this class although custom exceptions are
 # not instantiated by default: RPyC's registry of exception classes by name.
@@ -49,11 +53,29 @@ def use_calc(port):
     except CalcError as exc:
         print("registered remote error:", type(exc).__name__, exc.args)
         print("remote major version:", exc._remote_version.split(".")[0])
+
+    # The server allows pickling; this side keeps the default (off).
+    copy = pickle.loads(pickle.dumps(conn.root.primes()))
+    print("pickled copy:", type(copy).__name__, copy)
     conn.close()
 
 
-def use_classic(port):
-    conn = rpyc.classic.connect("127.0.0.1", port)
+def use_registry(registry_port, calc_port):
+    registrar = UDPRegistryClient(port=registry_port)
+    for _ in range(100):  # the server registers when it starts: wait for it
+        try:
+            found = rpyc.discover("CALC", registrar=registrar)
+            break
+        except DiscoveryError:
+            time.sleep(0.1)
+    print("discovered:", [port == calc_port for _, port in found])
+    conn = rpyc.connect_by_service("calc", registrar=registrar)
+    print("connect_by_service:", conn.root.add(20, 22))
+    conn.close()
+
+
+def use_classic(host, port):
+    conn = rpyc.classic.connect(host, port)
     print("classic eval:", conn.eval("6 * 7"))
     print("classic runs elsewhere:", conn.modules.os.getpid() != os.getpid())
     with tempfile.TemporaryDirectory() as folder:
@@ -80,13 +102,14 @@ def use_lib():
 
 
 def main():
-    calc_port, classic_port = (int(arg) for arg in sys.argv[1:3])
+    calc_port, classic_host, classic_port, registry_port = sys.argv[1:5]
     with tempfile.TemporaryDirectory() as folder:
         logfile = os.path.join(folder, "client.log")
         logger = setup_logger(quiet=True, logfile=logfile)
         use_lib()
-        use_calc(calc_port)
-        use_classic(classic_port)
+        use_calc(int(calc_port))
+        use_registry(int(registry_port), int(calc_port))
+        use_classic(classic_host, int(classic_port))
         logger.info("not logged when quiet")
         logger.error("client finished")
         with open(logfile) as file:
