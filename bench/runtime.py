@@ -47,6 +47,10 @@ class GeventRuntime:
 
         self._gevent = gevent
         self.Event = gevent.event.Event
+        # This thread runs gevent from now on: grpyc picks its cooperative
+        # runtime for every connection made here, the first one included
+        # (without a hub yet, grpyc would pick the plain-threads runtime).
+        gevent.get_hub()
 
     def spawn(self, func, *args):
         return self._gevent.spawn(func, *args)
