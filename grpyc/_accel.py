@@ -39,28 +39,23 @@ __all__ = [
     "source_path",
 ]
 
-# The per-message path: codecs, framing, channel, writer, dispatch. netref
-# stays Python: proxies rely on plain-function semantics (pickling hooks,
-# introspection) that compiled functions do not keep.
+# The per-message runtime: dispatch, the read baton, the writer, admission,
+# messages and boxing. Chosen by measurement (bench: S1 bound call, one
+# callback, root.echo; docs/benchmarks.md): compiled, these give 1.2-1.45x;
+# compiling brine and the I/O modules as well made the round trip slower
+# (compiled brine ran slower than CPython runs its hand-tuned source), so they
+# stay Python. netref stays Python: proxies rely on plain-function semantics
+# (pickling hooks, introspection) that compiled functions do not keep.
 ACCELERATED: Final = (
     "_admission",
     "_answering",
     "_baton",
-    "_brine_decode",
-    "_brine_encode",
-    "_brine_limits",
-    "_handshake",
     "_runtime",
-    "_streambase",
     "_writer",
     "boxing",
-    "brine",
-    "channel",
-    "framing",
     "hub",
     "messages",
     "protocol",
-    "stream",
 )
 PURE_PYTHON_VARIABLE: Final = "GRPYC_PURE_PYTHON"
 MANIFEST_NAME: Final = "_accel_manifest.json"
