@@ -26,8 +26,9 @@ __all__ = ["Admission"]
 
 # What one parked handler greenlet costs in memory beyond its request's
 # bytes (stack slices, frames, the greenlet itself), measured on CPython 3.11
-# with gevent 26 (tests/hostile, parked handlers): ~14 KiB pure Python, ~16.5
-# KiB compiled (compiled frames live on the C stack a parked greenlet keeps).
+# with gevent 26 (tests/hostile, parked handlers): ~14 KiB; ~16.5 KiB when
+# the runtime modules were compiled (compiled frames live on the C stack a
+# parked greenlet keeps), which the build does not do (grpyc/_accel.py).
 # Counted against max_request_bytes so that many small requests cannot park
 # more memory than the budget says.
 HANDLER_COST = 16 * 1024

@@ -82,11 +82,11 @@ def _copy_package(tmp_path):
 @needs_build
 def test_an_edited_source_runs_from_source_and_the_rest_stays_compiled(tmp_path):
     package = _copy_package(tmp_path)
-    with open(package / "protocol.py", "a", encoding="utf-8") as file:
+    with open(package / "_brine_decode.py", "a", encoding="utf-8") as file:
         file.write("\n# edited after the build\n")
     compiled = _compiled_in_child(path=tmp_path)
-    assert "protocol" not in compiled
-    assert compiled == [name for name in _accel.ACCELERATED if name != "protocol"]
+    assert "_brine_decode" not in compiled
+    assert compiled == [name for name in _accel.ACCELERATED if name != "_brine_decode"]
 
 
 @needs_build
@@ -105,21 +105,20 @@ def test_the_manifest_records_the_digest_of_each_compiled_source():
 
 
 def test_source_path_names_the_py_file_of_compiled_and_pure_modules():
-    from grpyc import netref, protocol
+    from grpyc import brine, netref
 
-    assert _accel.source_path(protocol) == PACKAGE / "protocol.py"
+    assert _accel.source_path(brine) == PACKAGE / "brine.py"
     assert _accel.source_path(netref) == PACKAGE / "netref.py"
     assert _accel.source_path(sys.modules["grpyc"]) == PACKAGE / "__init__.py"
 
 
-# The tests of the compiled modules (dispatch, hub, baton, writer, admission,
-# messages, boxing), run once more on their pure-Python source.
+# The tests of the compiled modules (brine) and of what decodes with them,
+# run once more on their pure-Python source.
 CORE_TESTS = [
+    "tests/test_brine.py",
+    "tests/test_brine_limits.py",
     "tests/test_protocol.py",
-    "tests/test_hub.py",
-    "tests/test_async.py",
-    "tests/test_netref.py",
-    "tests/test_service_connected.py",
+    "tests/hostile/test_raw_input.py",
     "tests/hostile/test_peers_are_data.py",
 ]
 
