@@ -10,7 +10,6 @@ data and always goes back (`is_from_peer`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, ClassVar
 
@@ -81,8 +80,11 @@ class RequestRunner:
                 self._turn.release()
         # `args` stays alive until the answer is queued: a proxy dying earlier
         # would send its DEL ahead of an answer that refers to it.
-        with contextlib.suppress(EOFError):
+        # A plain try: contextlib.suppress costs three calls per request.
+        try:  # noqa: SIM105
             self._hub.send(self._answer(payload, peer_thread))
+        except EOFError:
+            pass  # the connection closed meanwhile: nobody to answer
         del args
 
     def _handle(self, handler: int, args: Any, peer_thread: int) -> Any:

@@ -152,6 +152,8 @@ class Channel:
         thread_ids: bool = False,
     ) -> None:
         self.stream = stream
+        self._pending_of: Stream | None = None
+        self._has_pending: Callable[[], bool] | None = None
         self.compress = compress
         self.thread_ids = thread_ids
         self.last_thread_ids: tuple[int, int] = (0, 0)
@@ -328,7 +330,11 @@ class Channel:
 
     def has_pending_input(self) -> bool:
         """Whether bytes wait above the descriptor (TLS buffers), so `fill` will not wait."""
-        has_pending = getattr(self.stream, "has_pending", None)
+        stream = self.stream
+        if stream is not self._pending_of:
+            self._pending_of = stream  # looked up once per stream: this runs twice a call
+            self._has_pending = getattr(stream, "has_pending", None)
+        has_pending = self._has_pending
         return has_pending is not None and bool(has_pending())
 
     def _fill(self) -> None:

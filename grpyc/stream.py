@@ -250,6 +250,8 @@ class SocketStream(Stream):
         self.cooperative = in_gevent()
         self.sock = _cooperative(sock) if self.cooperative else _plain(sock)
         self._closed = False
+        self._pending_of: Any = None
+        self._pending: Callable[[], int] | None = None
         # sendmsg() writes header, payload and newline in one syscall; TLS
         # sockets have no vectored write.
         self._vectored = not isinstance(
@@ -393,7 +395,13 @@ class SocketStream(Stream):
 
     def has_pending(self) -> bool:
         """Whether bytes are buffered above the descriptor (TLS), so a read will not wait."""
-        pending = getattr(self.sock, "pending", None)
+        sock = self.sock
+        if sock is not self._pending_of:
+            # Looked up once per socket: a missing attribute costs an
+            # AttributeError through gevent's socket __getattr__, twice a call.
+            self._pending_of = sock
+            self._pending = getattr(sock, "pending", None)
+        pending = self._pending
         return pending is not None and bool(pending())
 
 
