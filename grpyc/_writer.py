@@ -23,6 +23,12 @@ __all__ = ["FrameSink", "Writer"]
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
+# The longest a DEL waits for a frame to ride with. A DEL written on its own
+# costs a greenlet, a send and the peer's reply; in a run of calls the next
+# request carries it at no cost (root.echo: GETATTR, CALL, then the method
+# proxy's DEL). The peer frees the object at most this much later.
+DEFERRED_FLUSH_DELAY = 0.002
+
 
 class FrameSink(Protocol):
     """What the writer writes to: a channel (``send_many`` is optional)."""
@@ -36,7 +42,7 @@ class Writer:
     __slots__ = (
         "_channel", "_deferred_bytes", "_fail", "_flush_scheduled", "_gevent_hub", "_logger",
         "_name", "_outbox", "_outbox_bytes", "_spawn", "_take_deferred", "_thread_ident",
-        "closed", "max_send_buffer", "writing",
+        "_timer", "closed", "max_send_buffer", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -65,6 +71,7 @@ class Writer:
         self._deferred_bytes = 0
         self.writing = False
         self._flush_scheduled = False
+        self._timer: Any = None
         self.closed = False
 
     def send(self, payload: bytes) -> None:
@@ -113,10 +120,30 @@ class Writer:
         else:
             loop.run_callback_threadsafe(self._flush_from_hub)
 
+    def schedule_deferred_flush(self) -> None:
+        """Make sure deferred frames (DELs) get written: with the next frame
+        written, or `DEFERRED_FLUSH_DELAY` seconds from now at the latest.
+
+        Safe from ``__del__`` and from other OS threads: it only schedules.
+        """
+        if self._flush_scheduled or self.closed:
+            return  # a flush is coming anyway
+        if _get_ident() != self._thread_ident:
+            self.schedule_flush()
+            return
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = self._gevent_hub.loop.timer(DEFERRED_FLUSH_DELAY)
+        if not timer.active:
+            timer.start(self._flush_from_hub)
+
     def _flush_from_hub(self) -> None:
-        # Runs in the hub greenlet, which must not block: write from a greenlet.
+        # Runs in the hub greenlet, which must not block: write from a greenlet,
+        # unless a write since the flush was scheduled took everything.
         self._flush_scheduled = False
-        if not self.writing and not self.closed:
+        if self.writing or self.closed:
+            return
+        if self._outbox or self._deferred_bytes:
             self._spawn(self.flush)
 
     def flush(self) -> None:
@@ -161,6 +188,8 @@ class Writer:
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.close()
         self._outbox = []
         self._outbox_bytes = 0
         self._deferred_bytes = 0

@@ -450,8 +450,9 @@ class ConnectionHub(Runtime):
         self._writer.schedule_flush()
 
     def schedule_flush(self) -> None:
-        """Make sure queued and deferred frames get written soon (safe from ``__del__``)."""
-        self._writer.schedule_flush()
+        """Make sure deferred frames (DELs) get written soon (safe from ``__del__``):
+        with the next frame, or within `DEFERRED_FLUSH_DELAY` seconds."""
+        self._writer.schedule_deferred_flush()
 
     def note_deferred(self, size: int) -> None:
         """`size` more bytes wait in deferred frames; they count against the send budget."""

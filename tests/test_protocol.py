@@ -312,6 +312,40 @@ def test_exported_objects_released_when_proxies_die(pair):
     assert len(server._local_objects) == 1  # only the root service remains
 
 
+def test_a_dead_proxy_is_released_without_other_traffic(pair):
+    # No further call carries the DEL: the deferred flush writes it on its own.
+    from grpyc._writer import DEFERRED_FLUSH_DELAY
+
+    server, client = pair
+    thing = client.root.make_thing(1)
+    exported = len(server._local_objects)
+    del thing
+    gc.collect()
+    started = time.monotonic()
+    while len(server._local_objects) == exported and time.monotonic() - started < 5:
+        gevent.sleep(0.001)
+    assert len(server._local_objects) < exported
+    assert time.monotonic() - started < DEFERRED_FLUSH_DELAY + 0.5
+
+
+def test_a_dead_proxy_rides_with_the_next_request(pair, monkeypatch):
+    # The DEL goes out in the same write as the next request, not on its own.
+    _server, client = pair
+    root = client.root
+    thing = root.make_thing(1)
+    writes = []
+    channel = client._hub._writer._channel
+    real_send, real_send_many = channel.send, channel.send_many
+    monkeypatch.setattr(channel, "send", lambda data: (writes.append(1), real_send(data))[1])
+    monkeypatch.setattr(
+        channel, "send_many", lambda frames: (writes.append(len(frames)), real_send_many(frames))[1]
+    )
+    del thing
+    gc.collect()
+    assert root.echo(7) == 7
+    assert writes[0] >= 2  # the request and the DELs, one write
+
+
 def test_mass_proxy_deletion_under_full_socket_buffer(pair):
     server, client = pair
     root = client.root
