@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+from bench.run import _child_cwd, _child_env, _start_server, _stop, choose_cpus
 
 
 def _spy(pid, path, rate):
@@ -103,7 +103,10 @@ def main(argv=None):
                 "--count", str(count),
             ]  # fmt: skip
             client = subprocess.Popen(
-                cmd, cwd=ROOT, env=_child_env(args.target), stdout=subprocess.PIPE
+                cmd,
+                cwd=_child_cwd(args.target),
+                env=_child_env(args.target),
+                stdout=subprocess.PIPE,
             )
             if not args.cprofile:
                 spies = [

@@ -132,6 +132,15 @@ def _child_env(target=None):
     return env
 
 
+def _child_cwd(target=None):
+    """Where a child runs: ``python -m`` puts its working directory first on
+    ``sys.path``, so a baseline child runs in the shim (whose ``grpyc`` is the
+    baseline's), not in ROOT (whose ``grpyc`` would win)."""
+    if target in BASELINE_TARGETS:
+        return _baseline_shim(os.environ[_BASELINE_VARIABLE])
+    return ROOT
+
+
 def _baseline_shim(baseline):
     """A directory holding only a link to the baseline's grpyc package.
 
@@ -166,8 +175,8 @@ def _tail(log):
 def _start_server(target, cpu, log):
     cmd = [sys.executable, "-m", "bench.server_main", target, "--cpu", str(cpu)]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=log,
+        cmd, cwd=_child_cwd(target), env=_child_env(target), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=log,
     )  # fmt: skip
     ready, _, _ = select.select([proc.stdout], [], [], _SERVER_START_TIMEOUT)
     line = proc.stdout.readline().decode() if ready else ""
@@ -188,7 +197,7 @@ def _run_client(target, scenario, port, server_pid, cpu, args, count=0):
     timeout = _CLIENT_TIMEOUT.get(scenario) or 90 + count * 0.04  # S3: by connections
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.DEVNULL,
+            cmd, cwd=_child_cwd(target), env=_child_env(target), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=log,
         )  # fmt: skip
         try:
@@ -241,7 +250,7 @@ class Worker:
                 "--cpu", str(cpus[1]), "--duration", str(args.duration),
             ] + (["--quick"] if args.quick else [])  # fmt: skip
             self.client = subprocess.Popen(
-                cmd, cwd=ROOT, env=_child_env(target), stdin=subprocess.PIPE,
+                cmd, cwd=_child_cwd(target), env=_child_env(target), stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._client_log,
             )  # fmt: skip

@@ -170,3 +170,27 @@ def test_report_rewrites_only_the_results_block(tmp_path):
     assert text.endswith(f"{report.DOC_END}\noutro\n")
     assert "old" not in text
     assert (tmp_path / "out" / "results.md").read_text().startswith("## Benchmark results")
+
+
+def test_baseline_targets_import_the_baseline_grpyc(tmp_path, monkeypatch):
+    # `python -m` puts the working directory first on sys.path: a baseline
+    # child must not pick up this checkout's grpyc from there.
+    from bench import run
+
+    (tmp_path / "grpyc").mkdir()
+    (tmp_path / "grpyc" / "__init__.py").write_text("MARK = 'baseline'\n")
+    monkeypatch.setenv(run._BASELINE_VARIABLE, str(tmp_path))
+    probe = "import grpyc; print(getattr(grpyc, 'MARK', 'this checkout'))"
+    seen = {}
+    for target in ("grpyc-base", "grpyc"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=run._child_cwd(target),
+            env=run._child_env(target),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        seen[target] = done.stdout.strip()
+    assert seen == {"grpyc-base": "baseline", "grpyc": "this checkout"}
