@@ -17,7 +17,7 @@ import struct
 import sys
 from collections.abc import Callable
 from sys import getsizeof as _getsizeof
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from grpyc._brine_encode import (
     C16,
@@ -68,7 +68,9 @@ _LONG_INT_DIGITS: Final = 64
 # Values of the one-byte tags 0x00..0x06.
 _SINGLETONS: Final = (None, b"", (), True, False, NotImplemented, Ellipsis)
 # Indexed by tag: the ints of the immediate tags 0x20..0xef, made once.
-_IMM_VALUES: Final = (None,) * TAG_IMM_FIRST + tuple(range(TAG_IMM_MIN, TAG_IMM_STOP))
+_IMM_VALUES: Final[tuple[Any, ...]] = (None,) * TAG_IMM_FIRST + tuple(
+    range(TAG_IMM_MIN, TAG_IMM_STOP)
+)
 _EMPTY_FROZENSET: Final[frozenset[Any]] = frozenset()
 
 
@@ -93,7 +95,8 @@ def _past_end(size: int, start: int, data: bytes) -> BrineError:
 
 
 def _load_imm(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> int:
-    return cast(int, _IMM_VALUES[tag])  # 0x20..0xef: the int tag - 0x50
+    value: int = _IMM_VALUES[tag]  # 0x20..0xef: the int tag - 0x50 (no cast(): a call)
+    return value
 
 
 def _load_singleton(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> Any:
@@ -201,7 +204,8 @@ def _load_long_int(start: int, end: int, cursor: Cursor, data: bytes, meter: Met
 
 def _load_float(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> float:
     meter.fuel -= FLOAT_SIZE
-    return cast(float, _unpack(F8, cursor, data)[0])
+    value: float = _unpack(F8, cursor, data)[0]
+    return value
 
 
 def _load_complex(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> complex:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from struct import Struct
 from types import EllipsisType, NoneType, NotImplementedType
-from typing import Any, Final, cast
+from typing import Any, Final
 
 __all__ = [
     "C16",
@@ -146,7 +146,8 @@ def _members(container: Any) -> tuple[Any, ...] | None:
     """The items a tuple, frozenset or slice is encoded from; None for other types."""
     kind = type(container)
     if kind is tuple:
-        return cast(tuple[Any, ...], container)
+        members: tuple[Any, ...] = container  # no cast(): it is a call on a hot path
+        return members
     if kind is frozenset:
         return tuple(container)
     if kind is slice:

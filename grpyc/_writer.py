@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gevent.monkey import get_original
+from greenlet import getcurrent
 
 __all__ = ["FrameSink", "Writer"]
 
@@ -40,9 +41,9 @@ class Writer:
     """Queue and write frames of one connection (see the module docstring)."""
 
     __slots__ = (
-        "_channel", "_deferred_bytes", "_fail", "_flush_scheduled", "_gevent_hub", "_logger",
-        "_name", "_outbox", "_outbox_bytes", "_spawn", "_take_deferred", "_thread_ident",
-        "_timer", "closed", "max_send_buffer", "writing",
+        "_channel", "_cork_owner", "_deferred_bytes", "_fail", "_flush_scheduled", "_gevent_hub",
+        "_logger", "_name", "_outbox", "_outbox_bytes", "_spawn", "_take_deferred",
+        "_thread_ident", "_timer", "closed", "max_send_buffer", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -72,16 +73,37 @@ class Writer:
         self.writing = False
         self._flush_scheduled = False
         self._timer: Any = None
+        self._cork_owner: Any = None
         self.closed = False
 
     def send(self, payload: bytes) -> None:
-        """Write one frame now (with whatever is queued), or queue it if a write is under way.
+        """Write one frame now (with whatever is queued), or queue it if a write is
+        under way or the calling greenlet corked the writer.
 
         May block the calling greenlet while the socket is full.
         """
         self.enqueue(payload)
-        if not self.writing:
+        if not self.writing and self._cork_owner is not getcurrent():
             self.flush()
+
+    def cork(self, owner: Any) -> None:
+        """Queue `owner`'s frames until `uncork`: a reader answering a batch of
+        buffered requests inline writes the answers in one go, not one each."""
+        self._cork_owner = owner
+
+    def uncork(self) -> None:
+        """Write what the corked greenlet queued (runs in that greenlet; may block)."""
+        self._cork_owner = None
+        if self._outbox and not self.writing and not self.closed:
+            self.flush()
+
+    def release_cork(self) -> None:
+        """The corked greenlet stopped reading (it blocked): have its frames written
+        from a hub callback. Never blocks or switches."""
+        if self._cork_owner is not None:
+            self._cork_owner = None
+            if self._outbox:
+                self.schedule_flush()
 
     def enqueue(self, payload: bytes) -> None:
         self._outbox.append(payload)
@@ -188,6 +210,7 @@ class Writer:
 
     def close(self) -> None:
         self.closed = True
+        self._cork_owner = None
         if self._timer is not None:
             self._timer.close()
         self._outbox = []

@@ -266,14 +266,22 @@ class ConnectionHub(Runtime):
         closes, or the baton went to another greenlet (the background reader,
         `slot` None, hands it to a waiting caller rather than wait itself).
         """
+        try:
+            self._handle_frames(slot, deadline, me)
+        finally:
+            self._writer.uncork()
+
+    def _handle_frames(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         channel = self._channel
         on_frame = self._on_frame
+        writer = self._writer
         is_reader = slot is None
         baton = self._baton
         budget = FAIR_FRAMES
         while baton.holder is me and not self._closed:
             payload = channel.next_buffered()
             if payload is None:
+                writer.uncork()  # answers of the batch go out before we wait
                 if not is_reader:
                     if slot.outcome is not None:  # type: ignore[union-attr]
                         return
@@ -288,6 +296,8 @@ class ConnectionHub(Runtime):
                 budget = FAIR_FRAMES
                 continue
             self.last_received = time.monotonic()
+            if channel.has_buffered_frame():
+                writer.cork(me)  # more requests wait: answer them in one write
             on_frame(payload)
             del payload  # a big frame must not live on until the next one
             if self._pace:
@@ -302,6 +312,7 @@ class ConnectionHub(Runtime):
                 return
             budget -= 1
             if budget <= 0:
+                writer.uncork()
                 self._yield(me)
                 budget = FAIR_FRAMES
 
@@ -409,6 +420,7 @@ class ConnectionHub(Runtime):
         # Called during a greenlet switch: must not switch or raise.
         if self._closed:
             return
+        self._writer.release_cork()
         baton = self._baton
         baton.reader = Greenlet(self._read_loop)
         if baton.holder is old_reader:
