@@ -330,10 +330,13 @@ def test_a_small_compressed_frame_of_ints_cannot_pin_hundreds_of_mib(
     assert_serves(process.port)
 
 
-def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, raw_peers):
+def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, raw_peers, victim):
     process = server_process()
+    client = victim(process.port)
+    client.call_once()
     baseline = process.status_kib("VmHWM")
     peer = raw_peers(process.port)
+    worker = gevent.spawn(client.call_for, 3)
     root = peer.root_id_pack()
     foreign = (R, ("x.Never", 5, 6))  # its INSPECT is never answered
     for seq in (1, 2):
@@ -356,14 +359,22 @@ def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, ra
     answer = peer.recv_message(timeout=30)
     assert answer is None or answer[0] == consts.MSG_EXCEPTION
     grown_mib = (process.status_kib("VmHWM") - baseline) / KIB
-    print(f"\ntwo 10M-int frames behind an unanswered INSPECT: peak RSS +{grown_mib:.0f} MiB")
+    worker.get(timeout=30)
+    print(
+        f"\ntwo 10M-int frames behind an unanswered INSPECT: peak RSS +{grown_mib:.0f} MiB;"
+        f" victim worst {client.worst * 1000:.0f} ms"
+    )
     assert grown_mib < 300, grown_mib
+    assert client.worst < 1, client.worst
     assert_serves(process.port)
 
 
 # ------------------------------------------ finding 5: DELs behind a full writer
-def test_unsolicited_replies_with_references_queue_no_dels(server_process, raw_peers):
+def test_unsolicited_replies_with_references_queue_no_dels(server_process, raw_peers, victim):
     process = server_process()
+    client = victim(process.port)
+    client.call_once()
+    worker = gevent.spawn(client.call_for, 3)
     baseline = process.status_kib("VmRSS")
     peer = raw_peers(process.port)
     peer.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
@@ -377,16 +388,22 @@ def test_unsolicited_replies_with_references_queue_no_dels(server_process, raw_p
         seq += 1
     assert_serves(process.port)
     grown_mib = (process.status_kib("VmRSS") - baseline) / KIB
+    worker.get(timeout=30)
     print(
-        f"\n{sent // MIB} MiB of replies with references to a non-reader: RSS +{grown_mib:.0f} MiB"
+        f"\n{sent // MIB} MiB of replies with references to a non-reader: RSS +{grown_mib:.0f}"
+        f" MiB; victim worst {client.worst * 1000:.0f} ms"
     )
     assert grown_mib < 200, grown_mib
+    assert client.worst < 1, client.worst
     assert process.alive()
 
 
 # ---------------------------------------- finding 6: names in references
-def test_references_with_huge_class_names_are_refused(server_process, raw_peers):
+def test_references_with_huge_class_names_are_refused(server_process, raw_peers, victim):
     process = server_process()
+    client = victim(process.port)
+    client.call_once()
+    worker = gevent.spawn(client.call_for, 2)
     peer = raw_peers(process.port)
     root = peer.root_id_pack()
     baseline = process.status_kib("VmRSS")
@@ -403,14 +420,22 @@ def test_references_with_huge_class_names_are_refused(server_process, raw_peers)
         assert "id pack names a class of 16777216 characters" in body[1][0]
     assert_serves(process.port)
     retained_mib = (process.status_kib("VmRSS") - baseline) / KIB
-    print(f"\n8 references with 16 MiB class names: RSS +{retained_mib:.0f} MiB retained")
+    worker.get(timeout=30)
+    print(
+        f"\n8 references with 16 MiB class names: RSS +{retained_mib:.0f} MiB retained;"
+        f" victim worst {client.worst * 1000:.0f} ms"
+    )
+    assert client.worst < 1, client.worst
     assert retained_mib < 100, retained_mib
 
 
 # ------------------------------------------------- finding 7: parked handlers
-def test_parked_handlers_on_four_connections_stay_bounded(server_process, raw_peers):
+def test_parked_handlers_on_four_connections_stay_bounded(server_process, raw_peers, victim):
     process = server_process()
+    client = victim(process.port)
+    client.call_once()
     baseline = process.status_kib("VmHWM")
+    worker = gevent.spawn(client.call_for, 3)
     refused = 0
     peers = [raw_peers(process.port) for _ in range(4)]
     for peer in peers:
@@ -441,9 +466,12 @@ def test_parked_handlers_on_four_connections_stay_bounded(server_process, raw_pe
                 refused += 1
             answers += message[0] != consts.MSG_REQUEST
     grown_mib = (process.status_kib("VmHWM") - baseline) / KIB
+    worker.get(timeout=30)
     print(
-        f"\nparked handlers, 4 x 6,000 requests: {refused} refused, peak RSS +{grown_mib:.0f} MiB"
+        f"\nparked handlers, 4 x 6,000 requests: {refused} refused, peak RSS +{grown_mib:.0f} MiB;"
+        f" victim worst {client.worst * 1000:.0f} ms"
     )
+    assert client.worst < 1, client.worst
     assert grown_mib < 100 or refused > 0.5 * 4 * 6000, (grown_mib, refused)
     assert refused > 0.5 * 4 * 6000, refused
     assert grown_mib < 150, grown_mib
