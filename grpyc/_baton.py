@@ -45,6 +45,7 @@ class ReadBaton:
         "holder",
         "holder_waiter",
         "holder_waiting",
+        "on_delivered",
         "reader",
         "reader_idle",
         "reader_waiter",
@@ -63,6 +64,9 @@ class ReadBaton:
         self.reader: Any = None
         self.reader_waiter: Waiter | None = None
         self.reader_idle = False
+        # Called as a follower is woken with its reply, or with the baton while
+        # frames are buffered (the hub holds its writer: see Writer.hold).
+        self.on_delivered: Any = None
 
     def may_take(self) -> bool:
         """Whether a caller may take the baton now (free, or the reader sleeps idle)."""
@@ -88,6 +92,8 @@ class ReadBaton:
             self.holder = follower
             self.holder_waiting = False
             loop.run_callback(waiter.switch, BATON)
+            if self.on_delivered is not None and self._channel.has_buffered_frame():
+                self.on_delivered()  # it reads its reply from the buffer and sends again
             return
         self.holder = self.reader
         reader_waiter = self.reader_waiter
@@ -108,8 +114,7 @@ class ReadBaton:
         `closed` tells whether the connection closed meanwhile (a callable).
         """
         waiter = Waiter(self._gevent_hub)
-        # Waiter.switch must run in the hub greenlet, not in the reader.
-        slot.wake = functools.partial(self._gevent_hub.loop.run_callback, waiter.switch, DELIVERED)
+        slot.wake = functools.partial(self._wake_delivered, waiter)
         self.followers[waiter] = me
         try:
             reason = self.sleep(waiter, deadline)
@@ -121,6 +126,12 @@ class ReadBaton:
         if reason == TIMEOUT and self.holder is me:
             self.pass_on(closed())  # offered the baton just as the deadline passed
         return bool(reason != TIMEOUT)
+
+    def _wake_delivered(self, waiter: Waiter) -> None:
+        # Waiter.switch must run in the hub greenlet, not in the reader.
+        self._gevent_hub.loop.run_callback(waiter.switch, DELIVERED)
+        if self.on_delivered is not None:
+            self.on_delivered()
 
     def sleep(self, waiter: Waiter, deadline: float | None) -> Any:
         """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""

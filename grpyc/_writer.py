@@ -42,8 +42,8 @@ class Writer:
 
     __slots__ = (
         "_channel", "_cork_owner", "_deferred_bytes", "_fail", "_flush_scheduled", "_gevent_hub",
-        "_logger", "_name", "_outbox", "_outbox_bytes", "_spawn", "_take_deferred",
-        "_thread_ident", "_timer", "closed", "max_send_buffer", "writing",
+        "_held", "_logger", "_name", "_outbox", "_outbox_bytes", "_release_scheduled", "_spawn",
+        "_take_deferred", "_thread_ident", "_timer", "closed", "max_send_buffer", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -74,6 +74,8 @@ class Writer:
         self._flush_scheduled = False
         self._timer: Any = None
         self._cork_owner: Any = None
+        self._held = False
+        self._release_scheduled = False
         self.closed = False
 
     def send(self, payload: bytes) -> None:
@@ -83,7 +85,7 @@ class Writer:
         May block the calling greenlet while the socket is full.
         """
         self.enqueue(payload)
-        if not self.writing and self._cork_owner is not getcurrent():
+        if not self.writing and not self._held and self._cork_owner is not getcurrent():
             self.flush()
 
     def cork(self, owner: Any) -> None:
@@ -92,10 +94,41 @@ class Writer:
         self._cork_owner = owner
 
     def uncork(self) -> None:
-        """Write what the corked greenlet queued (runs in that greenlet; may block)."""
+        """Write what the corked greenlet queued (runs in that greenlet; may block).
+
+        A hold (`hold`) stays until `release_hold`.
+        """
         self._cork_owner = None
-        if self._outbox and not self.writing and not self.closed:
+        if self._outbox and not self._held and not self.writing and not self.closed:
             self.flush()
+
+    def hold(self) -> None:
+        """Queue every greenlet's frames until `release_hold`.
+
+        The holder of the read baton calls this as it wakes another caller
+        with its reply, or with the baton to read its own buffered reply:
+        in a batch of replies each woken caller sends its next request at
+        once, and one write for all of them costs the peer one wake-up
+        instead of one each (S2, 64 callers on one connection). The holder
+        releases the hold when no buffered frame is left.
+        """
+        self._held = True
+
+    def release_hold(self) -> None:
+        """End a hold from a hub callback queued now, after the callers woken so far.
+
+        Never blocks or switches.
+        """
+        if self._held and not self._release_scheduled:
+            self._release_scheduled = True
+            self._gevent_hub.loop.run_callback(self._release_hold)
+
+    def _release_hold(self) -> None:
+        # Runs in the hub greenlet after the woken callers: write from a greenlet.
+        self._release_scheduled = False
+        self._held = False
+        if self._outbox and not self.writing and not self.closed:
+            self._spawn(self.flush)
 
     def release_cork(self) -> None:
         """The corked greenlet stopped reading (it blocked): have its frames written
@@ -211,6 +244,7 @@ class Writer:
     def close(self) -> None:
         self.closed = True
         self._cork_owner = None
+        self._held = False
         if self._timer is not None:
             self._timer.close()
         self._outbox = []

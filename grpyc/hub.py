@@ -121,6 +121,7 @@ class ConnectionHub(Runtime):
         self._spared: set[Any] = set()
         self._frames_unreported = 0
         self._baton = ReadBaton(channel, self._gevent_hub)
+        self._baton.on_delivered = self._writer.hold
         self._waits = WaitLists(self._gevent_hub, self._baton)
         self._reader_began = False
         self._nested_leads = 0
@@ -270,6 +271,8 @@ class ConnectionHub(Runtime):
             self._handle_frames(slot, deadline, me)
         finally:
             self._writer.uncork()
+            if not self._channel.has_buffered_frame():
+                self._writer.release_hold()  # whoever reads next would release it too
 
     def _handle_frames(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         channel = self._channel
@@ -282,6 +285,7 @@ class ConnectionHub(Runtime):
             payload = channel.next_buffered()
             if payload is None:
                 writer.uncork()  # answers of the batch go out before we wait
+                writer.release_hold()
                 if not is_reader:
                     if slot.outcome is not None:  # type: ignore[union-attr]
                         return
@@ -308,7 +312,14 @@ class ConnectionHub(Runtime):
                 self._frames_unreported = min(self._frames_unreported + 1, _MAX_UNREPORTED)
             if self._waits.frame:
                 self._waits.wake(self._waits.frame)
-            if not is_reader and slot.outcome is not None:  # type: ignore[union-attr]
+            # Once our reply is in, buffered frames are most likely the
+            # followers' replies: delivering them is cheaper than passing
+            # the baton on for each of them to read its own.
+            if (
+                not is_reader
+                and slot.outcome is not None  # type: ignore[union-attr]
+                and not (baton.followers and channel.has_buffered_frame())
+            ):
                 return
             budget -= 1
             if budget <= 0:

@@ -223,3 +223,30 @@ def test_foreign_switch_tracer_turns_inline_off_but_keeps_working(pair):
     finally:
         greenlet.settrace(previous)
     assert seen
+
+
+def test_callers_woken_by_a_batch_of_replies_send_in_few_writes(pair, monkeypatch):
+    """64 callers on one connection: the next requests of the callers one batch
+    of replies wakes go out in one write, not one write each."""
+    _, client = pair
+    echo = client.root.echo
+    client_writer = client._hub._writer
+    frames_per_write = []
+    original = Writer._write_frames
+
+    def spy(self, frames):
+        if self is client_writer:
+            frames_per_write.append(len(frames))
+        original(self, frames)
+
+    monkeypatch.setattr(Writer, "_write_frames", spy)
+    callers, calls = 64, 20
+
+    def caller(n):
+        return [echo((n, i)) for i in range(calls)]
+
+    jobs = [gevent.spawn(caller, n) for n in range(callers)]
+    gevent.joinall(jobs, timeout=20, raise_error=True)
+    assert [job.value for job in jobs] == [[(n, i) for i in range(calls)] for n in range(callers)]
+    assert sum(frames_per_write) >= callers * calls
+    assert len(frames_per_write) < callers * calls / 8
