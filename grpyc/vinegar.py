@@ -88,6 +88,15 @@ _MAX_NAME_LENGTH = 1000
 # gets a new local class.
 _MAX_GENERIC_CLASSES = 1024
 
+# The longest traceback text `dump` sends. A traceback holds the nested
+# remote tracebacks of every hop below it, so an error unwinding a chain of
+# N callbacks sends O(N) text at each of N hops: at depth 800, 2.4 MB at the
+# top and ~1 GB in all (25 s). Past this cap the middle is left out: the head
+# keeps this hop's own traceback, the tail the innermost one (the original
+# error). A whole traceback of up to ~20 nested hops fits.
+MAX_TRACEBACK_CHARS = 64 * 1024
+_TRACEBACK_HEAD_CHARS = 16 * 1024
+
 RemoteValue = Any
 VinegarValue = int | tuple[tuple[str, str], tuple[Any, ...], tuple[tuple[str, Any], ...], str]
 
@@ -213,7 +222,23 @@ def _dump_attrs(val: BaseException, names: list[str]) -> list[tuple[str, Any]]:
 def _traceback_text(
     typ: type[BaseException], val: BaseException, tb: types.TracebackType | None
 ) -> str:
-    return "".join(traceback.format_exception(typ, val, tb))
+    text = "".join(traceback.format_exception(typ, val, tb))
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    return _shortened(text)
+
+
+def _shortened(text: str) -> str:
+    """`text` cut to `MAX_TRACEBACK_CHARS` around a note of what was left out."""
+    head = text[:_TRACEBACK_HEAD_CHARS]
+    tail_chars = MAX_TRACEBACK_CHARS - _TRACEBACK_HEAD_CHARS
+    left_out = len(text) - _TRACEBACK_HEAD_CHARS - tail_chars
+    note = (
+        f"\n[... {left_out:,} characters of nested tracebacks left out: a traceback "
+        f"sent by grpyc keeps its first {_TRACEBACK_HEAD_CHARS:,} and last "
+        f"{tail_chars:,} characters ...]\n"
+    )
+    return head + note + text[-tail_chars:]
 
 
 def dump(

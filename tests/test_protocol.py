@@ -507,3 +507,29 @@ def test_callback_chain_1000_deep_with_defaults(pair):
         return root.bounce(callback, depth)
 
     assert root.bounce(callback, 1000) == 1000
+
+
+class _BounceService(Service):
+    def exposed_bounce(self, callback, depth):
+        if depth <= 0:
+            raise ValueError("bottom of the chain")
+        return callback(depth - 1) + 1
+
+
+def test_an_error_unwinding_a_deep_callback_chain_carries_a_bounded_traceback(make_pair):
+    """Each hop nests the tracebacks below it: without a cap the text (and the
+    time to unwind) grows with the square of the depth (depth 200: 600 KB)."""
+    from grpyc import vinegar
+
+    _, client = make_pair(server_service=_BounceService())
+    bounce = client.root.bounce
+
+    def callback(level):
+        return bounce(callback, level)
+
+    with pytest.raises(ValueError, match="bottom of the chain") as caught:
+        bounce(callback, 200)
+    text = str(caught.value)
+    assert len(text) < vinegar.MAX_TRACEBACK_CHARS + 2000
+    assert "bottom of the chain" in text  # the innermost error is kept
+    assert "characters of nested tracebacks left out" in text

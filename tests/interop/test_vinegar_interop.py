@@ -265,3 +265,23 @@ def test_a_registered_url_error_from_a_stock_server_is_caught_as_url_error(regis
     finally:
         conn.close()
         stop_process(proc)
+
+
+def test_a_traceback_over_the_cap_is_sent_shortened_and_stock_reads_it():
+    """Stock sends any traceback whole; grpyc keeps head and tail (semantics.md)."""
+    cap = vinegar.MAX_TRACEBACK_CHARS
+    info = raised(RuntimeError("start " + "x" * (3 * cap) + " end"))
+    ours = vinegar.dump(*info)
+    theirs = stock_vinegar.dump(*info, True, True)
+    assert len(theirs[3]) > 3 * cap
+    assert len(ours[3]) < cap + 300
+    assert ours[3][:1000] == theirs[3][:1000]
+    assert ours[3][-1000:] == theirs[3][-1000:]
+    assert "characters of nested tracebacks left out" in ours[3]
+    exc = stock_load(ours)
+    assert "left out" in str(exc) and str(exc).rstrip().endswith("end")
+
+
+def test_a_traceback_under_the_cap_is_sent_as_stock_sends_it():
+    info = raised(RuntimeError("y" * (vinegar.MAX_TRACEBACK_CHARS // 2)))
+    assert vinegar.dump(*info)[3] == stock_vinegar.dump(*info, True, True)[3]
