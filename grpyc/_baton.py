@@ -64,8 +64,9 @@ class ReadBaton:
         self.reader: Any = None
         self.reader_waiter: Waiter | None = None
         self.reader_idle = False
-        # Called as a follower is woken with its reply, or with the baton while
-        # frames are buffered (the hub holds its writer: see Writer.hold).
+        # Called as a follower is woken with its reply or the baton while more
+        # frames are buffered (the hub holds its writer: see Writer.hold). A
+        # lone reply is not held: its caller writes at once.
         self.on_delivered: Any = None
 
     def may_take(self) -> bool:
@@ -130,8 +131,8 @@ class ReadBaton:
     def _wake_delivered(self, waiter: Waiter) -> None:
         # Waiter.switch must run in the hub greenlet, not in the reader.
         self._gevent_hub.loop.run_callback(waiter.switch, DELIVERED)
-        if self.on_delivered is not None:
-            self.on_delivered()
+        if self.on_delivered is not None and self._channel.has_buffered_frame():
+            self.on_delivered()  # more replies to deliver: their callers send together
 
     def sleep(self, waiter: Waiter, deadline: float | None) -> Any:
         """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""

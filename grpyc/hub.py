@@ -306,8 +306,11 @@ class ConnectionHub(Runtime):
             del payload  # a big frame must not live on until the next one
             if self._pace:
                 self._pace = False
-                self._yield(me)
-                budget = FAIR_FRAMES
+                # With nothing more to read yet, waiting for bytes lets the
+                # new handler run first anyway (callbacks before I/O).
+                if channel.has_buffered_frame() or channel.has_pending_input():
+                    self._yield(me)
+                    budget = FAIR_FRAMES
             if is_reader and not baton.followers:
                 self._frames_unreported = min(self._frames_unreported + 1, _MAX_UNREPORTED)
             if self._waits.frame:
