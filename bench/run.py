@@ -59,7 +59,12 @@ def parse_args(argv):
         help="a checkout (e.g. a git worktree of an older commit) whose grpyc package the "
         "targets grpyc-base and grpyc-base-patched run, for before/after ratios in one run",
     )
-    parser.add_argument("--out", default="docs/bench", help="directory for results.{md,json,png}")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for results.{md,json,png} (default: docs/bench for a full run; "
+        "a new temporary directory with --only, --targets, --baseline or --quick)",
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure")
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed rep")
     parser.add_argument(
@@ -99,6 +104,11 @@ def parse_args(argv):
     s3_counts = args.s3 or ("200" if args.quick else "2000,10000")
     args.s3_counts = [int(n) for n in s3_counts.split(",")]
     args.s3_reps = args.s3_reps or (1 if args.quick else 3)
+    if args.out is None:
+        # Only a full run replaces the committed results: a partial one must
+        # not overwrite them (a --baseline run did, once).
+        partial = args.only or args.targets or args.baseline or args.quick
+        args.out = tempfile.mkdtemp(prefix="grpyc-bench-") if partial else "docs/bench"
     out = Path(args.out)
     args.out = out if out.is_absolute() else ROOT / out
     if args.doc is None and args.out == ROOT / "docs" / "bench":
