@@ -324,6 +324,11 @@ class Channel:
         """
         self._closing_on_error(self._fill)
 
+    def set_progress(self, progress: Callable[[], None] | None) -> None:
+        """Have `progress()` called between steps of inflating a big compressed
+        frame (the gevent runtime yields there, so other connections run)."""
+        self._decoder.progress = progress
+
     def has_buffered_frame(self) -> bool:
         """Whether `next_buffered` would return a payload (or raise) without reading."""
         return self._decoder.has_frame()

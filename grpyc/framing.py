@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 
 from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST
 
@@ -139,8 +140,14 @@ def _check_trailer(byte: int, length: int) -> None:
         )
 
 
-def inflate(data: BytesLike, max_decompressed_size: int) -> bytes:
+def inflate(
+    data: BytesLike, max_decompressed_size: int, progress: Callable[[], None] | None = None
+) -> bytes:
     """Decompress one zlib stream, refusing to produce more than the limit.
+
+    `progress`, if given, is called after each full output step: a runtime
+    lets others run there, since inflating a big frame is one long stretch
+    of CPU otherwise (50 MiB: ~0.5 s).
 
     Each zlib call gets at most `_INFLATE_INPUT_STEP` input bytes and may
     produce at most `_INFLATE_STEP` output bytes; inflation stops at the
@@ -174,6 +181,8 @@ def inflate(data: BytesLike, max_decompressed_size: int) -> bytes:
                     f"max_decompressed_size={max_decompressed_size}"
                 )
             chunks.append(chunk)
+            if progress is not None and len(chunk) == _INFLATE_STEP:
+                progress()
             offset += len(piece) - len(inflater.unconsumed_tail)
             # A full step may leave output inside zlib even with no input left.
             if offset >= len(view) and len(chunk) < _INFLATE_STEP:
@@ -338,6 +347,8 @@ class FrameDecoder:
         self._body: bytes | None = None  # body given back by put_body()
         self._lent = False  # take_body() handed the body out; put_body() not called yet
         self._error: FrameError | None = None
+        # Called between steps of inflating a big compressed frame (see `inflate`).
+        self.progress: Callable[[], None] | None = None
 
     def feed(self, data: BytesLike) -> None:
         """Append received bytes (copied if they are not ``bytes``)."""
@@ -424,7 +435,7 @@ class FrameDecoder:
 
     def _payload(self, body: BytesLike) -> bytes:
         if self._compressed:
-            return inflate(body, self.max_decompressed_size)
+            return inflate(body, self.max_decompressed_size, self.progress)
         return bytes(body)
 
     def has_frame(self) -> bool:

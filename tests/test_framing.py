@@ -44,7 +44,7 @@ def test_framing_imports_nothing_above_the_codecs():
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"__future__", "struct", "zlib", "grpyc.consts"}
+    assert imported == {"__future__", "collections.abc", "struct", "zlib", "grpyc.consts"}
 
 
 @pytest.mark.parametrize(
@@ -157,3 +157,13 @@ def test_struct_of_the_prefix_matches_stock_rpyc():
 
     assert THREAD_IDS.format == stock_brine.I8I8.format == "!QQ"
     assert isinstance(THREAD_IDS, struct.Struct)
+
+
+def test_inflate_reports_progress_between_full_steps():
+    """A runtime yields in `progress`: a 48 MB frame inflates in ~1 MiB stretches,
+    not one 60 ms one."""
+    data = (b"\x05123") * (3 * 1024 * 1024)  # 12 MiB, compresses ~200x
+    calls = []
+    out = framing.inflate(zlib.compress(data, 1), len(data), lambda: calls.append(1))
+    assert out == data
+    assert len(calls) >= 11  # one per full 1 MiB output step
