@@ -336,9 +336,11 @@ def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, ra
     client.call_once()
     baseline = process.status_kib("VmHWM")
     peer = raw_peers(process.port)
-    worker = gevent.spawn(client.call_for, 3)
     root = peer.root_id_pack()
     foreign = (R, ("x.Never", 5, 6))  # its INSPECT is never answered
+    # Built before the victim starts: compressing 30 MB here is CPU in the
+    # victim's own process, which would show up as the server's stall.
+    frames = []
     for seq in (1, 2):
         # CALLATTR(root, "call", (foreign, (999,) * 10M)): 10M ints, ~360 MiB decoded.
         big = b"\x11" + brine.dump(V) + repeated_tuple(999, 10 * MIB)
@@ -353,7 +355,11 @@ def test_big_frames_behind_an_unanswered_inspect_park_nothing(server_process, ra
             + brine.dump((V, ()))
         )
         body = b"\x11" + brine.dump(consts.HANDLE_CALLATTR) + boxed_args
-        peer.send(frame(zlib.compress(b"\x01" + pair(seq, body), 1), compressed=True))
+        frames.append(frame(zlib.compress(b"\x01" + pair(seq, body), 1), compressed=True))
+        del big, call_args, boxed_args, body
+    worker = gevent.spawn(client.call_for, 3)
+    for data in frames:
+        peer.send(data)
     # Each frame decodes past max_decoded_size: refused before it is all made
     # (the connection closes, as for any frame over a limit).
     answer = peer.recv_message(timeout=30)
@@ -403,16 +409,19 @@ def test_references_with_huge_class_names_are_refused(server_process, raw_peers,
     process = server_process()
     client = victim(process.port)
     client.call_once()
-    worker = gevent.spawn(client.call_for, 2)
     peer = raw_peers(process.port)
     root = peer.root_id_pack()
-    baseline = process.status_kib("VmRSS")
+    packed_frames = []  # compressed before the victim starts: see the INSPECT test
     for seq in range(8):
         huge = (R, ("x" * (16 * MIB), seq, seq + 1))
         payload = request(
             seq, consts.HANDLE_CALLATTR, boxed((L, root), (V, "echo"), (T, (huge,)), (V, ()))
         )
-        packed = zlib.compress(payload, 9)
+        packed_frames.append(zlib.compress(payload, 9))
+        del huge, payload
+    baseline = process.status_kib("VmRSS")
+    worker = gevent.spawn(client.call_for, 2)
+    for packed in packed_frames:
         assert len(packed) < 128 * KIB
         peer.send(frame(packed, compressed=True))
         msg, _, body = peer.recv_message(timeout=20)
