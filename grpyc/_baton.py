@@ -119,11 +119,16 @@ class ReadBaton:
         self.followers[waiter] = me
         try:
             reason = self.sleep(waiter, deadline)
+        except BaseException:
+            # Killed (or timed out by a gevent.Timeout) just as the baton was
+            # offered: a dead holder would leave the connection unread.
+            reason = None
+            raise
         finally:
             slot.wake = None
             self.followers.pop(waiter, None)
-            if self.holder is me and slot.outcome is not None:
-                self.pass_on(closed())  # offered the baton just as our reply came
+            if self.holder is me and (reason is None or slot.outcome is not None):
+                self.pass_on(closed())  # offered the baton as our reply came, or as we left
         if reason == TIMEOUT and self.holder is me:
             self.pass_on(closed())  # offered the baton just as the deadline passed
         return bool(reason != TIMEOUT)
