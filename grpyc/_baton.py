@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gevent.hub import Waiter
@@ -45,7 +46,7 @@ class ReadBaton:
         "holder",
         "holder_waiter",
         "holder_waiting",
-        "on_delivered",
+        "on_batch_wake",
         "reader",
         "reader_idle",
         "reader_waiter",
@@ -67,7 +68,7 @@ class ReadBaton:
         # Called as a follower is woken with its reply or the baton while more
         # frames are buffered (the hub holds its writer: see Writer.hold). A
         # lone reply is not held: its caller writes at once.
-        self.on_delivered: Any = None
+        self.on_batch_wake: Callable[[], None] | None = None
 
     def may_take(self) -> bool:
         """Whether a caller may take the baton now (free, or the reader sleeps idle)."""
@@ -93,8 +94,7 @@ class ReadBaton:
             self.holder = follower
             self.holder_waiting = False
             loop.run_callback(waiter.switch, BATON)
-            if self.on_delivered is not None and self._channel.has_buffered_frame():
-                self.on_delivered()  # it reads its reply from the buffer and sends again
+            self._note_batch_wake()  # it reads its reply from the buffer and sends again
             return
         self.holder = self.reader
         reader_waiter = self.reader_waiter
@@ -136,8 +136,13 @@ class ReadBaton:
     def _wake_delivered(self, waiter: Waiter) -> None:
         # Waiter.switch must run in the hub greenlet, not in the reader.
         self._gevent_hub.loop.run_callback(waiter.switch, DELIVERED)
-        if self.on_delivered is not None and self._channel.has_buffered_frame():
-            self.on_delivered()  # more replies to deliver: their callers send together
+        self._note_batch_wake()
+
+    def _note_batch_wake(self) -> None:
+        # A caller woken while more frames wait is one of a batch: the callers
+        # of the batch send their next requests together.
+        if self.on_batch_wake is not None and self._channel.has_buffered_frame():
+            self.on_batch_wake()
 
     def sleep(self, waiter: Waiter, deadline: float | None) -> Any:
         """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""

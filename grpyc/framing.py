@@ -147,7 +147,7 @@ def inflate(
 
     `progress`, if given, is called after each full output step: a runtime
     lets others run there, since inflating a big frame is one long stretch
-    of CPU otherwise (50 MiB: ~0.5 s).
+    of CPU otherwise (48 MB: ~60 ms).
 
     Each zlib call gets at most `_INFLATE_INPUT_STEP` input bytes and may
     produce at most `_INFLATE_STEP` output bytes; inflation stops at the

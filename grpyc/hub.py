@@ -122,7 +122,7 @@ class ConnectionHub(Runtime):
         self._spared: set[Any] = set()
         self._frames_unreported = 0
         self._baton = ReadBaton(channel, self._gevent_hub)
-        self._baton.on_delivered = self._writer.hold
+        self._baton.on_batch_wake = self._writer.hold
         # Inflating a big compressed frame yields between steps, as decoding does.
         channel.set_progress(self.pause)
         self._waits = WaitLists(self._gevent_hub, self._baton)
