@@ -330,6 +330,9 @@ class ConnectionHub(Runtime):
             budget -= 1
             if budget <= 0:
                 writer.uncork()
+                # A peer that keeps the buffer full must not keep our writes
+                # held for longer than one batch either.
+                writer.release_hold()
                 self._yield(me)
                 budget = FAIR_FRAMES
 
