@@ -5,8 +5,11 @@ reader at a time"). The connection's background reader holds it when no
 caller does; while it sleeps *idle* (holding the baton, nothing buffered,
 waiting for bytes) a caller waiting for its reply may take the baton and
 read itself. A caller that cannot take it *follows*: it sleeps until its
-reply is delivered or the baton is offered to it. When the holder is done,
-the baton goes to the first follower, else back to the background reader.
+reply is delivered or the baton is offered to it. A handler's nested call
+may *borrow* the baton from a caller that waits for bytes: the lender sleeps
+on as a follower and gets the baton back (without being woken, if nothing is
+buffered) when the borrower is done. Otherwise, when the holder is done, the
+baton goes to the first follower, else back to the background reader.
 
 The background reader may also sleep *parked*, without the baton (it gave it
 to a follower), until the baton comes back. Both sleeps use `reader_waiter`,
@@ -44,8 +47,10 @@ class ReadBaton:
         "_watcher",
         "followers",
         "holder",
+        "holder_slot",
         "holder_waiter",
         "holder_waiting",
+        "lenders",
         "on_batch_wake",
         "reader",
         "reader_idle",
@@ -57,11 +62,16 @@ class ReadBaton:
         self._gevent_hub = gevent_hub
         self._watcher: Any = None
         self.holder: Any = None
+        # The reply slot of a caller holding the baton (None for the reader).
+        self.holder_slot: Any = None
         self.holder_waiter: Waiter | None = None
         self.holder_waiting = False
         # Waiting callers in arrival order, by their waiter: a dict, so that a
         # caller leaving (its reply came) is O(1) with many waiting (S2: 64).
         self.followers: dict[Waiter, Any] = {}
+        # Callers the baton was borrowed from (see `may_borrow`), innermost
+        # last, by their waiter; each is also a follower while it sleeps.
+        self.lenders: list[tuple[Waiter, Any]] = []  # (waiter, reply slot)
         self.reader: Any = None
         self.reader_waiter: Waiter | None = None
         self.reader_idle = False
@@ -75,12 +85,33 @@ class ReadBaton:
         holder = self.holder
         return holder is None or (holder is self.reader and self.reader_idle)
 
-    def take(self, me: Any) -> None:
+    def may_borrow(self) -> bool:
+        """Whether a caller may borrow the baton from a caller waiting for bytes.
+
+        Only a handler borrows (the hub decides): its call is most likely
+        the innermost of a callback chain, so the next reply is its own.
+        Reading that reply itself saves the holder a wake-up and a hand-over
+        per level; the lender gets the baton back when the borrower is done.
+        """
+        holder = self.holder
+        return self.holder_waiting and holder is not self.reader and self.holder_slot is not None
+
+    def take(self, me: Any, slot: Any = None) -> None:
         # An idle background reader stays asleep: the readable watcher now
         # wakes `me` instead, until the baton goes back (`pass_on`).
+        if self.holder_waiting and self.holder_slot is not None and self.holder is not self.reader:
+            self._lend(self.holder, self.holder_waiter, self.holder_slot)
         self.holder = me
+        self.holder_slot = slot
         self.holder_waiting = False
         self.reader_idle = False
+
+    def _lend(self, lender: Any, waiter: Any, slot: Any) -> None:
+        # The lender sleeps on in `wait_readable`, now as a follower: woken
+        # with its reply (DELIVERED), the baton back (BATON) or its deadline.
+        self.followers[waiter] = lender
+        self.lenders.append((waiter, slot))
+        slot.wake = functools.partial(self._wake_delivered, waiter)
 
     def pass_on(self, closed: bool) -> None:
         """Give the baton to the first waiting caller, or back to the background reader."""
@@ -89,14 +120,23 @@ class ReadBaton:
             return
         loop = self._gevent_hub.loop
         if self.followers:
-            waiter = next(iter(self.followers))
-            follower = self.followers.pop(waiter)
-            self.holder = follower
+            waiter, slot = self._next_follower()
+            self.holder = self.followers.pop(waiter)
+            self.holder_slot = slot
+            if slot is not None and not self._channel.has_buffered_frame():
+                # A lender sleeps on in `wait_readable`: it is again the
+                # holder waiting for bytes, without being woken to wait.
+                slot.wake = None
+                self.holder_waiter = waiter
+                self.holder_waiting = True
+                self._start_watcher()
+                return
             self.holder_waiting = False
             loop.run_callback(waiter.switch, BATON)
             self._note_batch_wake()  # it reads its reply from the buffer and sends again
             return
         self.holder = self.reader
+        self.holder_slot = None
         reader_waiter = self.reader_waiter
         if reader_waiter is None:
             return  # the reader is running; it reads when it gets back to its loop
@@ -108,6 +148,20 @@ class ReadBaton:
         self.holder_waiting = True
         self.reader_idle = True
         self._start_watcher()
+
+    def _next_follower(self) -> tuple[Waiter, Any]:
+        """The follower to get the baton next, and its reply slot if it is a lender.
+
+        The baton goes back to whom it was borrowed from (the innermost
+        lender still waiting), else to the longest-waiting follower (which
+        takes it again with its slot).
+        """
+        lenders = self.lenders
+        while lenders:
+            waiter, slot = lenders.pop()
+            if waiter in self.followers:
+                return waiter, slot
+        return next(iter(self.followers)), None
 
     def follow(self, slot: Any, me: Any, deadline: float | None, closed: Any) -> bool:
         """Sleep until our reply, the baton or the deadline comes; False on timeout.
@@ -168,11 +222,13 @@ class ReadBaton:
                 self.reader_waiter = None
             self.reader_idle = False
 
-    def wait_readable(self, me: Any, idle: bool, deadline: float | None) -> Any:
+    def wait_readable(self, me: Any, idle: bool, deadline: float | None, slot: Any = None) -> Any:
         """The holder waits until the channel is readable (`READABLE`).
 
         An idle reader may also get `BATON` back after a caller used it; a
-        caller gets `TIMEOUT` at its deadline; anyone gets `CLOSED`.
+        caller gets `TIMEOUT` at its deadline, and if it lent the baton
+        meanwhile, `DELIVERED` (its reply came) or `BATON` (it is back);
+        anyone gets `CLOSED`.
         """
         if self._channel.has_pending_input():
             return READABLE
@@ -192,6 +248,11 @@ class ReadBaton:
                 self.reader_idle = False
             if self.holder is me:
                 self.holder_waiting = False
+            elif self.followers.pop(waiter, None) is not None:
+                slot.wake = None  # it lent the baton and left before getting it back
+                lenders = self.lenders
+                if lenders and lenders[-1][0] is waiter:
+                    lenders.pop()
 
     def _start_watcher(self) -> None:
         watcher = self._watcher
@@ -219,3 +280,4 @@ class ReadBaton:
         for waiter in self.followers:
             loop.run_callback(waiter.switch, CLOSED)
         self.followers.clear()
+        self.lenders.clear()

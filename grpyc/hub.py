@@ -197,17 +197,17 @@ class ConnectionHub(Runtime):
             me = gevent.getcurrent()
             nested = self._admission.nested_wait(me)
             try:
-                self._wait_for(slot, me, deadline)
+                self._wait_for(slot, me, deadline, nested)
             finally:
                 if nested:
                     self._admission.nested_done()
         return slot.outcome
 
-    def _wait_for(self, slot: ReplySlot, me: Any, deadline: float | None) -> None:
+    def _wait_for(self, slot: ReplySlot, me: Any, deadline: float | None, is_handler: bool) -> None:
         while slot.outcome is None and not self._closed:
             baton = self._baton
-            if baton.holder is me or baton.may_take():
-                baton.take(me)
+            if baton.holder is me or baton.may_take() or (is_handler and baton.may_borrow()):
+                baton.take(me, slot)
                 try:
                     self._lead_nested(slot, deadline)
                 finally:
@@ -295,7 +295,7 @@ class ConnectionHub(Runtime):
                 elif baton.followers:
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
-                reason = baton.wait_readable(me, is_reader, deadline)
+                reason = baton.wait_readable(me, is_reader, deadline, slot)
                 if reason == READABLE:
                     channel.fill()
                 elif reason != BATON:

@@ -1,5 +1,7 @@
 """grpyc._baton: who reads a cooperative connection."""
 
+import time
+
 import gevent
 from gevent import socket
 
@@ -42,3 +44,65 @@ def test_a_follower_offered_the_baton_takes_it():
     assert baton.holder is follower  # it holds the baton and will read (hub._wait_for)
     channel.close()
     peer.close()
+
+
+def _count_lends(monkeypatch):
+    lends = []
+    original = ReadBaton._lend
+
+    def spy(self, *args):
+        lends.append(args[0])
+        original(self, *args)
+
+    monkeypatch.setattr(ReadBaton, "_lend", spy)
+    return lends
+
+
+def test_a_lender_gets_its_reply_while_a_callback_holds_the_baton(pair, monkeypatch):
+    """A caller waits for bytes; a callback's nested call borrows the baton and
+    reads. The lender's reply, arriving first, still reaches it at once."""
+    lends = _count_lends(monkeypatch)
+    _, client = pair
+    root = client.root
+    lender = gevent.spawn(lambda: (root.sleep(0.2), time.monotonic())[1])
+    gevent.sleep(0.02)  # it holds the baton, waiting for bytes
+    began = time.monotonic()
+    borrower = gevent.spawn(root.call, lambda: root.sleep(0.6))  # the callback borrows
+    lender_done = lender.get(timeout=5)
+    assert borrower.get(timeout=5) == 0.6
+    assert lends and all(glet is lender for glet in lends)  # the attribute read, the call
+    assert lender_done - began < 0.45  # not held up until the borrower's reply (0.6 s)
+    assert root.echo("after") == "after"
+
+
+def test_a_lender_leaving_early_does_not_lose_the_baton(pair, monkeypatch):
+    lends = _count_lends(monkeypatch)
+    _, client = pair
+    root = client.root
+
+    def lender():
+        with gevent.Timeout(0.15, False):
+            root.sleep(1.0)
+        return "left"
+
+    leaving = gevent.spawn(lender)
+    gevent.sleep(0.02)
+    borrower = gevent.spawn(root.call, lambda: root.sleep(0.4))
+    assert leaving.get(timeout=5) == "left"
+    assert borrower.get(timeout=5) == 0.4
+    assert lends and all(glet is leaving for glet in lends)
+    assert [root.echo(n) for n in range(3)] == [0, 1, 2]  # still read after the late reply
+
+
+def test_a_callback_chain_reads_its_replies_where_they_are_awaited(pair, monkeypatch):
+    """Each level of a chain borrows the baton from the level below and gives it back."""
+    lends = _count_lends(monkeypatch)
+    _, client = pair
+    bounce = client.root.bounce
+
+    def callback(level):
+        return bounce(callback, level)
+
+    assert bounce(callback, 20) == 20
+    assert len(lends) >= 19  # every nested level on the client but the first
+    assert client._hub._baton.lenders == []
