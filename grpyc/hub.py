@@ -107,7 +107,7 @@ class ConnectionHub(Runtime):
     ) -> None:
         self._gevent_hub = gevent.get_hub()
         self._thread_ident = _get_ident()
-        self._admission = Admission(limits, self._on_idle)
+        self._admission = Admission(limits, self._on_idle, self._gevent_hub)
         self._writer = Writer(
             channel,
             gevent_hub=self._gevent_hub,

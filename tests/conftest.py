@@ -74,3 +74,49 @@ def grpyc_server():
     server.listen()
     yield server
     server.close()
+
+
+@pytest.fixture
+def make_hub():
+    """Factory of (hub, peer_channel, frames, closed); everything is closed after."""
+    made = []
+
+    def make(**limits):
+        hub, peer, frames, closed = _make_hub(**limits)
+        made.append((hub, peer))
+        return hub, peer, frames, closed
+
+    yield make
+    for hub, peer in made:
+        hub.shutdown(EOFError("test finished"))
+        peer.close()
+
+
+def _make_hub(**limits):
+    from gevent import socket
+
+    from grpyc.channel import Channel
+    from grpyc.config import Limits
+    from grpyc.hub import ConnectionHub
+    from grpyc.stream import SocketStream
+
+    left, right = socket.socketpair()
+    frames = []
+    closed = []
+    settings = {
+        "max_concurrent_requests": 4,
+        "max_queued_requests": 2,
+        "max_send_buffer": 1 << 20,
+        "max_request_bytes": 1 << 30,
+        **limits,
+    }
+    hub = ConnectionHub(
+        Channel(SocketStream(left)),
+        frames.append,
+        closed.append,
+        name="test",
+        logger=__import__("logging").getLogger("test"),
+        limits=Limits(**settings),
+    )
+    hub.start()
+    return hub, Channel(SocketStream(right)), frames, closed

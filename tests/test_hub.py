@@ -7,53 +7,10 @@ import time
 
 import gevent
 import pytest
-from gevent import socket
 
 from grpyc._writer import Writer
-from grpyc.channel import Channel
-from grpyc.config import Limits
-from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
-from grpyc.stream import SocketStream
+from grpyc.hub import ForeignThreadError, ReplySlot
 from tests.test_protocol import outcome_of
-
-
-@pytest.fixture
-def make_hub():
-    """Factory of (hub, peer_channel, frames, closed); everything is closed after."""
-    made = []
-
-    def make(**limits):
-        hub, peer, frames, closed = _make_hub(**limits)
-        made.append((hub, peer))
-        return hub, peer, frames, closed
-
-    yield make
-    for hub, peer in made:
-        hub.shutdown(EOFError("test finished"))
-        peer.close()
-
-
-def _make_hub(**limits):
-    left, right = socket.socketpair()
-    frames = []
-    closed = []
-    settings = {
-        "max_concurrent_requests": 4,
-        "max_queued_requests": 2,
-        "max_send_buffer": 1 << 20,
-        "max_request_bytes": 1 << 30,
-        **limits,
-    }
-    hub = ConnectionHub(
-        Channel(SocketStream(left)),
-        frames.append,
-        closed.append,
-        name="test",
-        logger=__import__("logging").getLogger("test"),
-        limits=Limits(**settings),
-    )
-    hub.start()
-    return hub, Channel(SocketStream(right)), frames, closed
 
 
 def test_reader_hands_frames_over_in_order(make_hub):

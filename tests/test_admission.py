@@ -1,0 +1,97 @@
+"""grpyc._admission: handler greenlets are reused, bounded, retired and killed."""
+
+import gc
+import time
+import weakref
+
+import gevent
+import gevent.event
+import pytest
+
+from grpyc import _admission
+
+
+def _settle(check, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    return check()
+
+
+def test_a_finished_handler_runs_the_next_request(make_hub):
+    hub, _, _, _ = make_hub()
+    ran_in = []
+    hub.submit(lambda: (ran_in.append(gevent.getcurrent()), gevent.sleep(0)))
+    assert _settle(lambda: hub.running_handlers == 0 and hub._admission.idle == 1)
+    hub.submit(lambda: ran_in.append(gevent.getcurrent()))
+    assert _settle(lambda: len(ran_in) == 2)
+    assert ran_in[0] is ran_in[1]
+    assert not ran_in[0].dead
+
+
+def test_an_idle_handler_keeps_nothing_of_its_last_request(make_hub):
+    hub, _, _, _ = make_hub()
+
+    class Big:
+        pass
+
+    request = Big()
+    gone = weakref.ref(request)
+    hub.submit(lambda value: gevent.sleep(0), request)
+    del request
+    assert _settle(lambda: hub._admission.idle == 1)
+    gc.collect()
+    assert gone() is None
+
+
+def test_idle_handlers_are_capped_and_retire(make_hub, monkeypatch):
+    monkeypatch.setattr(_admission, "IDLE_MAX", 2)
+    monkeypatch.setattr(_admission, "IDLE_SECONDS", 0.2)
+    hub, _, _, _ = make_hub(max_concurrent_requests=8)
+    release = gevent.event.Event()
+    handlers = []
+
+    def job():
+        handlers.append(gevent.getcurrent())
+        release.wait(5)
+
+    for _ in range(4):
+        assert hub.submit(job)
+    assert _settle(lambda: len(handlers) == 4)
+    release.set()
+    assert _settle(lambda: hub.running_handlers == 0)
+    assert _settle(lambda: sum(not glet.dead for glet in handlers) == 2)
+    assert hub._admission.idle == 2
+    began = time.monotonic()
+    assert _settle(lambda: all(glet.dead for glet in handlers), timeout=3)
+    assert hub._admission.idle == 0
+    assert time.monotonic() - began >= 0.1  # retired after IDLE_SECONDS, not at once
+
+
+def test_shutdown_kills_idle_handlers(make_hub):
+    hub, _, _, _ = make_hub()
+    handlers = []
+    hub.submit(lambda: handlers.append(gevent.getcurrent()))
+    assert _settle(lambda: hub._admission.idle == 1)
+    hub.shutdown(EOFError("done"))
+    assert _settle(lambda: handlers[0].dead)
+    assert hub._admission.idle == 0
+
+
+@pytest.mark.parametrize("killed_while", ["idle", "handed_a_request"])
+def test_a_killed_idle_handler_loses_no_request(make_hub, killed_while):
+    hub, _, _, _ = make_hub()
+    handlers, ran = [], []
+    hub.submit(lambda: handlers.append(gevent.getcurrent()))
+    assert _settle(lambda: hub._admission.idle == 1)
+    if killed_while == "idle":
+        handlers[0].kill()
+        assert hub.submit(lambda: ran.append(gevent.getcurrent()))
+        assert _settle(lambda: len(ran) == 1)
+        assert ran[0] is not handlers[0]
+    else:
+        handlers[0].kill(block=False)  # queued: lands before ...
+        assert hub.submit(lambda: ran.append(gevent.getcurrent()))  # ... this hand-over
+        assert _settle(lambda: len(ran) == 1)  # another handler ran it
+        assert ran[0] is not handlers[0]
+        assert _settle(lambda: hub.running_handlers == 0)
