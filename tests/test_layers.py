@@ -121,3 +121,11 @@ def test_the_architecture_page_lists_every_module():
     listed = set(re.findall(r"^\| `([\w.]+)` \|", page, flags=re.M))
     modules = {path.stem for path in GRPYC.glob("*.py")}
     assert listed == modules
+
+
+def test_the_architecture_page_marks_exactly_the_compiled_modules():
+    from grpyc._accel import ACCELERATED
+
+    page = (GRPYC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    marked = set(re.findall(r"^\| `([\w.]+)` \|.*\(compiled\) \|$", page, flags=re.M))
+    assert marked == set(ACCELERATED)
