@@ -30,6 +30,7 @@ from gevent import Greenlet, GreenletExit
 from gevent.hub import Waiter
 
 from grpyc.config import Limits
+from grpyc.lib import LeanGreenlet
 
 __all__ = ["Admission"]
 
@@ -157,7 +158,7 @@ class Admission:
             self._gevent_hub.loop.run_callback(idle.waiter.switch, None)
             return
         # The job goes in a list it takes out of: a Greenlet keeps its args.
-        glet = Greenlet(self._work, [job])
+        glet = LeanGreenlet(self._work, [job])
         self._handlers.add(glet)
         glet.start()
 

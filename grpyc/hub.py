@@ -50,7 +50,7 @@ from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
-from grpyc.lib import kill_greenlets
+from grpyc.lib import LeanGreenlet, kill_greenlets
 
 __all__ = ["ChannelLike", "ConnectionHub", "ForeignThreadError", "ReplySlot"]
 
@@ -157,10 +157,22 @@ class ConnectionHub(Runtime):
         return self._admission.running
 
     def start(self) -> None:
-        """Start the background reader greenlet."""
+        """Start the background reader greenlet at the next turn of the loop.
+
+        Not at once: a server's connection greenlet calls `serve_until_closed`
+        first and reads itself, and a greenlet made and killed unused stayed
+        allocated (~1.7 KiB a connection, S3).
+        """
+        self._gevent_hub.loop.run_callback(self._start_reader)
+
+    def _start_reader(self) -> None:
         baton = self._baton
-        baton.reader = baton.holder = Greenlet(self._read_loop)
-        baton.reader.start()
+        if self._closed or baton.reader is not None:
+            return  # a greenlet serving the connection reads already
+        reader = baton.reader = LeanGreenlet(self._read_loop)
+        if baton.holder is None:
+            baton.holder = reader
+        reader.start()
 
     def serve_until_closed(self) -> None:
         """Block until the connection closes, reading in this greenlet if possible.
@@ -169,10 +181,15 @@ class ConnectionHub(Runtime):
         reader instead (one greenlet per connection, not two: servers call
         this for every connection they hold).
         """
-        reader = self._baton.reader
-        if reader is not None and not self._reader_began and not self._closed:
-            reader.kill(block=False)  # it never ran: nothing to undo
-            self._baton.reader = self._baton.holder = gevent.getcurrent()
+        baton = self._baton
+        if baton.reader is None and not self._closed:
+            baton.reader = me = gevent.getcurrent()
+            if baton.holder is None:
+                baton.holder = me
+            self._read_loop()
+        elif baton.reader is not None and not self._reader_began and not self._closed:
+            baton.reader.kill(block=False)  # it never ran: nothing to undo
+            baton.reader = baton.holder = gevent.getcurrent()
             self._read_loop()
         self.wait_closed()
 
@@ -442,14 +459,14 @@ class ConnectionHub(Runtime):
             return
         self._writer.release_cork()
         baton = self._baton
-        baton.reader = Greenlet(self._read_loop)
+        baton.reader = LeanGreenlet(self._read_loop)
         if baton.holder is old_reader:
             baton.holder = baton.reader
         baton.reader.start()
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Spawn a helper greenlet that this hub kills on shutdown."""
-        glet = Greenlet(self._run_owned, func, args)
+        glet = LeanGreenlet(self._run_owned, func, args)
         self._owned.add(glet)
         glet.start()
         return glet

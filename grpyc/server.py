@@ -51,7 +51,7 @@ from grpyc._supervisor import (
     run_child,
     watch_parent,
 )
-from grpyc.lib import kill_greenlets
+from grpyc.lib import LeanGreenlet, kill_greenlets
 from grpyc.registry import UDPRegistryClient
 
 __all__ = [
@@ -222,7 +222,7 @@ class Server:
     def _init_runtime(self) -> None:
         self._life = Lifecycle()
         self._role = "main"
-        self._pool = Pool()
+        self._pool = Pool(greenlet_class=LeanGreenlet)
         self._slots = 0
         self._acceptor: Acceptor | None = None
         self._drain: Drain | None = None
@@ -574,7 +574,7 @@ class ForkingServer(Server):
         super().__init__(*args, **kwargs)
         # One accepted socket at a time: a child must not inherit another
         # client's socket that a sibling greenlet was about to hand over.
-        self._pool = Pool(1)
+        self._pool = Pool(1, greenlet_class=LeanGreenlet)
 
     def _handle(self, sock: Any, address: Any) -> None:
         peer = describe_address(address)

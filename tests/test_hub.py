@@ -9,7 +9,7 @@ import gevent
 import pytest
 
 from grpyc._writer import Writer
-from grpyc.hub import ForeignThreadError, ReplySlot
+from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
 from tests.test_protocol import outcome_of
 
 
@@ -207,3 +207,50 @@ def test_callers_woken_by_a_batch_of_replies_send_in_few_writes(pair, monkeypatc
     assert [job.value for job in jobs] == [[(n, i) for i in range(calls)] for n in range(callers)]
     assert sum(frames_per_write) >= callers * calls
     assert len(frames_per_write) < callers * calls / 8
+
+
+def test_a_greenlet_serving_a_new_connection_is_its_only_reader():
+    """A server's connection greenlet reads itself: no reader greenlet is made
+    for it (one made and dropped stayed allocated: ~2 KiB per connection)."""
+    from grpyc.service import VoidService
+    from tests.conftest import _socketpair_channels
+    from tests.services import TestService
+
+    made = []
+    original = ConnectionHub._start_reader
+
+    def spy(self):
+        made.append(self)
+        original(self)
+
+    left, right = _socketpair_channels()
+    ConnectionHub._start_reader = spy
+    try:
+        server = TestService()._connect(left, {})
+        serving = gevent.spawn(server.serve_all)
+        client = VoidService()._connect(right, {})
+        assert client.root.echo("hi") == "hi"
+        assert server._hub._baton.reader is serving
+        assert [hub for hub in made if hub is server._hub] == [server._hub]  # it found a reader
+        assert client._hub._baton.reader is not None  # the client's was started
+    finally:
+        ConnectionHub._start_reader = original
+    client.close()
+    serving.join(timeout=5)
+    assert serving.dead
+
+
+def test_runtime_greenlets_do_not_record_their_spawning_stack(pair):
+    server, client = pair
+    callback_ran_in = []
+
+    def callback():
+        callback_ran_in.append(gevent.getcurrent())
+        return 1
+
+    assert server.root is not None
+    assert client.root.call(callback) == 1
+    handler = callback_ran_in[0]
+    assert isinstance(handler, gevent.Greenlet)
+    assert handler.spawning_stack is None
+    assert client._hub._baton.reader.spawning_stack is None
