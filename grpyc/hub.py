@@ -335,13 +335,15 @@ class ConnectionHub(Runtime):
                 self._frames_unreported = min(self._frames_unreported + 1, _MAX_UNREPORTED)
             if self._waits.frame:
                 self._waits.wake(self._waits.frame)
-            # Once our reply is in, buffered frames are most likely the
-            # followers' replies: delivering them is cheaper than passing
-            # the baton on for each of them to read its own.
+            # Once our reply is in, we also handle what is already buffered
+            # (within the budget): the followers' replies, or frames such as
+            # the DEL a peer sends after its reply. Each is quick here (no
+            # request runs inline in a caller); passing the baton on for
+            # them costs the reader a wake-up and us a follow to get it back.
             if (
                 not is_reader
                 and slot.outcome is not None  # type: ignore[union-attr]
-                and not (baton.followers and channel.has_buffered_frame())
+                and not channel.has_buffered_frame()
             ):
                 return
             budget -= 1

@@ -254,3 +254,36 @@ def test_runtime_greenlets_do_not_record_their_spawning_stack(pair):
     assert isinstance(handler, gevent.Greenlet)
     assert handler.spawning_stack is None
     assert client._hub._baton.reader.spawning_stack is None
+
+
+def test_a_caller_handles_the_frames_that_came_with_its_reply():
+    """A peer sends its DEL of our object right behind its reply (one write):
+    the caller handles it before returning; passing the baton on for it cost
+    the reader a wake-up and the next call a follow (S1 root.echo 1.07x)."""
+    from grpyc import consts
+    from grpyc.messages import decode_message, encode_del, encode_reply
+    from grpyc.service import VoidService
+    from tests.conftest import _socketpair_channels
+
+    left, peer = _socketpair_channels()
+    client = VoidService()._connect(left, {})
+    exported = client._local_objects
+    try:
+        for _ in range(5):
+            label, id_pack = client._box(lambda: None)
+            assert label == consts.LABEL_REMOTE_REF and len(exported) == 1
+
+            def answer(id_pack=id_pack):
+                msg = None
+                while msg != consts.MSG_REQUEST:  # skip our answers to earlier DELs
+                    msg, seq, _ = decode_message(peer.recv(), 64)
+                reply = encode_reply(seq, (consts.LABEL_VALUE, "pong"))
+                peer.send_many([reply, encode_del(10_000 + seq, id_pack, 1)])
+
+            answering = gevent.spawn(answer)
+            assert client.sync_request(consts.HANDLE_PING, "pong") == "pong"
+            assert len(exported) == 0  # the DEL was handled before the call returned
+            answering.get(timeout=2)
+    finally:
+        peer.close()
+        client.close()
