@@ -17,7 +17,7 @@ from gevent import subprocess as gsubprocess
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = ROOT / "tests" / "dropin_program"
 EXAMPLES = ROOT / "examples"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
 
 
 def run_python(code, timeout=30, env=None):
@@ -469,7 +469,9 @@ def test_rpyc_program_runs_unchanged(server_side, client_side, bind_threads):
             "server: closed True"
         ]
         with gevent.Timeout(10, AssertionError("server did not exit")):
-            assert calc.wait() == 0
+            returncode = calc.wait()
+        # Its stderr shows where, if it crashed (faulthandler is on: see ENV).
+        assert returncode == 0, calc.stderr.read()
     finally:
         for proc in (classic, calc, registry):
             if proc is not None:
