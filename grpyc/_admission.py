@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gevent import Greenlet, GreenletExit
@@ -50,16 +51,14 @@ IDLE_MAX = 64
 IDLE_SECONDS = 5.0
 
 
+@dataclass(slots=True, eq=False)
 class _IdleHandler:
     """A handler greenlet waiting for its next job (`job` is set as it is handed one)."""
 
-    __slots__ = ("glet", "job", "since", "waiter")
-
-    def __init__(self, glet: Any, waiter: Waiter, since: float) -> None:
-        self.glet = glet
-        self.waiter = waiter
-        self.since = since
-        self.job: Job | None = None
+    glet: Any
+    waiter: Waiter
+    since: float
+    job: Job | None = None
 
 
 class Admission:
