@@ -24,6 +24,10 @@ from gevent.monkey import get_original, is_module_patched
 
 from grpyc.lib import kill_greenlets
 
+# How long `close` from another thread waits for the serving thread to end
+# after the server closed (it only destroys its gevent hub then).
+THREAD_END_WAIT = 5.0
+
 __all__ = ["CrossThreadFlag", "Lifecycle", "OwnerThread", "start_thread"]
 
 # The real OS primitives, also when the threading modules are monkey-patched.
@@ -174,6 +178,8 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.owner = OwnerThread()
+        # The thread `start_thread` made to serve in, if any (`close` waits for it).
+        self.thread: threading.Thread | None = None
         self._owned: set[Greenlet] = set()
         self._start_afresh()
 
@@ -271,3 +277,12 @@ class Lifecycle:
                 f"server on {where} did not close within {timeout:.1f} s: "
                 "its thread does not run its gevent hub"
             )
+        self._wait_thread_end()
+
+    def _wait_thread_end(self) -> None:
+        # Closed, the serving thread still destroys its gevent hub. A program
+        # that exits right after close() (a test fixture, a script) must not
+        # finalize the interpreter meanwhile: that could crash it at exit.
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(THREAD_END_WAIT)

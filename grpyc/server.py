@@ -315,6 +315,7 @@ class Server:
         return start_thread(self._prepare_thread, self.start, f"grpyc server {self._where}")
 
     def _prepare_thread(self) -> None:
+        self._life.thread = threading.current_thread()  # close() waits for it to end
         self._listen()
         self.listen()
 

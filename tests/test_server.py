@@ -714,6 +714,19 @@ def test_close_from_another_thread_20_times_in_a_row(make_server, watch, cls, ho
     assert watch.count("Traceback|error|LoopExit") == 0
 
 
+def test_close_from_another_thread_returns_once_the_servers_thread_ended(make_server):
+    """A program may exit right after close(). The serving thread destroys its
+    gevent hub after the close: finalizing meanwhile crashed the process at
+    exit (SIGSEGV, ~1 run in 40 of tests/test_dropin.py)."""
+    for run in range(10):
+        server = make_server(listen=False)
+        thread = server._start_in_thread()
+        with factory.connect(LOCAL, server.port) as conn:
+            assert conn.root.echo(run) == run
+        server.close()
+        assert not thread.is_alive()
+
+
 def test_close_from_another_thread_keeps_the_callers_hub_serving(make_server, connections):
     # The caller's hub holds a client of the server: it must answer the
     # server's CLOSE while close() waits, or close() would take close_timeout.
