@@ -326,6 +326,10 @@ class ConnectionHub(Runtime):
             del payload  # a big frame must not live on until the next one
             if self._pace:
                 self._pace = False
+                if not is_reader and slot.outcome is not None:  # type: ignore[union-attr]
+                    # Our reply is in: we do not wait on the new handler (it
+                    # may run long); it starts before whoever reads next.
+                    return
                 # With nothing more to read yet, waiting for bytes lets the
                 # new handler run first anyway (callbacks before I/O).
                 if channel.has_buffered_frame() or channel.has_pending_input():
@@ -338,8 +342,9 @@ class ConnectionHub(Runtime):
             # Once our reply is in, we also handle what is already buffered
             # (within the budget): the followers' replies, or frames such as
             # the DEL a peer sends after its reply. Each is quick here (no
-            # request runs inline in a caller); passing the baton on for
-            # them costs the reader a wake-up and us a follow to get it back.
+            # request runs inline in a caller, and we stop at one that
+            # starts a handler); passing the baton on for them costs the
+            # reader a wake-up and us a follow to get it back.
             if (
                 not is_reader
                 and slot.outcome is not None  # type: ignore[union-attr]

@@ -287,3 +287,54 @@ def test_a_caller_handles_the_frames_that_came_with_its_reply():
     finally:
         peer.close()
         client.close()
+
+
+def test_a_caller_does_not_wait_on_a_handler_started_behind_its_reply():
+    """Behind the reply come a request (its handler runs long without
+    yielding) and a PING: the caller returns at once, not after the handler."""
+    from grpyc import consts
+    from grpyc.messages import decode_message, encode_reply, encode_request
+    from grpyc.service import VoidService
+    from tests.conftest import _socketpair_channels
+
+    left, peer = _socketpair_channels()
+    client = VoidService()._connect(left, {})
+    ran = []
+
+    def busy():
+        began = time.monotonic()
+        while time.monotonic() - began < 0.4:  # CPU-bound: never yields
+            pass
+        ran.append(True)
+
+    _, id_pack = client._box(busy)
+    call_busy = (
+        consts.LABEL_TUPLE,
+        ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
+    )
+    ping = (consts.LABEL_TUPLE, ((consts.LABEL_VALUE, "x"),))
+
+    def answer():
+        _, seq, _ = decode_message(peer.recv(), 64)
+        peer.send_many(
+            [
+                encode_reply(seq, (consts.LABEL_VALUE, "pong")),
+                encode_request(1, consts.HANDLE_CALL, call_busy),
+                encode_request(2, consts.HANDLE_PING, ping),
+            ]
+        )
+
+    answering = gevent.spawn(answer)
+    try:
+        began = time.monotonic()
+        assert client.sync_request(consts.HANDLE_PING, "pong") == "pong"
+        assert time.monotonic() - began < 0.3
+        assert not ran
+        answering.get(timeout=2)
+        deadline = time.monotonic() + 5
+        while not ran and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert ran  # and the handler did run
+    finally:
+        peer.close()
+        client.close()
