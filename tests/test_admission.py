@@ -95,3 +95,18 @@ def test_a_killed_idle_handler_loses_no_request(make_hub, killed_while):
         assert _settle(lambda: len(ran) == 1)  # another handler ran it
         assert ran[0] is not handlers[0]
         assert _settle(lambda: hub.running_handlers == 0)
+
+
+def test_idle_handlers_serve_only_their_own_connection(make_hub):
+    """Greenlet-local state a request leaves behind never reaches another connection."""
+    first, _, _, _ = make_hub()
+    second, _, _, _ = make_hub()
+    ran_in = []
+    first.submit(lambda: ran_in.append(gevent.getcurrent()))
+    assert _settle(lambda: first._admission.idle == 1)
+    second.submit(lambda: ran_in.append(gevent.getcurrent()))
+    assert _settle(lambda: len(ran_in) == 2)
+    assert ran_in[0] is not ran_in[1]
+    first.submit(lambda: ran_in.append(gevent.getcurrent()))
+    assert _settle(lambda: len(ran_in) == 3)
+    assert ran_in[2] is ran_in[0]
