@@ -93,13 +93,17 @@ class ReadBaton:
         Reading that reply itself saves the holder a wake-up and a hand-over
         per level; the lender gets the baton back when the borrower is done.
         """
-        holder = self.holder
-        return self.holder_waiting and holder is not self.reader and self.holder_slot is not None
+        return self._caller_waits_for_bytes()
+
+    def _caller_waits_for_bytes(self) -> bool:
+        # The holder is a caller (it has a reply slot) asleep in `wait_readable`.
+        holder_is_caller = self.holder_slot is not None and self.holder is not self.reader
+        return self.holder_waiting and holder_is_caller
 
     def take(self, me: Any, slot: Any = None) -> None:
         # An idle background reader stays asleep: the readable watcher now
         # wakes `me` instead, until the baton goes back (`pass_on`).
-        if self.holder_waiting and self.holder_slot is not None and self.holder is not self.reader:
+        if self._caller_waits_for_bytes():
             self._lend(self.holder, self.holder_waiter, self.holder_slot)
         self.holder = me
         self.holder_slot = slot

@@ -182,14 +182,14 @@ class ConnectionHub(Runtime):
         this for every connection they hold).
         """
         baton = self._baton
-        if baton.reader is None and not self._closed:
-            baton.reader = me = gevent.getcurrent()
-            if baton.holder is None:
+        if not self._reader_began and not self._closed:
+            unused = baton.reader  # None, or started but never ran
+            if unused is not None:
+                unused.kill(block=False)  # nothing to undo
+            me = gevent.getcurrent()
+            if baton.holder is None or baton.holder is unused:
                 baton.holder = me
-            self._read_loop()
-        elif baton.reader is not None and not self._reader_began and not self._closed:
-            baton.reader.kill(block=False)  # it never ran: nothing to undo
-            baton.reader = baton.holder = gevent.getcurrent()
+            baton.reader = me
             self._read_loop()
         self.wait_closed()
 
@@ -324,11 +324,12 @@ class ConnectionHub(Runtime):
                 writer.cork(me)  # more requests wait: answer them in one write
             on_frame(payload)
             del payload  # a big frame must not live on until the next one
+            our_reply_in = not is_reader and slot.outcome is not None  # type: ignore[union-attr]
             if self._pace:
                 self._pace = False
-                if not is_reader and slot.outcome is not None:  # type: ignore[union-attr]
-                    # Our reply is in: we do not wait on the new handler (it
-                    # may run long); it starts before whoever reads next.
+                if our_reply_in:
+                    # We do not wait on the new handler (it may run long);
+                    # it starts before whoever reads next.
                     return
                 # With nothing more to read yet, waiting for bytes lets the
                 # new handler run first anyway (callbacks before I/O).
@@ -345,11 +346,7 @@ class ConnectionHub(Runtime):
             # request runs inline in a caller, and we stop at one that
             # starts a handler); passing the baton on for them costs the
             # reader a wake-up and us a follow to get it back.
-            if (
-                not is_reader
-                and slot.outcome is not None  # type: ignore[union-attr]
-                and not channel.has_buffered_frame()
-            ):
+            if our_reply_in and not channel.has_buffered_frame():
                 return
             budget -= 1
             if budget <= 0:
