@@ -350,6 +350,8 @@ class ConnectionHub(Runtime):
                 return
             budget -= 1
             if budget <= 0:
+                if our_reply_in:
+                    return  # a flood behind our reply is the next reader's, not our delay
                 writer.uncork()
                 # A peer that keeps the buffer full must not keep our writes
                 # held for longer than one batch either.

@@ -9,6 +9,7 @@ import gevent
 import pytest
 
 from grpyc._writer import Writer
+from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
 from tests.test_protocol import outcome_of
 
@@ -338,3 +339,44 @@ def test_a_caller_does_not_wait_on_a_handler_started_behind_its_reply():
     finally:
         peer.close()
         client.close()
+
+
+def test_a_caller_handles_at_most_one_batch_behind_its_reply():
+    """A peer floods small frames right behind a caller's reply: the caller
+    returns after one batch (FAIR_FRAMES); the reader handles the rest."""
+    import logging
+
+    from grpyc.hub import FAIR_FRAMES
+    from grpyc.messages import encode_reply
+    from tests.conftest import _socketpair_channels
+
+    left, peer = _socketpair_channels()
+    slot = ReplySlot()
+    handled_by = []
+
+    def on_frame(payload):
+        handled_by.append(gevent.getcurrent())
+        slot.deliver(False, "ours")  # the first frame is the caller's reply
+
+    hub = ConnectionHub(
+        left, on_frame, lambda reason: None, name="test", logger=logging.getLogger("test"),
+        limits=Limits(
+            max_concurrent_requests=4, max_queued_requests=2,
+            max_request_bytes=1 << 30, max_send_buffer=1 << 20,
+        ),
+    )  # fmt: skip
+    hub.start()
+    flood = 20 * FAIR_FRAMES
+    try:
+        gevent.sleep(0)  # the reader runs and sleeps, idle: the caller may take the baton
+        peer.send_many([encode_reply(seq, ("x",)) for seq in range(flood)])
+        assert hub.wait_reply(slot, 5) == (False, "ours", ())
+        caller = gevent.getcurrent()
+        assert 1 <= handled_by.count(caller) <= FAIR_FRAMES
+        deadline = time.monotonic() + 5
+        while len(handled_by) < flood and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert len(handled_by) == flood  # nothing lost: the reader took the rest
+    finally:
+        hub.shutdown(EOFError("done"))
+        peer.close()
