@@ -190,3 +190,57 @@ def test_connection_over_a_plain_socket_stream_is_usable_from_any_thread(servers
     thread.start()
     thread.join(30)
     assert result == {"cooperative": False, "value": [1, 2, 3]}
+
+
+_THREAD_LOCAL_PROBE = """
+import sys
+if sys.argv[2] == "patched":
+    from gevent import monkey
+    monkey.patch_all()
+import threading
+if sys.argv[1] == "grpyc":
+    import grpyc
+    grpyc.install_as_rpyc()
+import rpyc
+from rpyc.utils.server import ThreadedServer
+
+local = threading.local()
+
+
+class Service(rpyc.Service):
+    def exposed_set(self, value):
+        local.value = value
+
+    def exposed_get(self):
+        return getattr(local, "value", None)
+
+
+server = ThreadedServer(Service, hostname="127.0.0.1", port=0)
+server._start_in_thread()
+first = rpyc.connect("127.0.0.1", server.port)
+second = rpyc.connect("127.0.0.1", server.port)
+first.root.set("first")
+print(first.root.get(), second.root.get())
+first.close()
+second.close()
+server.close()
+"""
+
+
+@pytest.mark.parametrize("patching", ["unpatched", "patched"])
+def test_thread_local_state_across_connections_is_as_semantics_md_says(patching):
+    """stock ThreadedServer: one thread per connection, so `threading.local`
+    is per connection. A grpyc server without monkey patching serves all its
+    connections in one OS thread, so it is shared (docs/semantics.md); patched,
+    it follows greenlets and matches stock."""
+    seen = {}
+    for impl in ("stock", "grpyc"):
+        result = subprocess.run(
+            [sys.executable, "-c", _THREAD_LOCAL_PROBE, impl, patching],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        seen[impl] = result.stdout.split()
+    assert seen["stock"] == ["first", "None"]
+    expected_grpyc = ["first", "first"] if patching == "unpatched" else ["first", "None"]
+    assert seen["grpyc"] == expected_grpyc
