@@ -17,6 +17,7 @@ import gevent
 from gevent import GreenletExit
 
 from grpyc import consts, vinegar
+from grpyc.framing import Payload
 from grpyc.messages import ProtocolError, encode_exception, encode_reply
 
 __all__ = ["RequestRunner", "is_from_peer"]
@@ -51,7 +52,7 @@ class RequestRunner:
     def _box(self, obj: Any) -> Any:
         raise NotImplementedError
 
-    def _answer(self, payload: bytes, peer_thread: int) -> bytes:
+    def _answer(self, payload: Payload, peer_thread: int) -> Payload:
         raise NotImplementedError
 
     def _answer_nowait(self, seq: int, exc: BaseException, peer_thread: int = 0) -> None:

@@ -118,6 +118,8 @@ def _read_bytes(tag: int, cursor: Cursor, data: bytes, meter: Meter, base_size: 
     elif tag == TAG_BYTES_L4:  # struct.error when short: load reports truncation
         (size,) = I4.unpack_from(data, start)
         start += 4
+        if start == meter.splice_at:
+            return _spliced(size, start, cursor, data, meter, base_size)
         if base_size + size > meter.fuel and start + size <= len(data):
             meter.admit(base_size + size, cursor, data)
     elif tag == 0x01:  # empty bytes
@@ -130,6 +132,21 @@ def _read_bytes(tag: int, cursor: Cursor, data: bytes, meter: Meter, base_size: 
         raise _past_end(size, start, data)
     cursor.__setstate__(end)
     return data[start:end]
+
+
+def _spliced(
+    size: int, start: int, cursor: Cursor, data: bytes, meter: Meter, base_size: int
+) -> bytes:
+    """The value cut out of the input at `start`; the input goes on right there."""
+    value = meter.splice_value
+    assert value is not None
+    if len(value) != size:
+        raise BrineError(f"value of {size} bytes at offset {start} was cut as {len(value)} bytes")
+    if base_size + size > meter.fuel:
+        meter.admit(base_size + size, cursor, data)
+    meter.splice_at, meter.splice_value = -1, None
+    cursor.__setstate__(start)
+    return value
 
 
 def _load_bytes(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> bytes:

@@ -124,6 +124,8 @@ class Meter:
         "max_depth",
         "max_frozenset_items",
         "max_size",
+        "splice_at",
+        "splice_value",
     )
 
     def __init__(
@@ -149,6 +151,10 @@ class Meter:
         if target > _MAX_FUEL:
             target = _MAX_FUEL
         self._target = self.fuel = target
+        # A big bytes value cut out of the input (`grpyc.brine.load_measured`):
+        # its bytes belong at offset splice_at; -1 once used, or without one.
+        self.splice_at = -1
+        self.splice_value: bytes | None = None
 
     def size(self) -> int:
         """Estimated bytes of the objects decoded so far."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grpyc.config import Limits
+from grpyc.framing import Payload
 
 __all__ = ["ReplySlot", "Runtime"]
 
@@ -104,7 +105,7 @@ class Runtime:
         """The slot waiting for the reply to `seq`, no longer pending; None if nobody waits."""
         return self.pending.pop(seq, None)
 
-    def call(self, seq: int, payload: bytes, timeout: float | None) -> Any:
+    def call(self, seq: int, payload: Payload, timeout: float | None) -> Any:
         """Send request `payload` and wait for its reply.
 
         Returns:
@@ -160,7 +161,7 @@ class Runtime:
     def new_slot(self) -> ReplySlot:
         return ReplySlot()
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: Payload) -> None:
         raise NotImplementedError
 
     def wait_reply(self, slot: Any, timeout: float | None) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 import greenlet
 
-from grpyc.framing import ThreadFrame
+from grpyc.framing import Payload, ThreadFrame
 
 __all__ = ["ThreadBinding"]
 
@@ -60,14 +60,14 @@ class ThreadBinding:
             else:
                 self._bound[me] = outer
 
-    def request(self, payload: bytes) -> bytes:
+    def request(self, payload: Payload) -> bytes:
         """A request from this greenlet, addressed to the peer thread it serves (or 0)."""
         return ThreadFrame(payload, (self.own_id, self._bound.get(greenlet.getcurrent(), 0)))
 
-    def answer(self, payload: bytes, peer_thread: int) -> bytes:
+    def answer(self, payload: Payload, peer_thread: int) -> bytes:
         """An answer to a request of `peer_thread`."""
         return ThreadFrame(payload, (self.own_id, peer_thread))
 
-    def unbound(self, payload: bytes) -> bytes:
+    def unbound(self, payload: Payload) -> bytes:
         """A frame for any thread of the peer (DELs)."""
         return ThreadFrame(payload, (self.own_id, 0))

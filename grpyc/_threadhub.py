@@ -32,6 +32,7 @@ from gevent.monkey import get_original
 
 from grpyc._runtime import ReplySlot, Runtime
 from grpyc.config import Limits
+from grpyc.framing import Payload
 
 __all__ = ["ThreadHub"]
 
@@ -70,7 +71,7 @@ class ThreadHub(Runtime):
         self._job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
         self._running = 0
         self._send_lock = _allocate_lock()
-        self._outbox: list[bytes] = []
+        self._outbox: list[Payload] = []
         self._deferred_bytes = 0
         self._closed_lock = _allocate_lock()
         self._closed_lock.acquire()
@@ -292,7 +293,7 @@ class ThreadHub(Runtime):
         """Nothing to do: other threads run while this one decodes (the GIL switches)."""
 
     # ---------------------------------------------------------------- writing
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: Payload) -> None:
         """Write one whole frame, waiting for the send lock and the socket.
 
         Raises:
@@ -302,7 +303,7 @@ class ThreadHub(Runtime):
         self._outbox.append(payload)
         self._write_out(block=True)
 
-    def send_nowait(self, payload: bytes) -> None:
+    def send_nowait(self, payload: Payload) -> None:
         """Queue a frame; written now if no other thread is writing, else by that thread."""
         if self._closed:
             return

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 from gevent.monkey import get_original
 from greenlet import getcurrent
 
+from grpyc.framing import Payload
+
 __all__ = ["FrameSink", "Writer"]
 
 _get_ident: Callable[[], int] = get_original("_thread", "get_ident")
@@ -34,7 +36,7 @@ DEFERRED_FLUSH_DELAY = 0.002
 class FrameSink(Protocol):
     """What the writer writes to: a channel (``send_many`` is optional)."""
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: Payload) -> None: ...
 
 
 class Writer:
@@ -67,7 +69,7 @@ class Writer:
         self._take_deferred = take_deferred
         self._spawn = spawn
         self._fail = fail
-        self._outbox: list[bytes] = []
+        self._outbox: list[Payload] = []
         self._outbox_bytes = 0
         self._deferred_bytes = 0
         self.writing = False
@@ -78,7 +80,7 @@ class Writer:
         self._release_scheduled = False
         self.closed = False
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: Payload) -> None:
         """Write one frame now (with whatever is queued), or queue it if a write is
         under way or the calling greenlet corked the writer.
 
@@ -138,7 +140,7 @@ class Writer:
             if self._outbox:
                 self.schedule_flush()
 
-    def enqueue(self, payload: bytes) -> None:
+    def enqueue(self, payload: Payload) -> None:
         self._outbox.append(payload)
         self._outbox_bytes += len(payload)
         if self.writing:
@@ -222,7 +224,7 @@ class Writer:
         finally:
             self.writing = False
 
-    def _collect_frames(self) -> list[bytes]:
+    def _collect_frames(self) -> list[Payload]:
         # Queued frames go before deferred ones (DELs): a frame queued earlier
         # may refer to the object a DEL releases.
         frames = self._outbox
@@ -233,7 +235,7 @@ class Writer:
             frames.extend(self._take_deferred())
         return frames
 
-    def _write_frames(self, frames: list[bytes]) -> None:
+    def _write_frames(self, frames: list[Payload]) -> None:
         send_many = getattr(self._channel, "send_many", None)
         if send_many is not None and len(frames) > 1:
             send_many(frames)

@@ -33,7 +33,18 @@ from collections.abc import Callable
 from typing import Any
 
 from grpyc._brine_decode import UNMETERED, decode
-from grpyc._brine_encode import C16, DEFAULT_MAX_DEPTH, F8, I1, I4, dump, dumpable
+from grpyc._brine_encode import (
+    C16,
+    DEFAULT_MAX_DEPTH,
+    F8,
+    I1,
+    I4,
+    SEPARATE_SIZE,
+    TAG_BYTES_L4,
+    dump,
+    dump_pieces,
+    dumpable,
+)
 from grpyc._brine_limits import (
     DEFAULT_MAX_FROZENSET_ITEMS,
     MAX_EQUAL_HASHES,
@@ -52,13 +63,21 @@ __all__ = [
     "I4",
     "MAX_EQUAL_HASHES",
     "PROGRESS_EVERY",
+    "SEPARATE_SIZE",
+    "SPLICE_SCAN",
     "UNLIMITED_INT_DIGITS",
     "BrineError",
+    "big_value_at",
     "dump",
+    "dump_pieces",
     "dumpable",
     "load",
     "load_measured",
 ]
+
+# `big_value_at` looks this far for a big value's header: an RPC message has
+# a few dozen bytes of seq, handler and boxing before its first argument.
+SPLICE_SCAN = 4096
 
 
 def load(
@@ -104,6 +123,7 @@ def load_measured(
     max_decoded_size: int | None = None,
     max_frozenset_items: int = DEFAULT_MAX_FROZENSET_ITEMS,
     progress: Callable[[], object] | None = None,
+    splice: tuple[int, bytes] | None = None,
 ) -> tuple[Any, int]:
     """Decode one brine value that fills `data` exactly, as `load`; also estimate its memory.
 
@@ -130,6 +150,11 @@ def load_measured(
             the decode and propagates (StopIteration, IndexError and
             struct.error wrapped in RuntimeError, so they cannot pass for
             truncated input).
+        splice: ``(at, value)``: the bytes of one big bytes or str value were
+            cut out of `data` at offset `at` (a reader got them into their own
+            buffer: `big_value_at`). The value whose bytes start at `at` is
+            `value` itself, not a copy. If no value starts there (the cut was
+            a guess), `data` is decoded with the bytes put back.
 
     Returns:
         The value, and the estimate in bytes.
@@ -140,4 +165,40 @@ def load_measured(
         TypeError: `data` is not bytes, bytearray or memoryview.
     """
     meter = Meter(max_depth, max_decoded_size, max_frozenset_items, progress)
+    if splice is not None:
+        meter.splice_at, meter.splice_value = splice
+        try:
+            value = decode(data, start, meter)
+        except BrineError:
+            if meter.splice_at < 0:
+                raise  # the cut value was decoded: the error is the input's
+        else:
+            if meter.splice_at < 0:
+                return value, meter.size()
+        # No value starts at the cut: decode the input as it was sent.
+        at, cut = splice
+        data = bytes(data[:at]) + cut + bytes(data[at:])
+        meter = Meter(max_depth, max_decoded_size, max_frozenset_items, progress)
     return decode(data, start, meter), meter.size()
+
+
+def big_value_at(
+    data: bytes | bytearray | memoryview, total: int, min_size: int
+) -> tuple[int, int] | None:
+    """Where a bytes or str value of `min_size` bytes or more may start: a guess.
+
+    `data` is the first part of an encoding of `total` bytes. Returns the
+    offset of the value's first byte and its size, for the first 4-byte-length
+    bytes header in the first `SPLICE_SCAN` bytes of `data` whose value fits in
+    `total` and goes on past `data`; else None. The header may lie inside
+    another value: `load_measured` checks the guess (its `splice`).
+    """
+    head = bytes(data[:SPLICE_SCAN])
+    pos = head.find(TAG_BYTES_L4)
+    while 0 <= pos <= len(head) - 5:
+        (size,) = I4.unpack_from(head, pos + 1)
+        start = pos + 5
+        if size >= min_size and len(data) < start + size <= total:
+            return start, size
+        pos = head.find(TAG_BYTES_L4, pos + 1)
+    return None

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from grpyc.brine import SEPARATE_SIZE, big_value_at
 from grpyc.consts import STREAM_CHUNK
 from grpyc.framing import (
     COMPRESSION_LEVEL,
@@ -30,6 +31,8 @@ from grpyc.framing import (
     CompressMode,
     FrameDecoder,
     FrameError,
+    Payload,
+    Spliced,
     check_compress_mode,
     check_limit,
     check_message,
@@ -136,6 +139,13 @@ class Channel:
         max_frame_size: largest frame accepted, in bytes on the wire.
         max_decompressed_size: largest payload a compressed frame may inflate to.
         thread_ids: speak ``bind_threads`` framing; may be changed at any time.
+
+    Attributes:
+        splice_values: set by a connection that decodes what `next_buffered`
+            returns with `grpyc.messages.decode_measured`: a big frame may
+            then come as `grpyc.framing.Spliced`, its big bytes or str value
+            read into a buffer of its own (see `_read_large_body`). `recv`
+            always returns payloads whole.
     """
 
     COMPRESSION_THRESHOLD = COMPRESSION_THRESHOLD
@@ -157,6 +167,7 @@ class Channel:
         self.compress = compress
         self.thread_ids = thread_ids
         self.last_thread_ids: tuple[int, int] = (0, 0)
+        self.splice_values = False
         self._decoder = FrameDecoder(max_frame_size, max_decompressed_size)
 
     @property
@@ -186,7 +197,7 @@ class Channel:
         """Whether a frame is buffered or the stream has data within ``timeout`` seconds."""
         return self._decoder.has_frame() or self.stream.poll(timeout)
 
-    def _encode(self, payload: BytesLike, ids: ThreadIds | None) -> list[BytesLike]:
+    def _encode(self, payload: Payload, ids: ThreadIds | None) -> list[BytesLike]:
         if not self.thread_ids:
             if ids is not None:
                 raise ValueError("ids given to a channel without thread_ids framing")
@@ -195,7 +206,7 @@ class Channel:
             ids = getattr(payload, "thread_ids", None)  # a ThreadFrame addresses itself
         return encode_frame(payload, self._compress, _pack_thread_ids(ids))
 
-    def send(self, data: BytesLike, ids: ThreadIds | None = None) -> None:
+    def send(self, data: Payload, ids: ThreadIds | None = None) -> None:
         """Send ``data`` as one frame.
 
         Args:
@@ -211,7 +222,7 @@ class Channel:
         self.stream.write_buffers(self._encode(data, ids))
 
     def send_many(
-        self, payloads: Sequence[BytesLike], ids: Sequence[ThreadIds] | None = None
+        self, payloads: Sequence[Payload], ids: Sequence[ThreadIds] | None = None
     ) -> None:
         """Send each payload as one frame, in order, in as few writes as possible.
 
@@ -249,6 +260,8 @@ class Channel:
                 format; the stream is closed.
         """
         payload = self._next_checked()
+        if type(payload) is Spliced:
+            return payload.whole()
         return payload[THREAD_IDS.size :] if self.thread_ids else payload
 
     def recv_with_ids(self) -> tuple[bytes, int, int]:
@@ -348,7 +361,27 @@ class Channel:
         if lent is None:
             decoder.feed(self.stream.read_some(_READ_SIZE))
         else:
-            decoder.put_body(_read_body(self.stream, *lent))
+            decoder.put_body(self._read_large_body(*lent))
+
+    def _read_large_body(self, prefix: memoryview, length: int) -> bytes:
+        """The rest of a big frame body, read straight into its final buffer(s).
+
+        With `splice_values` on, a big bytes or str value in an uncompressed
+        message gets a buffer of its own (`Spliced`): the decoder makes it the
+        value, so a 16 MiB argument costs one 16 MiB allocation, not two.
+        Freeing two big buffers at once made malloc hand the memory back to
+        the kernel after every message, and fault it in again for the next.
+        """
+        cut = None
+        if self.splice_values and not self.thread_ids and not self._decoder.body_compressed:
+            cut = big_value_at(prefix, length, SEPARATE_SIZE)
+        if cut is None:
+            return _read_body(self.stream, prefix, length)
+        at, size = cut
+        value = _read_body(self.stream, prefix[at:], size)
+        rest_size = length - at - size
+        rest = _read_body(self.stream, prefix[:0], rest_size) if rest_size else b""
+        return Spliced(bytes(prefix[:at]) + rest, at, value)
 
 
 def _pack_thread_ids(ids: ThreadIds | None) -> bytes:

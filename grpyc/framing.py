@@ -31,6 +31,9 @@ __all__ = [
     "THREAD_IDS",
     "FrameDecoder",
     "FrameError",
+    "Payload",
+    "Pieces",
+    "Spliced",
     "ThreadFrame",
     "check_compress_mode",
     "check_limit",
@@ -95,10 +98,60 @@ class ThreadFrame(bytes):
 
     thread_ids: tuple[int, int]
 
-    def __new__(cls, payload: bytes, thread_ids: tuple[int, int]) -> ThreadFrame:
+    def __new__(cls, payload: Payload, thread_ids: tuple[int, int]) -> ThreadFrame:
         frame = super().__new__(cls, payload)
         frame.thread_ids = thread_ids
         return frame
+
+
+class Pieces:
+    """One frame payload held as several buffers, written in order and never joined.
+
+    A message with a big bytes or str value is encoded this way
+    (`grpyc.brine.dump_pieces`), so the value goes to the socket as it is.
+    ``len()`` is the payload's size; ``bytes()`` joins it (a copy).
+    """
+
+    __slots__ = ("buffers", "size")
+
+    def __init__(self, buffers: list[bytes]) -> None:
+        self.buffers = buffers
+        self.size = sum(map(len, buffers))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.buffers)
+
+    def __repr__(self) -> str:
+        return f"Pieces({len(self.buffers)} buffers, {self.size} bytes)"
+
+
+class Spliced(bytes):
+    """A received payload without the bytes of its one big value, held apart.
+
+    ``whole()`` is the payload as sent. The bytes at offset ``at`` are left
+    out and held in ``value``, read into a buffer of their own; a decoder
+    that gets them there uses that buffer as the value (no copy, no second
+    big allocation: `grpyc.brine.load_measured`'s ``splice``).
+    """
+
+    at: int
+    value: bytes
+
+    def __new__(cls, rest: bytes, at: int, value: bytes) -> Spliced:
+        payload = super().__new__(cls, rest)
+        payload.at = at
+        payload.value = value
+        return payload
+
+    def whole(self) -> bytes:
+        return self[: self.at] + self.value + self[self.at :]
+
+
+# What a sender hands to a channel: one buffer, or a message in pieces.
+Payload = BytesLike | Pieces
 
 
 class FrameError(ValueError):
@@ -197,7 +250,9 @@ def inflate(
     return b"".join(chunks)
 
 
-def _looks_compressible(payload: BytesLike) -> bool:
+def _looks_compressible(payload: Payload) -> bool:
+    if isinstance(payload, Pieces):  # sampled in its biggest buffer, which decides
+        payload = max(payload.buffers, key=len)
     middle = len(payload) // 2
     start = max(0, middle - _AUTO_SAMPLE_SIZE // 2)
     with memoryview(payload) as view:
@@ -209,7 +264,7 @@ def _looks_compressible(payload: BytesLike) -> bool:
         return packed_size <= len(sample) * (1 - _AUTO_MIN_SAVING)
 
 
-def deflate(payload: BytesLike, compress: CompressMode) -> tuple[BytesLike, bool]:
+def deflate(payload: Payload, compress: CompressMode) -> tuple[Payload, bool]:
     """What to put on the wire for ``payload``, and whether it is compressed.
 
     ``compress=True`` is RPyC's rule: zlib level 1 for payloads longer than
@@ -222,7 +277,8 @@ def deflate(payload: BytesLike, compress: CompressMode) -> tuple[BytesLike, bool
         return payload, False
     if compress == "auto" and not _looks_compressible(payload):
         return payload, False
-    packed = zlib.compress(payload, COMPRESSION_LEVEL)
+    whole = bytes(payload) if isinstance(payload, Pieces) else payload  # zlib takes one buffer
+    packed = zlib.compress(whole, COMPRESSION_LEVEL)
     # Any receiver takes either form, so a frame never grows by compression
     # (a full-size incompressible payload would otherwise exceed the limit).
     keep_below = len(payload) * (1 - _AUTO_MIN_SAVING) if compress == "auto" else len(payload)
@@ -232,16 +288,17 @@ def deflate(payload: BytesLike, compress: CompressMode) -> tuple[BytesLike, bool
 
 
 def encode_frame(
-    payload: BytesLike, compress: CompressMode = False, prefix: bytes = b""
+    payload: Payload, compress: CompressMode = False, prefix: bytes = b""
 ) -> list[BytesLike]:
     """The buffers of one frame carrying ``prefix + payload``, to be written in order.
 
     A small frame is one joined ``bytes``; a large uncompressed one is header,
     prefix, payload and newline as separate buffers, so the payload is never
-    copied (a compressed one is, once, when it has a prefix).
+    copied (a compressed one is, once, when it has a prefix). The buffers of
+    a `Pieces` payload go out as they are unless it is compressed.
 
     Args:
-        payload: a bytes-like object of unsigned bytes (format ``B``).
+        payload: a bytes-like object of unsigned bytes (format ``B``), or `Pieces`.
         compress: ``True``, ``False`` or ``"auto"``, see `deflate`.
         prefix: bytes that go before the payload, inside the (compressed)
             frame payload: the thread ids of `THREAD_IDS` framing.
@@ -251,7 +308,7 @@ def encode_frame(
     """
     mode = check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
-        payload, prefix = prefix + payload, b""  # zlib takes one buffer
+        payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer
     data, compressed = deflate(payload, mode)
     length = len(prefix) + len(data)
     if length > _MAX_WIRE_LENGTH:
@@ -259,6 +316,8 @@ def encode_frame(
             f"payload of {length} bytes does not fit a frame (at most {_MAX_WIRE_LENGTH} bytes)"
         )
     header = FRAME_HEADER.pack(length, compressed)
+    if isinstance(data, Pieces):
+        return [header, *([prefix] if prefix else []), *data.buffers, FLUSHER]
     if length <= _JOIN_LIMIT:
         return [b"".join((header, prefix, data, FLUSHER))]
     if prefix:
@@ -435,8 +494,10 @@ class FrameDecoder:
 
     def _payload(self, body: BytesLike) -> bytes:
         if self._compressed:
+            if type(body) is Spliced:
+                body = body.whole()
             return inflate(body, self.max_decompressed_size, self.progress)
-        return bytes(body)
+        return body if type(body) is Spliced else bytes(body)
 
     def has_frame(self) -> bool:
         """Whether `next_frame` would return a payload or raise without more input."""
@@ -454,6 +515,11 @@ class FrameDecoder:
         length, flag = FRAME_HEADER.unpack_from(self._data, self._pos)
         invalid = flag > 1 or length > self.max_frame_size
         return bool(invalid or available > FRAME_HEADER.size + length)
+
+    @property
+    def body_compressed(self) -> bool:
+        """Whether the frame whose header was read last is compressed."""
+        return self._compressed
 
     def take_body(self, min_size: int = 0) -> tuple[memoryview, int] | None:
         """Hand the current frame's body to the caller to read, if worth it.
@@ -478,7 +544,8 @@ class FrameDecoder:
         """Give back the whole body of the frame whose body `take_body` handed out."""
         if not self._lent:
             raise RuntimeError("put_body() without a body taken by take_body()")
-        if len(body) != self._length:
-            raise ValueError(f"put_body() got {len(body)} bytes, the frame body has {self._length}")
+        size = len(body) + len(body.value) if type(body) is Spliced else len(body)
+        if size != self._length:
+            raise ValueError(f"put_body() got {size} bytes, the frame body has {self._length}")
         self._body = body
         self._lent = False

@@ -50,6 +50,7 @@ from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
+from grpyc.framing import Payload
 from grpyc.lib import LeanGreenlet, kill_greenlets
 
 __all__ = ["ChannelLike", "ConnectionHub", "ForeignThreadError", "ReplySlot"]
@@ -70,7 +71,7 @@ _MAX_UNREPORTED = 1024
 class ChannelLike(Protocol):
     """What the runtime needs of a channel (`grpyc.channel.Channel` has it all)."""
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: Payload) -> None: ...
     def recv(self) -> bytes: ...
     def next_buffered(self) -> bytes | None: ...
     def fill(self) -> None: ...
@@ -488,7 +489,7 @@ class ConnectionHub(Runtime):
             self._owned.discard(gevent.getcurrent())
 
     # ------------------------------------------------------------------ writer
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: Payload) -> None:
         """Write one whole frame; may block the calling greenlet.
 
         Raises:
@@ -497,7 +498,7 @@ class ConnectionHub(Runtime):
         self._raise_if_closed()
         self._writer.send(payload)
 
-    def send_nowait(self, payload: bytes) -> None:
+    def send_nowait(self, payload: Payload) -> None:
         """Queue one frame for writing without ever blocking or switching."""
         if self._closed:
             return

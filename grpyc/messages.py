@@ -13,6 +13,7 @@ from typing import Any
 
 from grpyc import brine, consts
 from grpyc._introspect import IdPack
+from grpyc.framing import Payload, Pieces, Spliced
 
 __all__ = [
     "PingError",
@@ -39,12 +40,16 @@ class PingError(Exception):
     """The exception raised should `Connection.ping` fail. RPyC-compatible."""
 
 
-def encode_request(seq: int, handler: int, boxed_args: Any) -> bytes:
-    return brine.dump((seq, (handler, boxed_args)), _REQUEST_PREFIX)
+# A message with a big bytes or str value is `Pieces`, so the value is not
+# copied on the way to the socket (see `brine.dump_pieces`).
+def encode_request(seq: int, handler: int, boxed_args: Any) -> Payload:
+    data = brine.dump_pieces((seq, (handler, boxed_args)), _REQUEST_PREFIX)
+    return Pieces(data) if isinstance(data, list) else data
 
 
-def encode_reply(seq: int, boxed: Any) -> bytes:
-    return brine.dump((seq, boxed), _REPLY_PREFIX)
+def encode_reply(seq: int, boxed: Any) -> Payload:
+    data = brine.dump_pieces((seq, boxed), _REPLY_PREFIX)
+    return Pieces(data) if isinstance(data, list) else data
 
 
 def encode_exception(seq: int, dumped_exc: Any) -> bytes:
@@ -57,7 +62,7 @@ def encode_del(seq: int, id_pack: IdPack, count: int) -> bytes:
         consts.LABEL_TUPLE,
         ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_VALUE, count)),
     )
-    return encode_request(seq, consts.HANDLE_DEL, boxed_args)
+    return brine.dump((seq, (consts.HANDLE_DEL, boxed_args)), _REQUEST_PREFIX)
 
 
 def decode_message(payload: bytes, max_depth: int) -> tuple[int, int, Any]:
@@ -93,9 +98,16 @@ def decode_measured(
     msg = payload[0]
     if msg not in (consts.MSG_REQUEST, consts.MSG_REPLY, consts.MSG_EXCEPTION):
         raise ProtocolError(f"unknown message type {msg}")
+    # A big value read into its own buffer is decoded as that very buffer.
+    splice = (payload.at, payload.value) if type(payload) is Spliced else None
     try:
         decoded, size = brine.load_measured(
-            payload, max_depth, start=1, max_decoded_size=max_decoded_size, progress=progress
+            payload,
+            max_depth,
+            start=1,
+            max_decoded_size=max_decoded_size,
+            progress=progress,
+            splice=splice,
         )
     except brine.BrineError as exc:
         raise ProtocolError(f"undecodable message: {exc}") from exc

@@ -40,6 +40,7 @@ from grpyc._threadhub import ThreadHub
 from grpyc.async_ import AsyncResult, AsyncResultTimeout
 from grpyc.boxing import Boxer, ObjectTable, ProxyTable
 from grpyc.config import DEFAULT_CONFIG, Limits
+from grpyc.framing import Payload, Spliced
 from grpyc.hub import ConnectionHub
 from grpyc.lib import IdPack, in_gevent
 from grpyc.messages import (
@@ -150,6 +151,9 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             value = self._config[key]
             if value is not None:
                 setattr(self._channel, attr, value)
+        if hasattr(self._channel, "splice_values"):
+            # `_dispatch` decodes with decode_measured, which takes Spliced payloads.
+            self._channel.splice_values = True
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -286,7 +290,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             raise obj
         return obj
 
-    def _call(self, seq: int, payload: bytes, timeout: float | None) -> Any:
+    def _call(self, seq: int, payload: Payload, timeout: float | None) -> Any:
         """Send and wait; a handler holding the ``serialize_requests`` turn yields it meanwhile."""
         turn = self._turn
         if turn is None or self._turn_holder is not gevent.getcurrent():
@@ -337,6 +341,10 @@ class Connection(Serving, RequestRunner, RequestHandlers):
     # --------------------------------------------------------------- dispatch
     def _on_frame(self, payload: bytes) -> None:
         # Looked up on every frame, so a wrapper set on the instance sees them all.
+        if type(payload) is Spliced and getattr(self._dispatch, "__func__", None) is not (
+            Connection._dispatch
+        ):
+            payload = payload.whole()  # a wrapper or override sees the message as sent
         self._dispatch(payload)
 
     def _dispatch(self, data: bytes) -> None:
@@ -404,11 +412,11 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         payload = encode_exception(seq, self._box_exc(type(exc), exc, None))
         self._hub.send_nowait(self._answer(payload, peer_thread))
 
-    def _addressed(self, payload: bytes) -> bytes:
+    def _addressed(self, payload: Payload) -> Payload:
         """A request, with bind_threads ids when the connection speaks them."""
         return payload if self._binding is None else self._binding.request(payload)
 
-    def _answer(self, payload: bytes, peer_thread: int) -> bytes:
+    def _answer(self, payload: Payload, peer_thread: int) -> Payload:
         """An answer, with bind_threads ids when the connection speaks them."""
         return payload if self._binding is None else self._binding.answer(payload, peer_thread)
 

@@ -204,6 +204,8 @@ def test_public_names():
             *("BrineError", "C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable"),
             *("load", "load_measured", "DEFAULT_MAX_FROZENSET_ITEMS", "MAX_EQUAL_HASHES"),
             *("PROGRESS_EVERY", "UNLIMITED_INT_DIGITS"),
+            # big values kept apart (vectored writes, spliced reads)
+            *("SEPARATE_SIZE", "SPLICE_SCAN", "big_value_at", "dump_pieces"),
         ]
     )
     assert issubclass(BrineError, ValueError)
@@ -666,3 +668,94 @@ def test_load_from_an_offset_skips_the_prefix():
         brine.load(data, start=len(data))
     with pytest.raises(brine.BrineError, match="trailing"):
         brine.load(data + b"\x00", start=1)
+
+
+# ------------------------------------------------ big values kept apart
+BIG = bytes(range(256)) * 1024  # 256 KiB
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (1, BIG),
+        (BIG, "x", (2, BIG[:70_000]), frozenset({3})),
+        (1, ("é" * 40_000, None), slice(1, 2)),
+        (1, 2, BIG[: brine.SEPARATE_SIZE - 1]),
+        (),
+    ],
+)
+def test_dump_pieces_joined_is_dump(value):
+    pieces = brine.dump_pieces(value, b"\x01")
+    joined = pieces if type(pieces) is bytes else b"".join(pieces)
+    assert joined == dump(value, b"\x01")
+
+
+def test_dump_pieces_keeps_big_bytes_uncopied_and_small_messages_joined():
+    pieces = brine.dump_pieces((1, BIG, "tail"))
+    assert type(pieces) is list
+    assert any(piece is BIG for piece in pieces)
+    assert brine.dump_pieces((1, BIG[:1000], "tail")) == dump((1, BIG[:1000], "tail"))
+    assert type(brine.dump_pieces((1, b"x" * (brine.SEPARATE_SIZE - 1)))) is bytes
+
+
+def test_dump_pieces_refuses_what_dump_refuses():
+    with pytest.raises(TypeError, match="cannot dump"):
+        brine.dump_pieces((BIG, object()))
+
+
+def _cut(encoded, at, size):
+    return encoded[:at] + encoded[at + size :], encoded[at : at + size]
+
+
+def test_big_value_at_finds_the_value_that_goes_on_past_the_prefix():
+    encoded = dump((7, "name", BIG, 9), b"\x01")
+    at = encoded.index(BIG)
+    assert brine.big_value_at(memoryview(encoded)[:1000], len(encoded), 65536) == (at, len(BIG))
+    # All of it already here, too small, or not within the scanned head: no guess.
+    assert brine.big_value_at(encoded, len(encoded), 65536) is None
+    assert brine.big_value_at(encoded[:1000], len(encoded), len(BIG) + 1) is None
+    far = dump((b"x" * brine.SPLICE_SCAN, BIG))
+    assert brine.big_value_at(far[: brine.SPLICE_SCAN + 100], len(far), 65536) is None
+
+
+def test_load_measured_uses_the_spliced_buffer_itself():
+    value = (7, "name", BIG, (b"after", 9))
+    encoded = dump(value, b"\x01")
+    at = encoded.index(BIG)
+    rest, cut = _cut(encoded, at, len(BIG))
+    cut = bytes(bytearray(cut))  # its own object
+    decoded, size = brine.load_measured(rest, start=1, splice=(at, cut))
+    assert decoded == value
+    assert decoded[2] is cut
+    assert size == brine.load_measured(encoded, start=1)[1]
+
+
+def test_load_measured_spliced_str_is_decoded():
+    text = "é" * 100_000
+    encoded = dump((1, text), b"\x01")
+    raw = text.encode()
+    at = encoded.index(raw)
+    rest, cut = _cut(encoded, at, len(raw))
+    assert brine.load_measured(rest, start=1, splice=(at, cut))[0] == (1, text)
+
+
+def test_a_wrong_splice_guess_decodes_the_input_as_sent():
+    # A 4-byte-length header inside another value looks like a big value:
+    # no value starts at the cut, so the bytes are put back.
+    decoy = b"\x0f" + (300_000).to_bytes(4, "big")
+    value = (1, decoy + b"pad", BIG + BIG)
+    encoded = dump(value)
+    at = encoded.index(decoy) + 5
+    rest, cut = _cut(encoded, at, 300_000)
+    assert brine.load_measured(rest, splice=(at, cut))[0] == value
+    with pytest.raises(BrineError):
+        brine.load_measured(rest[:-1], splice=(at, cut))
+
+
+def test_a_spliced_value_counts_against_max_decoded_size():
+    encoded = dump((1, BIG))
+    at = encoded.index(BIG)
+    rest, cut = _cut(encoded, at, len(BIG))
+    with pytest.raises(BrineError, match="max_decoded_size"):
+        brine.load_measured(rest, max_decoded_size=100_000, splice=(at, cut))
+    assert brine.load_measured(rest, max_decoded_size=400_000, splice=(at, cut))[0] == (1, BIG)

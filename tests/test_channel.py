@@ -656,3 +656,76 @@ def test_a_peer_without_thread_ids_is_refused_and_closed(thread_id_channels):
     with pytest.raises(FrameError, match=r"no 16-byte thread-id prefix .* does not use bind_th"):
         receiver.recv_with_ids()
     assert receiver.closed is True
+
+
+# --------------------------------------------------- big values kept apart
+def test_pieces_go_out_as_they_are_unless_compressed():
+    from grpyc.framing import Pieces
+
+    big = os.urandom(200_000)
+    pieces = Pieces([b"\x02head", big, b"tail"])
+    assert len(pieces) == 200_009 and bytes(pieces) == b"\x02head" + big + b"tail"
+    buffers = encode_frame(pieces, "auto")  # random data: not compressed
+    assert any(buffer is big for buffer in buffers)
+    assert b"".join(buffers) == raw_frame(bytes(pieces))
+    text = Pieces([b"\x02", TEXT, b"!"])
+    compressed = frame_bytes(text, True)
+    assert compressed[4] == 1
+    decoder = FrameDecoder()
+    decoder.feed(compressed)
+    assert decoder.next_frame() == bytes(text)
+
+
+def _spliced_pair(channels, payload):
+    sender, receiver = channels
+    receiver.splice_values = True
+    writer = gevent.spawn(sender.send, payload)
+    return receiver, writer
+
+
+def test_a_splicing_channel_reads_a_big_value_into_its_own_buffer(channels):
+    from grpyc import brine
+    from grpyc.framing import Spliced
+
+    big = os.urandom(1_000_000)
+    payload = brine.dump((5, (1, big, "after")), b"\x02")
+    receiver, writer = _spliced_pair(channels, payload)
+    receiver.fill()
+    while (frame := receiver.next_buffered()) is None:
+        receiver.fill()
+    writer.get(timeout=10)
+    assert type(frame) is Spliced
+    assert frame.value == big and frame.whole() == payload
+    assert len(frame) + len(frame.value) == len(payload)
+
+
+def test_recv_returns_a_spliced_payload_whole(channels):
+    payload = b"\x02" + bytes([0x0F]) + (600_000).to_bytes(4, "big") + os.urandom(600_000)
+    receiver, writer = _spliced_pair(channels, payload)
+    assert receiver.recv() == payload
+    writer.get(timeout=10)
+
+
+def test_no_splice_on_compressed_frames(channels):
+    sender, receiver = channels
+    sender.compress = True
+    payload = b"\x02\x0f" + (len(TEXT) * 4).to_bytes(4, "big") + TEXT * 4
+    receiver, writer = _spliced_pair(channels, payload)
+    assert receiver.next_buffered() is None
+    receiver.fill()
+    while (frame := receiver.next_buffered()) is None:
+        receiver.fill()
+    writer.get(timeout=10)
+    assert type(frame) is bytes and frame == payload
+
+
+def test_no_splice_with_thread_ids(thread_id_channels):
+    sender, receiver = thread_id_channels
+    receiver.splice_values = True
+    payload = b"\x02\x0f" + (600_000).to_bytes(4, "big") + os.urandom(600_000)
+    writer = gevent.spawn(sender.send, payload, ids=(THREAD_A, THREAD_B))
+    receiver.fill()
+    while (frame := receiver.next_buffered()) is None:
+        receiver.fill()
+    writer.get(timeout=10)
+    assert type(frame) is bytes and frame == payload

@@ -16,6 +16,7 @@ from grpyc import brine, consts
 from tests.hostile.conftest import (
     L,
     R,
+    T,
     V,
     assert_serves,
     boxed,
@@ -410,3 +411,30 @@ def test_configured_frame_limits_are_enforced(make_server, raw_peers, caplog):
     packed = zlib.compress(bytes(16384))
     peer.send(frame(packed, compressed=True))
     assert_closed_for(peer, caplog, "inflates past max_decompressed_size=8192")
+
+
+# ----------------------------------------------------- big values, spliced
+@pytest.mark.parametrize("claimed", [MIB, 2 * MIB, 3 * MIB])
+def test_decoy_value_headers_in_a_big_frame_change_nothing(server, raw_peers, claimed):
+    # The server guesses from a big frame's first bytes where a big value
+    # starts, to read it into its own buffer. A small value that looks like
+    # such a header (tag 0x0f, a length that fits) must not change what is
+    # decoded: the guess is checked, and the bytes put back.
+    peer = raw_peers(server.port)
+    big = random.Random(claimed).randbytes(2 * MIB)
+    decoy = b"\x0f" + struct.pack("!L", claimed) + b"!"
+    sent = (T, ((V, decoy), (V, big), (V, "tail")))
+    message = peer.call(5, consts.HANDLE_PING, boxed(sent), timeout=20)
+    assert message is not None and message[0] == consts.MSG_REPLY
+    assert message[2] == (V, (decoy, big, "tail"))  # ping answers with the value
+    assert_serves(server.port)
+
+
+def test_a_big_frame_cut_short_inside_its_value_closes(server, raw_peers, caplog):
+    peer = raw_peers(server.port)
+    payload = request(5, consts.HANDLE_PING, boxed((V, bytes(MIB))))
+    # The frame says the payload is what it is, but the value's length says more.
+    lying = payload.replace(struct.pack("!L", MIB), struct.pack("!L", MIB + 10), 1)
+    peer.send(frame(lying))
+    assert_closed_for(peer, caplog, "undecodable message")
+    assert_serves(server.port)

@@ -205,3 +205,47 @@ def test_grpyc_server_closes_rpyc_client(grpyc_server):
         return "open"
 
     assert in_os_thread(closed_seen, conn) == "eof"
+
+
+# ------------------------------------------- big values, both ways (S4 path)
+def _big_values():
+    rng = __import__("random").Random(4)
+    big = rng.randbytes(3 * 1024 * 1024 + 7)
+    text = "grpyc é " * 60_000  # 540 KB of UTF-8, not ASCII
+    return big, text
+
+
+def _big_value_probe(conn):
+    """What a connection makes of big bytes and str values, sent and received."""
+    big, text = _big_values()
+    root = conn.root
+    return (
+        root.echo(big) == big,
+        root.echo(text) == text,
+        # A big value inside a tuple, with items after it (the cut is mid-message).
+        root.echo((1, big, "after", (2, text))) == (1, big, "after", (2, text)),
+        # The server calls back with a big argument: a big request to the client.
+        root.call(lambda data: len(data), big) == len(big),
+        root.call(lambda data: data[::-1], big) == big[::-1],
+        root.echo(big[: 64 * 1024]) == big[: 64 * 1024],
+    )
+
+
+def test_big_values_cross_both_ways_as_between_stock_peers(rpyc_server, grpyc_server):
+    def stock_client(port):
+        conn = rpyc.connect("127.0.0.1", port)
+        try:
+            return _big_value_probe(conn)
+        finally:
+            conn.close()
+
+    stock_to_stock = in_os_thread(stock_client, rpyc_server, timeout=60)
+    stock_to_grpyc = in_os_thread(stock_client, grpyc_server.port, timeout=60)
+    conn = grpyc.factory.connect("127.0.0.1", rpyc_server)
+    try:
+        grpyc_to_stock = _big_value_probe(conn)
+    finally:
+        conn.close()
+    assert stock_to_stock == (True,) * 6
+    assert stock_to_grpyc == stock_to_stock
+    assert grpyc_to_stock == stock_to_stock
