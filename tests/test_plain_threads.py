@@ -143,3 +143,16 @@ def test_spawn_starts_a_thread_that_runs_while_the_caller_sleeps(stock_port):
     results = run_everywhere("spawn_thread", stock_port)
     assert results[("stock", "plain")] == {"ran": True, "is_alive_attr": True}
     assert_same_as_stock(results)
+
+
+def test_big_values_from_plain_threads(stock_port):
+    # Megabytes sent (as pieces of a vectored write) and received (read into
+    # their own buffer) on the plain-threads runtime, against a stock server.
+    results = run_everywhere("big_values", stock_port)
+    assert results[("stock", "plain")] == {
+        "add": True,
+        "callback": True,
+        "text": True,
+        "threads": 4,
+    }
+    assert_same_as_stock(results)

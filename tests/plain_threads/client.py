@@ -203,6 +203,31 @@ def spawn_thread():
     return {"ran": ran.is_set(), "is_alive_attr": hasattr(thread, "is_alive")}
 
 
+def big_values():
+    """Megabytes each way, from one thread and from four at once."""
+    conn = connect()
+    big = bytes(range(256)) * 4096 * 3  # 3 MiB
+    results = {
+        "add": conn.root.add(big, b"!") == big + b"!",
+        "callback": conn.root.call(lambda data: data[::-1], big) == big[::-1],
+        "text": conn.root.add("é" * 300_000, "") == "é" * 300_000,
+    }
+    same = []
+
+    def worker(index):
+        data = bytes([index]) * (1 << 20)
+        same.append(conn.root.add(data, bytes([index])) == data + bytes([index]))
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results["threads"] = sum(same)
+    conn.close()
+    return results
+
+
 SCENARIOS = {
     "stale_clock": stale_clock,
     "threads_8x20": lambda: threads_share(8, 20, False),
@@ -215,6 +240,7 @@ SCENARIOS = {
     "serve_and_poll": serve_and_poll,
     "close_in_callback": close_in_callback,
     "spawn_thread": spawn_thread,
+    "big_values": big_values,
 }
 
 if __name__ == "__main__":
