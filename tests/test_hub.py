@@ -11,6 +11,7 @@ import pytest
 from grpyc._writer import Writer
 from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
+from tests.services import TestService
 from tests.test_protocol import outcome_of
 
 
@@ -380,3 +381,42 @@ def test_a_caller_handles_at_most_one_batch_behind_its_reply():
     finally:
         hub.shutdown(EOFError("done"))
         peer.close()
+
+
+class _TraceProbe(TestService):
+    def exposed_tracing(self):
+        import greenlet
+
+        return greenlet.gettrace() is not None
+
+
+def test_the_switch_tracer_is_set_only_while_a_request_runs_inline(make_pair):
+    # A greenlet trace function costs every switch of the thread a Python
+    # call: it is there while the reader runs a request inline, not between.
+    import greenlet
+
+    _server, client = make_pair(server_service=_TraceProbe())
+    assert client.root.tracing() is True
+    assert client.root.echo(1) == 1
+    assert greenlet.gettrace() is None
+
+
+def test_switch_watch_chains_to_a_tracer_found_and_puts_it_back():
+    import greenlet
+
+    from grpyc._switchwatch import SwitchWatch
+
+    seen, left = [], []
+    foreign = lambda event, args: seen.append(event)  # noqa: E731
+    previous = greenlet.settrace(foreign)
+    try:
+        watch = SwitchWatch()
+        glet = gevent.spawn(gevent.sleep, 0)
+        watch.watch(glet, left.append)
+        assert greenlet.gettrace() is not foreign
+        glet.join()
+        assert left == [glet] and seen
+        assert watch.unwatch(glet) is False  # it left, and was reported
+        assert greenlet.gettrace() is foreign
+    finally:
+        greenlet.settrace(previous)
