@@ -62,6 +62,8 @@ class WatchedChannel(Channel):
     def _saw(self, payload: bytes | None) -> None:
         if payload is not None and not self.saw_frame:
             self.saw_frame = True
+            # From now on the reader calls Channel's own method (twice a call).
+            self.next_buffered = super().next_buffered  # type: ignore[method-assign]
             self._settle()
 
     def close(self) -> None:
