@@ -1,10 +1,12 @@
 """The suite's parent process: start, pin, time and stop every child, then report.
 
 Every server and client runs in a child process pinned with
-``sched_setaffinity``. S1, S2, S5 and S6 run in rounds: each target keeps
-one server child and one client child (`Worker`) that runs one repetition
-per command, and each round asks every target in turn, so that whatever
-else the machine does meanwhile weighs on all targets alike. S3 and S4 get
+``sched_setaffinity``. S1, S2, S5 and S6 run in rounds: in each round every
+target in turn gets a fresh server child and client child (`Worker`) for
+one repetition, so that whatever else the machine does meanwhile weighs on
+all targets alike, and the median is over several pairs of processes (on
+a VM the same code runs up to ~20 % faster or slower from one pair to the
+next, for a pair's whole life). S3 and S4 get
 fresh children for every repetition (S3: the server's memory from a clean
 start; S4: the client's peak memory). Every child is stopped in a
 ``finally`` (terminate, then kill after a timeout) and also dies with this
@@ -322,6 +324,10 @@ def _run_rounds(scenario, workers, cpus, args, sink, log):
             log(f"{scenario:<10} {target:<14} round {round_index + 1}: "
                 f"{time.monotonic() - step:5.1f} s")  # fmt: skip
             sink(target, scenario, outcome)
+        # The next round runs in new processes: a pair's speed is luck.
+        for worker in workers.values():
+            worker.close()
+        workers.clear()
 
 
 # ---------------------------------------------------------------- the run
