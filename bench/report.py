@@ -281,7 +281,7 @@ def render_markdown(run, chart_name):
         f"{', '.join(f'{n:,}' for n in meta['s3_counts'])} connections, "
         f"{meta['s3_reps']} fresh-process repetition(s) per count up to 2,000, 1 above"
         + ("" if meta.get("s3_large_on_all") else ", above 2,000 only on grpyc and the floor")
-        + f"; S4 {meta['s3_reps']} fresh-process repetition(s) per size.",
+        + f"; S4 {meta.get('s4_reps', meta['s3_reps'])} fresh-process repetition(s) per size.",
         "",
         f"Each cell: median (min{DASH}max) over the repetitions. "
         "↑ higher is better, ↓ lower is better.",

@@ -78,8 +78,13 @@ def parse_args(argv):
         "--s3-reps",
         type=int,
         default=None,
-        help="fresh-process repetitions per S3 count up to 2,000 (larger counts: 1) "
-        "and per S4 payload size",
+        help="fresh-process repetitions per S3 count up to 2,000 (larger counts: 1)",
+    )
+    parser.add_argument(
+        "--s4-reps",
+        type=int,
+        default=None,
+        help="fresh pairs of processes per S4 payload size (default 5; --quick: 1)",
     )
     parser.add_argument(
         "--s3-10k-all",
@@ -107,6 +112,7 @@ def parse_args(argv):
     s3_counts = args.s3 or ("200" if args.quick else "2000,10000")
     args.s3_counts = [int(n) for n in s3_counts.split(",")]
     args.s3_reps = args.s3_reps or (1 if args.quick else 3)
+    args.s4_reps = args.s4_reps or (1 if args.quick else 5)
     if args.out is None:
         # Only a full run replaces the committed results: a partial one must
         # not overwrite them (a --baseline run did, once).
@@ -400,7 +406,7 @@ def _loadavg():
 def _repetitions(scenario, target, args):
     """``(count, rep)`` of each pair of children: S3 per count and rep, S4 per size and rep.
 
-    S4 runs ``--s3-reps`` pairs per size too: its rate depends on the pair
+    S4 runs ``--s4-reps`` pairs per size: its rate depends on the pair
     (on this kind of VM the same code gave 658-1,123 MiB/s from one pair of
     processes to the next, with no page faults), so one pair is luck.
 
@@ -415,7 +421,7 @@ def _repetitions(scenario, target, args):
             if count <= LARGE_S3 or args.s3_10k_all or target in LARGE_S3_TARGETS
             for rep in range(args.s3_reps if count <= LARGE_S3 else 1)
         ]
-    return [(size, rep) for size in (1, 16) for rep in range(args.s3_reps)]
+    return [(size, rep) for size in (1, 16) for rep in range(args.s4_reps)]
 
 
 def _collect_problems(target, label, outcome, notes, errors):
@@ -462,6 +468,7 @@ def machine_info(args, cpus, wall):
         "duration": args.duration,
         "s3_counts": args.s3_counts,
         "s3_reps": args.s3_reps,
+        "s4_reps": args.s4_reps,
         "s3_large_on_all": args.s3_10k_all,
         "quick": args.quick,
     }
