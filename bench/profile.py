@@ -1,6 +1,6 @@
 """Where the time goes: one scenario of one target, profiled in client and server.
 
-    python -m bench.profile S1 [--target grpyc] [--cprofile] [--split-cpus] [--out DIR]
+    python -m bench.profile S1 [--target grpyc] [--cprofile | --native] [--split-cpus] [--out DIR]
 
 Starts the target's server child and client child exactly as the suite
 does (pinned, same CPU unless ``--split-cpus``) and profiles both for the
@@ -12,6 +12,11 @@ client's whole run, then prints for each side the functions that cost most.
   py-spy``) and the right to ptrace the children. On one CPU a sample in
   ``send`` often means "preempted by the peer it just woke": use
   ``--split-cpus`` to see each side's own CPU.
+- ``--native``: py-spy with native frames (slower sampling: it stops the
+  process per sample), then also the busy samples (not waiting in epoll or
+  a lock) by the module of their innermost Python frame: where each side's
+  CPU goes, C time included (a greenlet switch counts for the Python code
+  that switched). Use it with ``--split-cpus``.
 - ``--cprofile``: both children run under cProfile (``BENCH_CPROFILE``);
   the top functions by own time, with call counts per scenario call.
 
@@ -32,11 +37,37 @@ from pathlib import Path
 from bench.run import _child_cwd, _child_env, _start_server, _stop, choose_cpus
 
 
-def _spy(pid, path, rate):
+def _spy(pid, path, rate, native=False):
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
-    cmd += ["--nonblocking", "--output", str(path)]
+    # --native needs py-spy to stop the process for each sample.
+    cmd += ["--native"] if native else ["--nonblocking"]
+    cmd += ["--output", str(path)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# A sample whose stack holds one of these waits: the process was not busy.
+_IDLE_MARKS = ("epoll_wait", "PyThread_acquire_lock", "pthread_cond", "_find_and_load")
+
+
+def summarize_modules(path, top):
+    """``(busy samples, [(%, module)])``: busy samples by the module of their
+    innermost Python frame (native frames count for the Python code that
+    called them); samples waiting in epoll or a lock, and imports, left out."""
+    by_module = collections.Counter()
+    busy = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or any(mark in stack for mark in _IDLE_MARKS):
+            continue
+        frames = [f for f in stack.split(";") if ".py:" in f]
+        if not frames:
+            continue
+        busy += int(count)
+        # package/module: gevent/hub.py and grpyc/hub.py are different modules.
+        where = frames[-1].rpartition(" (")[2].split(":", 1)[0]
+        by_module["/".join(where.split("/")[-2:])] += int(count)
+    return busy, [(100.0 * n / max(busy, 1), name) for name, n in by_module.most_common(top)]
 
 
 def _frame_name(frame):
@@ -84,6 +115,11 @@ def main(argv=None):
     parser.add_argument("--split-cpus", action="store_true")
     parser.add_argument("--out", default=None, help="keep the raw stacks here")
     parser.add_argument("--cprofile", action="store_true", help="cProfile instead of py-spy")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy with native frames (C, Cython) and busy CPU by module",
+    )
     args = parser.parse_args(argv)
     count = args.count or {"S3": 2000, "S4": 16}.get(args.scenario, 0)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-profile-"))
@@ -110,8 +146,8 @@ def main(argv=None):
             )
             if not args.cprofile:
                 spies = [
-                    _spy(server.pid, out / "server.txt", args.rate),
-                    _spy(client.pid, out / "client.txt", args.rate),
+                    _spy(server.pid, out / "server.txt", args.rate, args.native),
+                    _spy(client.pid, out / "client.txt", args.rate, args.native),
                 ]
             result, _ = client.communicate(timeout=600)
         finally:
@@ -125,6 +161,8 @@ def main(argv=None):
             _print_pstats(side, out / f"{side}.pstats", args.top)
         else:
             _print_side(side, out / f"{side}.txt", args.top)
+            if args.native:
+                _print_modules(side, out / f"{side}.txt", args.top)
     print(f"\nraw stacks in {out}")
     return 0
 
@@ -149,6 +187,15 @@ def _print_side(side, path, top):
     print(f"{'self %':>7}  {'function':<50} {'total %':>7}  function")
     for (own_pct, own_name), (total_pct, total_name) in zip(own, total, strict=False):
         print(f"{own_pct:7.1f}  {own_name[:50]:<50} {total_pct:7.1f}  {total_name}")
+
+
+def _print_modules(side, path, top):
+    if not os.path.exists(path):
+        return
+    busy, rows = summarize_modules(path, top)
+    print(f"\n== {side}: {busy} busy samples by module (% of them) ==")
+    for pct, module in rows:
+        print(f"{pct:7.1f}  {module}")
 
 
 def _print_pstats(side, path, top):
