@@ -194,3 +194,23 @@ def test_baseline_targets_import_the_baseline_grpyc(tmp_path, monkeypatch):
         )
         seen[target] = done.stdout.strip()
     assert seen == {"grpyc-base": "baseline", "grpyc": "this checkout"}
+
+
+def test_profile_counts_busy_samples_by_module(tmp_path):
+    from bench.profile import summarize_modules
+
+    raw = tmp_path / "server.txt"
+    raw.write_text(
+        "process 1;thread 2;run (/x/gevent/hub.py:647);epoll_wait (libc.so.6) 50\n"
+        "process 1;thread 2;_lead (/x/grpyc/hub.py:292);send (libc.so.6) 30\n"
+        "process 1;thread 2;_lead (/x/grpyc/hub.py:292);decode (/x/grpyc/_brine_decode.py:9) 10\n"
+        "process 1;thread 3;acquire (threading.py:1);PyThread_acquire_lock_timed (libc) 40\n"
+        "process 1;thread 2;run (/x/gevent/hub.py:647);ev_run (corecext.so) 10\n"
+    )
+    busy, rows = summarize_modules(raw, 10)
+    assert busy == 50  # the epoll wait and the idle thread are left out
+    assert rows == [
+        (60.0, "grpyc/hub.py"),
+        (20.0, "grpyc/_brine_decode.py"),
+        (20.0, "gevent/hub.py"),
+    ]
