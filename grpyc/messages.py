@@ -40,15 +40,18 @@ class PingError(Exception):
     """The exception raised should `Connection.ping` fail. RPyC-compatible."""
 
 
-# A message with a big bytes or str value is `Pieces`, so the value is not
-# copied on the way to the socket (see `brine.dump_pieces`).
 def encode_request(seq: int, handler: int, boxed_args: Any) -> Payload:
-    data = brine.dump_pieces((seq, (handler, boxed_args)), _REQUEST_PREFIX)
-    return Pieces(data) if isinstance(data, list) else data
+    return _encode((seq, (handler, boxed_args)), _REQUEST_PREFIX)
 
 
 def encode_reply(seq: int, boxed: Any) -> Payload:
-    data = brine.dump_pieces((seq, boxed), _REPLY_PREFIX)
+    return _encode((seq, boxed), _REPLY_PREFIX)
+
+
+def _encode(message: tuple[int, Any], prefix: bytes) -> Payload:
+    # A message with a big bytes or str value is `Pieces`, so the value is not
+    # copied on the way to the socket (see `brine.dump_pieces`).
+    data = brine.dump_pieces(message, prefix)
     return Pieces(data) if isinstance(data, list) else data
 
 
