@@ -78,9 +78,14 @@ def test_small_frames_queued_while_writing_are_coalesced(make_hub, monkeypatch):
     hub.shutdown(EOFError("done"))
 
 
-def test_peer_that_never_reads_is_dropped_at_the_send_buffer_limit(make_hub):
+@pytest.mark.parametrize("pieces", [False, True], ids=["bytes", "pieces"])
+def test_peer_that_never_reads_is_dropped_at_the_send_buffer_limit(make_hub, pieces):
+    from grpyc.framing import Pieces
+
     hub, peer, _, closed = make_hub(max_send_buffer=256 * 1024)
     chunk = b"\x01" + b"x" * (64 * 1024)
+    if pieces:  # a message with a big value counts its full size, not its buffer count
+        chunk = Pieces([b"\x01", b"x" * (64 * 1024)])
     writer = gevent.spawn(outcome_of, lambda: [hub.send(chunk) for _ in range(1000)])
     deadline = time.monotonic() + 5
     while not hub.closed and time.monotonic() < deadline:
