@@ -19,6 +19,7 @@ thread blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import socket
 import ssl as plain_ssl
@@ -120,6 +121,19 @@ def _cooperative(sock: Any) -> Any:
     adopted = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     adopted.settimeout(timeout)
     return adopted
+
+
+def _raw_socket(sock: Any) -> Any:
+    """The non-blocking OS socket inside a plain gevent socket (not TLS), else None.
+
+    Reads and writes try it first and leave waiting to gevent's wrapper.
+    """
+    if type(sock) is not gsocket.socket:
+        return None
+    raw = getattr(sock, "_sock", None)
+    if not isinstance(raw, _socket.socket) or raw.gettimeout() != 0.0:
+        return None
+    return raw
 
 
 def _plain(sock: Any) -> Any:
@@ -260,6 +274,16 @@ class SocketStream(Stream):
         if nodelay and is_tcp(self.sock):
             set_nodelay(self.sock)
 
+    @property
+    def sock(self) -> Any:
+        """The socket. RPyC-compatible."""
+        return self._sock
+
+    @sock.setter
+    def sock(self, sock: Any) -> None:
+        self._sock = sock
+        self._raw = _raw_socket(sock)
+
     @classmethod
     def connect(
         cls,
@@ -350,8 +374,23 @@ class SocketStream(Stream):
         return int(self.sock.fileno())
 
     def read_some(self, max_count: int) -> bytes:
-        data: bytes = self._receive(self.sock.recv, max_count)
-        return data
+        raw = self._raw
+        if raw is not None and not self._closed:
+            # gevent's recv() is a Python frame around this same call; it
+            # only earns its keep when nothing is there (it waits in the hub).
+            try:
+                data: bytes = raw.recv(max_count)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            else:
+                if not data:
+                    self.close()
+                    raise EOFError(f"{self._KIND} closed by peer")
+                return data
+        received: bytes = self._receive(self._sock.recv, max_count)
+        return received
 
     def read_into(self, buffer: memoryview) -> int:
         count: int = self._receive(self.sock.recv_into, buffer)
@@ -366,15 +405,26 @@ class SocketStream(Stream):
             raise EOFError("stream has been closed")
         try:
             # One plain send() usually takes it all; gevent's sendall() costs
-            # a getsockopt() and its chunking on every call.
-            sent = self.sock.send(data)
+            # a getsockopt() and its chunking on every call, and its send()
+            # a Python frame around the OS socket's.
+            raw = self._raw
+            if raw is None:
+                sent = self._sock.send(data)
+            else:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0  # the socket is full: gevent's sendall() waits for room
             if sent < len(data):
-                self.sock.sendall(memoryview(data)[sent:])
+                self._sock.sendall(memoryview(data)[sent:])
         except OSError as exc:
             raise self._broken(exc) from exc
 
     def write_buffers(self, buffers: Sequence[BytesLike]) -> None:
-        if not self._vectored or len(buffers) == 1:
+        if len(buffers) == 1:
+            self.write(buffers[0])
+            return
+        if not self._vectored:
             for data in buffers:
                 self.write(data)
             return

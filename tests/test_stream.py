@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import gevent
@@ -187,6 +188,70 @@ def test_close_wakes_a_blocked_reader(pair):
     gevent.sleep(0)  # let the reader block in recv
     b.close()
     assert reader.get(timeout=5) != "no error"
+
+
+def test_read_some_waits_in_the_hub_until_bytes_come(pair):
+    a, b = pair
+    reader = gevent.spawn(b.read_some, 100)
+    gevent.sleep(0)  # the reader found nothing and waits
+    assert not reader.ready()
+    a.write(b"late")
+    assert reader.get(timeout=5) == b"late"
+
+
+def test_an_owners_socket_timeout_does_not_end_a_read(pair):
+    a, b = pair
+    b.sock.settimeout(0.01)
+    reader = gevent.spawn(b.read_some, 100)
+    gevent.sleep(0.05)  # several timeouts pass while nothing comes
+    assert not reader.ready()
+    a.write(b"late")
+    assert reader.get(timeout=5) == b"late"
+
+
+def test_write_to_a_full_socket_waits_for_room(pair):
+    a, b = pair
+    filler = 0
+    while True:  # fill the socket buffers without waiting
+        try:
+            filler += a.sock._sock.send(b"f" * 65536)
+        except BlockingIOError:
+            break
+        assert filler < 1 << 30
+    writer = gevent.spawn(a.write, b"tail")
+    gevent.sleep(0)
+    assert not writer.ready()  # no room: it waits, it does not fail or drop bytes
+    assert b.read(filler + 4) == b"f" * filler + b"tail"
+    writer.get(timeout=5)
+
+
+def test_only_plain_gevent_sockets_are_read_past_gevents_wrapper(pair, tmp_path):
+    a, _ = pair
+    assert a._raw is a.sock._sock
+    a.sock = a.sock  # a new socket gets looked at again
+    assert a._raw is a.sock._sock
+    left, right = stdlib_socket.socketpair()
+    with left, right:
+        plain = _plain_stream(left)
+        assert plain._raw is None  # a blocking socket of a thread outside gevent
+    pki = make_pki(tmp_path)
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(pki.ca_cert))
+    tls_left, tls_right = socket.socketpair()
+    with tls_right:
+        wrapped = context.wrap_socket(tls_left, do_handshake_on_connect=False, server_hostname="x")
+        tls = SocketStream(wrapped)
+        assert tls._raw is None  # encrypted bytes must go through the TLS layer
+        tls.close()
+
+
+def _plain_stream(sock):
+    """A SocketStream made in an OS thread that does not use gevent."""
+    made = []
+    thread = threading.Thread(target=lambda: made.append(SocketStream(sock)))
+    thread.start()
+    thread.join(5)
+    return made[0]
 
 
 def test_context_manager_closes(pair):
