@@ -86,9 +86,13 @@ class Writer:
 
         May block the calling greenlet while the socket is full.
         """
-        self.enqueue(payload)
-        if not self.writing and not self._held and self._cork_owner is not getcurrent():
+        if self.writing or self._held or self._cork_owner is getcurrent():
+            self.enqueue(payload)
+        elif self._outbox or self._deferred_bytes:
+            self.enqueue(payload)
             self.flush()
+        else:
+            self._drain([payload])  # nothing waits: no queue round trip
 
     def cork(self, owner: Any) -> None:
         """Queue `owner`'s frames until `uncork`: a reader answering a batch of
@@ -205,13 +209,19 @@ class Writer:
 
     def flush(self) -> None:
         """Write queued frames until none are left; runs in one greenlet at a time."""
+        self._drain(None)
+
+    def _drain(self, frames: list[Payload] | None) -> None:
+        # Writes `frames` (if any), then whatever was queued meanwhile.
         self.writing = True
         try:
             while not self.closed:
-                frames = self._collect_frames()
-                if not frames:
-                    break
+                if frames is None:
+                    frames = self._collect_frames()
+                    if not frames:
+                        break
                 self._write_frames(frames)
+                frames = None
         except (EOFError, OSError) as exc:
             self._fail(EOFError(f"connection lost while writing: {exc}"))
         except BaseException as exc:
@@ -236,8 +246,11 @@ class Writer:
         return frames
 
     def _write_frames(self, frames: list[Payload]) -> None:
+        if len(frames) == 1:
+            self._channel.send(frames[0])
+            return
         send_many = getattr(self._channel, "send_many", None)
-        if send_many is not None and len(frames) > 1:
+        if send_many is not None:
             send_many(frames)
             return
         for frame in frames:

@@ -219,7 +219,10 @@ class Channel:
             ValueError: ``ids`` missing, out of range, or given without
                 ``thread_ids``.
         """
-        self.stream.write_buffers(self._encode(data, ids))
+        if ids is None and not self.thread_ids:  # `_encode` inlined: once per frame sent
+            self.stream.write_buffers(encode_frame(data, self._compress))
+        else:
+            self.stream.write_buffers(self._encode(data, ids))
 
     def send_many(
         self, payloads: Sequence[Payload], ids: Sequence[ThreadIds] | None = None
