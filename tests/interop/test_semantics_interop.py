@@ -244,3 +244,43 @@ def test_thread_local_state_across_connections_is_as_semantics_md_says(patching)
     assert seen["stock"] == ["first", "None"]
     expected_grpyc = ["first", "first"] if patching == "unpatched" else ["first", "None"]
     assert seen["grpyc"] == expected_grpyc
+
+
+def call_shape_probes(conn):
+    """CALL and CALLATTR requests with every shape of kwargs a peer may send."""
+    consts = rpyc.core.consts
+    holder = conn.root.holder()
+    shapes = {
+        "no kwargs": (),
+        "kwargs None": None,
+        "kwargs pairs": (("unexpected", 1),),
+        "kwargs not pairs": (1, 2),
+        "kwargs a proxied empty dict": {},
+        "kwargs a proxied dict": {"unexpected": 1},
+    }
+    probes = {}
+    for name, kwargs in shapes.items():
+        probes[f"CALL {name}"] = outcome(
+            lambda kwargs=kwargs: conn.sync_request(consts.HANDLE_CALL, holder.method, (), kwargs)
+        )
+        probes[f"CALLATTR {name}"] = outcome(
+            lambda kwargs=kwargs: conn.sync_request(
+                consts.HANDLE_CALLATTR, holder, "method", (), kwargs
+            )
+        )
+    return probes
+
+
+@pytest.mark.parametrize("client", ["stock", "grpyc"])
+def test_call_requests_take_kwargs_as_stock_does(servers, client):
+    """The handlers' fast path for calls without keywords answers as stock rpyc does."""
+    found = {}
+    for server in ("stock", "grpyc"):
+        conn = connect(client, servers[server])
+        try:
+            found[server] = call_shape_probes(conn)
+        finally:
+            conn.close()
+    assert found["grpyc"] == found["stock"]
+    assert found["stock"]["CALL no kwargs"] == ("value", 7)
+    assert found["stock"]["CALL kwargs pairs"] == ("raises", "TypeError")
