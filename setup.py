@@ -69,7 +69,11 @@ class OptionalBuildExt(build_ext):
             target_dir = path.parent
             name = ext.name.rpartition(".")[2]
             if path.exists():
+                # As grpyc._accel.module_source: the .py, then its .pxd if any.
                 source = (PACKAGE / f"{name}.py").read_bytes()
+                declarations = PACKAGE / f"{name}.pxd"
+                if declarations.exists():
+                    source += declarations.read_bytes()
                 built[name] = hashlib.sha256(source).hexdigest()
         if target_dir is not None:
             target_dir.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@ win instead:
 
 - ``GRPYC_PURE_PYTHON`` is set (to anything but ``""`` or ``"0"``): every
   module runs from its source, as on a machine without a compiler;
-- a source changed since its extension was built (an editable install
-  being edited): that module runs from its source, so a stale extension
-  never hides an edit.
+- a source (its ``.py`` file, or the ``.pxd`` typing it) changed since its
+  extension was built (an editable install being edited): that module runs
+  from its source, so a stale extension never hides an edit.
 
 The build records a digest of each compiled source in `MANIFEST_NAME`;
 no manifest means no extension is trusted.
@@ -35,6 +35,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PURE_PYTHON_VARIABLE",
     "compiled_modules",
+    "module_source",
     "source_digest",
     "source_path",
 ]
@@ -53,6 +54,7 @@ __all__ = [
 # hooks, introspection).
 ACCELERATED: Final = (
     "_brine_decode",
+    "_brine_small",
     "_brine_encode",
     "_brine_limits",
     "brine",
@@ -66,8 +68,18 @@ _PACKAGE: Final = "grpyc"
 
 
 def source_digest(source: bytes) -> str:
-    """The digest the build records for a module's source."""
+    """The digest the build records for a module's source (see `module_source`)."""
     return hashlib.sha256(source).hexdigest()
+
+
+def module_source(package_dir: Path, name: str) -> bytes:
+    """What the build of module `name` compiles: its ``.py`` file, then the
+    ``.pxd`` beside it if there is one (the C types of a typed module)."""
+    source = (package_dir / f"{name}.py").read_bytes()
+    declarations = package_dir / f"{name}.pxd"
+    if declarations.exists():
+        source += declarations.read_bytes()
+    return source
 
 
 def source_path(module: ModuleType) -> Path:
@@ -127,9 +139,8 @@ def _sources_to_prefer(package_dir: Path) -> dict[str, Path]:
     digests = {} if pure else _built_digests(package_dir)
     preferred = {}
     for name in compiled:
-        source = package_dir / f"{name}.py"
-        if pure or digests.get(name) != source_digest(source.read_bytes()):
-            preferred[f"{_PACKAGE}.{name}"] = source
+        if pure or digests.get(name) != source_digest(module_source(package_dir, name)):
+            preferred[f"{_PACKAGE}.{name}"] = package_dir / f"{name}.py"
     return preferred
 
 

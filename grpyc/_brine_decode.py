@@ -58,17 +58,17 @@ from grpyc._brine_limits import (
     offset,
 )
 
-__all__ = ["UNMETERED", "decode"]
+__all__ = ["IMM_VALUES", "LONG_INT_DIGITS", "SINGLETONS", "UNMETERED", "decode"]
 
 # Items of a big container decoded between two charges for their slots.
 _CHUNK: Final = 1024
 # Ints longer than this (in chars) are parsed and measured apart.
-_LONG_INT_DIGITS: Final = 64
+LONG_INT_DIGITS: Final = 64
 
 # Values of the one-byte tags 0x00..0x06.
-_SINGLETONS: Final = (None, b"", (), True, False, NotImplemented, Ellipsis)
+SINGLETONS: Final = (None, b"", (), True, False, NotImplemented, Ellipsis)
 # Indexed by tag: the ints of the immediate tags 0x20..0xef, made once.
-_IMM_VALUES: Final[tuple[Any, ...]] = (None,) * TAG_IMM_FIRST + tuple(
+IMM_VALUES: Final[tuple[Any, ...]] = (None,) * TAG_IMM_FIRST + tuple(
     range(TAG_IMM_MIN, TAG_IMM_STOP)
 )
 _EMPTY_FROZENSET: Final[frozenset[Any]] = frozenset()
@@ -95,12 +95,12 @@ def _past_end(size: int, start: int, data: bytes) -> BrineError:
 
 
 def _load_imm(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> int:
-    value: int = _IMM_VALUES[tag]  # 0x20..0xef: the int tag - 0x50 (no cast(): a call)
+    value: int = IMM_VALUES[tag]  # 0x20..0xef: the int tag - 0x50 (no cast(): a call)
     return value
 
 
 def _load_singleton(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -> Any:
-    return _SINGLETONS[tag]  # None, b"", (), True, False, NotImplemented, Ellipsis
+    return SINGLETONS[tag]  # None, b"", (), True, False, NotImplemented, Ellipsis
 
 
 def _read_bytes(tag: int, cursor: Cursor, data: bytes, meter: Meter, base_size: int) -> bytes:
@@ -180,7 +180,7 @@ def _load_int(tag: int, cursor: Cursor, data: bytes, depth: int, meter: Meter) -
     end = start + size
     if end > len(data):
         raise _past_end(size, start, data)
-    if size > _LONG_INT_DIGITS:
+    if size > LONG_INT_DIGITS:
         return _load_long_int(start, end, cursor, data, meter)
     cursor.__setstate__(end)
     digits = data[start:end]
@@ -199,7 +199,7 @@ def _bad_digits(digits: bytes) -> BrineError:
 
 
 def _load_long_int(start: int, end: int, cursor: Cursor, data: bytes, meter: Meter) -> int:
-    """An int of more than _LONG_INT_DIGITS chars at data[start:end]."""
+    """An int of more than LONG_INT_DIGITS chars at data[start:end]."""
     size = end - start
     # Refused before parsing: int() of n digits takes time n*n. A sign is one
     # char more than the digits the limit counts.

@@ -53,6 +53,7 @@ from grpyc._brine_limits import (
     BrineError,
     Meter,
 )
+from grpyc._brine_small import SMALL_INPUT, decode_small
 
 __all__ = [
     "C16",
@@ -164,6 +165,10 @@ def load_measured(
             (the message names the estimate, the limit and the offset).
         TypeError: `data` is not bytes, bytearray or memoryview.
     """
+    if splice is None and type(data) is bytes and start >= 0 and len(data) - start <= SMALL_INPUT:
+        small = decode_small(data, start, max_depth)
+        if small is not None and (max_decoded_size is None or small[1] <= max_decoded_size):
+            return small
     meter = Meter(max_depth, max_decoded_size, max_frozenset_items, progress)
     if splice is not None:
         meter.splice_at, meter.splice_value = splice

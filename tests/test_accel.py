@@ -100,8 +100,16 @@ def test_without_the_manifest_no_extension_is_trusted(tmp_path):
 def test_the_manifest_records_the_digest_of_each_compiled_source():
     digests = json.loads((PACKAGE / _accel.MANIFEST_NAME).read_text(encoding="utf-8"))
     for name in BUILT:
-        source = (PACKAGE / f"{name}.py").read_bytes()
-        assert digests[name] == _accel.source_digest(source), name
+        assert digests[name] == _accel.source_digest(_accel.module_source(PACKAGE, name)), name
+
+
+@needs_build
+def test_an_edited_pxd_makes_its_module_run_from_source(tmp_path):
+    package = _copy_package(tmp_path)
+    with open(package / "_brine_small.pxd", "a", encoding="utf-8") as file:
+        file.write("\n# edited after the build\n")
+    compiled = _compiled_in_child(path=tmp_path)
+    assert compiled == [name for name in _accel.ACCELERATED if name != "_brine_small"]
 
 
 def test_source_path_names_the_py_file_of_compiled_and_pure_modules():

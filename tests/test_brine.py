@@ -224,12 +224,13 @@ def _imports(module):
 
 
 def test_brine_imports_nothing_but_the_standard_library_basics():
-    from grpyc import _brine_decode, _brine_encode, _brine_limits
+    from grpyc import _brine_decode, _brine_encode, _brine_limits, _brine_small
 
     basics = {"__future__", "collections.abc", "operator", "struct", "sys", "types", "typing"}
-    private = {"grpyc._brine_decode", "grpyc._brine_encode", "grpyc._brine_limits"}
+    private = {f"grpyc._brine_{part}" for part in ("decode", "encode", "limits", "small")}
     assert _imports(brine) <= basics | private
     assert _imports(_brine_decode) <= basics | {"grpyc._brine_encode", "grpyc._brine_limits"}
+    assert _imports(_brine_small) <= basics | private - {"grpyc._brine_small"}
     assert _imports(_brine_limits) <= basics | {"grpyc._brine_encode"}
     assert _imports(_brine_encode) <= basics
 
@@ -759,3 +760,103 @@ def test_a_spliced_value_counts_against_max_decoded_size():
     with pytest.raises(BrineError, match="max_decoded_size"):
         brine.load_measured(rest, max_decoded_size=100_000, splice=(at, cut))
     assert brine.load_measured(rest, max_decoded_size=400_000, splice=(at, cut))[0] == (1, BIG)
+
+
+# ------------------------------------------- small inputs: the one-pass decoder
+
+from grpyc._brine_decode import decode  # noqa: E402
+from grpyc._brine_limits import DEFAULT_MAX_FROZENSET_ITEMS, Meter  # noqa: E402
+from grpyc._brine_small import SMALL_INPUT, decode_small  # noqa: E402
+
+
+def full_decode(data, max_depth):
+    """`decode` through the handler table: ``(value, size)``, or the BrineError it raises."""
+    meter = Meter(max_depth, None, DEFAULT_MAX_FROZENSET_ITEMS, None)
+    try:
+        return decode(data, 0, meter), meter.size()
+    except BrineError as exc:
+        return exc
+
+
+def same_objects(a, b):
+    """Equal, with the same type at every level (1 == 1.0 == True would not do)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is tuple:
+        return len(a) == len(b) and all(map(same_objects, a, b))
+    return a == b
+
+
+def assert_small_agrees(data, max_depth):
+    small = decode_small(data, 0, max_depth)
+    full = full_decode(data, max_depth)
+    if small is None:
+        return False
+    assert not isinstance(full, BrineError), (data, small, full)
+    assert small[1] == full[1], data
+    assert same_objects(small[0], full[0]), (data, small, full)
+    return True
+
+
+SMALL_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**70), max_value=10**70),
+    st.integers(min_value=-300, max_value=300),
+    st.text(max_size=40),
+    st.binary(max_size=300),
+    st.floats(allow_nan=False),
+    st.just(...),
+    st.just(NotImplemented),
+)
+SMALL_VALUES = st.recursive(
+    SMALL_SCALARS, lambda children: st.lists(children, max_size=6).map(tuple), max_leaves=40
+)
+# Tuples around the one-byte count (tag 0x14 holds up to 255 items).
+LONG_TUPLES = st.integers(min_value=5, max_value=300).map(lambda n: tuple(range(n)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(SMALL_VALUES | LONG_TUPLES, st.sampled_from([0, 1, 2, 5, 32, 64]))
+def test_the_one_pass_decoder_agrees_with_the_table(value, max_depth):
+    data = dump(value)
+    if len(data) <= SMALL_INPUT:
+        assert_small_agrees(data, max_depth)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(min_size=1, max_size=80), st.sampled_from([1, 3, 32]))
+def test_the_one_pass_decoder_leaves_every_invalid_input_to_the_table(data, max_depth):
+    assert_small_agrees(data, max_depth)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SMALL_VALUES, st.data())
+def test_a_damaged_encoding_is_never_taken_for_another_value(value, draw):
+    data = bytearray(dump(value))
+    index = draw.draw(st.integers(min_value=0, max_value=len(data) - 1))
+    data[index] = draw.draw(st.integers(min_value=0, max_value=255))
+    cut = draw.draw(st.integers(min_value=1, max_value=len(data)))
+    assert_small_agrees(bytes(data[:cut]), 32)
+
+
+def test_rpc_messages_take_the_one_pass_decoder():
+    message = (8, (2, ((4, ("mod.Cls", 140234, 140567)), (1, "echo"), (2, ((1, 42),)), (2, ()))))
+    assert assert_small_agrees(dump(message), DEFAULT_MAX_DEPTH)
+    for common in ((), (1, "x", b"yz", None, True), (-5, 257, 10**20, "é" * 9), ((((1,),),),)):
+        assert assert_small_agrees(dump(common), DEFAULT_MAX_DEPTH)
+
+
+def test_the_one_pass_decoder_leaves_what_it_does_not_take():
+    for value in (1.5, 3j, frozenset({1}), slice(1, 2), 10**70, "x" * 300, b"y" * 300):
+        assert decode_small(dump((1, value)), 0, DEFAULT_MAX_DEPTH) is None
+    assert decode_small(dump(((((1,),),),)), 0, 3) is None  # too deep: the table raises
+
+
+def test_small_inputs_keep_max_decoded_size_exact():
+    encoded = dump((1000, "name", b"bytes!"))
+    value, size = brine.load_measured(encoded)
+    assert decode_small(encoded, 0, DEFAULT_MAX_DEPTH) == (value, size)
+    assert brine.load_measured(encoded, max_decoded_size=size) == (value, size)
+    with pytest.raises(BrineError, match=f"exceeds max_decoded_size={size - 1}"):
+        brine.load_measured(encoded, max_decoded_size=size - 1)
