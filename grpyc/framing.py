@@ -80,6 +80,7 @@ _INFLATE_INPUT_STEP = 64 * 1024
 _JOIN_LIMIT = 16 * 1024
 
 _MESSAGE_TYPES = frozenset((MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION))
+_COMPRESS_MODES = (True, False, "auto")
 # RPyC 5.x sends brine (msg, seq, args): tag 0x12 is a brine 3-tuple.
 _BRINE_TUPLE3 = 0x12
 # rpyc's bind_threads framing puts two unsigned 8-byte big-endian thread ids
@@ -167,7 +168,7 @@ def check_limit(name: str, value: int) -> int:
 
 def check_compress_mode(compress: CompressMode) -> CompressMode:
     """``compress`` if it is True, False or "auto", else ValueError."""
-    if compress not in (True, False, "auto"):
+    if compress not in _COMPRESS_MODES:
         raise ValueError(f"compress must be True, False or 'auto', got {compress!r}")
     return compress
 
@@ -306,6 +307,14 @@ def encode_frame(
     Raises:
         ValueError: the (compressed) payload does not fit the 4-byte length.
     """
+    if (
+        type(payload) is bytes
+        and len(payload) <= COMPRESSION_THRESHOLD
+        and not prefix
+        and compress in _COMPRESS_MODES
+    ):
+        # Most frames: small, one buffer, never compressed (one call, not four).
+        return [b"".join((FRAME_HEADER.pack(len(payload), 0), payload, FLUSHER))]
     mode = check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
         payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from grpyc import channel, framing
 from grpyc._accel import source_path
 from grpyc.framing import (
+    COMPRESSION_THRESHOLD,
     FRAME_HEADER,
     THREAD_IDS,
     FrameDecoder,
@@ -167,3 +168,23 @@ def test_inflate_reports_progress_between_full_steps():
     out = framing.inflate(zlib.compress(data, 1), len(data), lambda: calls.append(1))
     assert out == data
     assert len(calls) >= 11  # one per full 1 MiB output step
+
+
+# ------------------------------------------------------------ encoding
+
+
+@pytest.mark.parametrize("compress", [True, False, "auto"])
+@pytest.mark.parametrize("size", [1, 100, COMPRESSION_THRESHOLD, COMPRESSION_THRESHOLD + 1])
+def test_small_bytes_frames_encode_as_the_general_path_does(compress, size):
+    payload = b"\x01" + b"a" * (size - 1)  # compressible: only the threshold keeps it raw
+    fast = encode_frame(payload, compress)
+    general = encode_frame(bytearray(payload), compress)  # not bytes: the general path
+    assert b"".join(fast) == b"".join(general)
+    if size <= COMPRESSION_THRESHOLD:
+        assert fast == [FRAME_HEADER.pack(size, 0) + payload + b"\n"]
+
+
+@pytest.mark.parametrize("compress", ["yes", None, 2])
+def test_a_bad_compress_mode_is_refused_for_small_frames_too(compress):
+    with pytest.raises(ValueError, match="compress must be True, False or 'auto'"):
+        encode_frame(b"\x01", compress)
