@@ -108,3 +108,43 @@ def test_any_dumpable_value_crosses_both_ways(value):
     assert canonical(stock_brine.load(ours)) == canonical(value)
     assert canonical(brine.load(theirs)) == canonical(value)
     assert brine.dumpable(value) is stock_brine.dumpable(value) is True
+
+
+# ------------------------------------- the one-pass encoder of small tuples
+
+# Around every bound of the one-pass encoder: 256 bytes, digits and items, 32 levels.
+SMALL_EDGES = [
+    ("s" * 255, "s" * 256, "é" * 127, "é" * 128, "", "x"),
+    (b"b" * 255, b"b" * 256, b"", b"1234", b"12345"),
+    (10**254, 10**255, -(10**254), -49, -48, 159, 160, True, False, None),
+    tuple(range(255)),
+    tuple(range(256)),
+    (1, 2.5, 3j, frozenset({1}), slice(1, 2), ..., NotImplemented),
+    *(nested(depth) for depth in (30, 31, 32, 33, 40)),
+]
+
+
+@pytest.mark.parametrize("value", SMALL_EDGES, ids=lambda value: repr(value)[:40])
+def test_small_tuples_dump_as_stock_at_every_bound(value):
+    assert brine.dump(value) == stock_brine.dump(value)
+    assert brine.dump_pieces(value, b"\x01") == b"\x01" + stock_brine.dump(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(dumpable_values)
+def test_small_tuples_dump_as_stock(value):
+    wrapped = (7, value, "name")  # a tuple: the one-pass encoder's input
+    assert brine.dump(wrapped) == stock_brine.dump(wrapped)
+
+
+@pytest.mark.parametrize("bad", [object(), [1], "\ud800", 1.5 + 0j, (1, [2])], ids=repr)
+def test_small_tuples_refuse_what_stock_refuses(bad):
+    wrapped = (1, ("x", bad))
+    assert _dump_outcome(brine.dump, wrapped) == _dump_outcome(stock_brine.dump, wrapped)
+
+
+def _dump_outcome(dump, value):
+    try:
+        return dump(value)
+    except (TypeError, ValueError) as exc:
+        return "refused with TypeError" if isinstance(exc, TypeError) else "refused"
