@@ -65,8 +65,47 @@ def get_methods(local_names: Iterable[str], obj: Any) -> tuple[tuple[str, str | 
 
 def hasattr_static(obj: Any, name: str) -> bool:
     """``hasattr`` that runs no descriptor or ``__getattr__`` code."""
+    if _surely_absent(obj, name):
+        return False
     try:
         inspect.getattr_static(obj, name)
     except AttributeError:
         return False
     return True
+
+
+# Static views of a class's MRO and namespace: no metaclass code runs.
+_static_mro = type.__dict__["__mro__"].__get__
+_static_namespace = type.__dict__["__dict__"].__get__
+
+
+def _surely_absent(obj: Any, name: str) -> bool:
+    """True only when ``inspect.getattr_static(obj, name)`` would raise.
+
+    The attribute policy asks this for every attribute a peer reads that has
+    no ``exposed_`` twin (the usual case); getattr_static costs ~4 us there,
+    this ~0.3. It looks where getattr_static looks, the namespaces of the
+    object's type and its plain instance dict, and answers False (ask
+    getattr_static) for anything less plain: a class (its metaclass counts
+    too) or a type whose ``__dict__`` is not the standard slot.
+    """
+    mro = _static_mro(type(obj))
+    if type in mro:
+        return False
+    dict_slot = None
+    for base in mro:
+        namespace = _static_namespace(base)
+        if name in namespace:
+            return False
+        if dict_slot is None:
+            dict_slot = namespace.get("__dict__")
+            if dict_slot is not None and type(dict_slot) is not _GetSetDescriptor:
+                return False
+    if dict_slot is None:
+        return True  # no instance dict
+    # The standard __dict__ slot (checked above): its getter runs no user code.
+    attributes = dict_slot.__get__(obj)
+    return type(attributes) is dict and name not in attributes
+
+
+_GetSetDescriptor = type(type.__dict__["__dict__"])

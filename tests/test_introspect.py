@@ -1,0 +1,137 @@
+"""grpyc._introspect.hasattr_static: the same answers as stock rpyc's, without its cost.
+
+The attribute policy asks it on nearly every attribute a peer reads; a quick
+"surely absent" answer must never differ from ``inspect.getattr_static``'s.
+"""
+
+import inspect
+import sys
+import types
+
+import pytest
+from rpyc.lib import hasattr_static as stock_hasattr_static
+
+from grpyc._introspect import _surely_absent, hasattr_static
+
+
+class Plain:
+    cls_attr = 1
+
+    def __init__(self):
+        self.value = 2
+
+    def method(self):
+        return 3
+
+
+class WithProperties:
+    @property
+    def exposed_broken(self):
+        raise AttributeError("inside the property")
+
+    @property
+    def fine(self):
+        return 1
+
+
+class WithGetattr:
+    def __getattr__(self, name):
+        return name
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+
+class SlottedWithDict:
+    __slots__ = ("__dict__", "a")
+
+
+class ShadowedDict:
+    @property
+    def __dict__(self):
+        raise RuntimeError("user code must not run")
+
+
+class Meta(type):
+    meta_attr = 1
+
+
+class WithMeta(metaclass=Meta):
+    pass
+
+
+class DictSubclassInstance:
+    pass
+
+
+holder = DictSubclassInstance()
+holder.__dict__ = type("MyDict", (dict,), {})(x=1)
+slotted = Slotted()
+slotted.a = 1
+slotted_dict = SlottedWithDict()
+slotted_dict.extra = 1
+OBJECTS = [
+    Plain(),
+    WithProperties(),
+    WithGetattr(),
+    slotted,
+    Slotted(),
+    slotted_dict,
+    ShadowedDict(),
+    WithMeta,
+    WithMeta(),
+    Plain,
+    holder,
+    iter([1, 2]),
+    [1, 2],
+    {"a": 1},
+    42,
+    "text",
+    sys,
+    types,
+    len,
+    Plain().method,
+    lambda: None,
+    object(),
+    type,
+    None,
+]
+NAMES = [
+    "value", "cls_attr", "method", "exposed_broken", "fine", "a", "extra", "x", "__dict__",
+    "meta_attr", "__next__", "exposed___next__", "exposed_value", "append", "path", "missing",
+    "__init__", "__class__", "mro", "real",
+]  # fmt: skip
+
+
+def getattr_static_finds(obj, name):
+    try:
+        inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("obj", OBJECTS, ids=lambda obj: type(obj).__name__)
+def test_answers_as_getattr_static_and_stock_rpyc(obj):
+    for name in NAMES:
+        expected = getattr_static_finds(obj, name)
+        assert hasattr_static(obj, name) == expected == stock_hasattr_static(obj, name), name
+        if _surely_absent(obj, name):
+            assert not expected, name
+
+
+def test_a_raising_property_is_found_as_stock_finds_it():
+    assert not hasattr(WithProperties(), "exposed_broken")
+    assert hasattr_static(WithProperties(), "exposed_broken")
+
+
+def test_the_quick_answer_covers_the_usual_reads():
+    # Instances of plain classes and built-in iterators: no getattr_static call.
+    assert _surely_absent(Plain(), "exposed_value")
+    assert _surely_absent(iter([1]), "exposed___next__")
+    assert _surely_absent(slotted, "exposed_a")
+    # Anything less plain goes to getattr_static.
+    assert not _surely_absent(Plain, "exposed_x")  # a class: its metaclass counts
+    assert not _surely_absent(ShadowedDict(), "exposed_x")  # no user code may run
+    assert not _surely_absent(holder, "exposed_x")  # an instance dict of another type
