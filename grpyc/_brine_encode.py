@@ -350,6 +350,8 @@ def _put_small(out: bytearray, value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is str:
+        if len(value) >= 256:
+            return False  # 256 bytes or more: not worth encoding twice
         out.append(0x08)  # _STR, then its bytes
         try:
             raw = value.encode()
