@@ -156,6 +156,8 @@ def _small_int(reader: _SmallReader, pos: int) -> Any:
 def _small_int_digits(data: bytes, pos: int, end: int) -> int | None:
     """The int of the digits at data[pos:end] (an optional "-", then 1..18
     ASCII digits: what `_load_int` takes), else None."""
+    if pos >= end:
+        return None  # no digits (and data[pos] may be past the input)
     negative = data[pos] == 0x2D
     if negative:
         pos += 1

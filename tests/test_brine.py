@@ -840,6 +840,28 @@ def test_a_damaged_encoding_is_never_taken_for_another_value(value, draw):
     assert_small_agrees(bytes(data[:cut]), 32)
 
 
+# Bytes the decoders treat specially, to make short hostile inputs likely.
+TAG_ALPHABET = st.sampled_from(
+    [0x00, 0x01, 0x02, 0x08, 0x0A, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x13, 0x14, 0x15, 0x16,
+     0x17, 0x18, 0x2D, 0x30, 0x39, 0x80, 0xC3, 0xEF, 0xF0, 0xFF]
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(TAG_ALPHABET, min_size=1, max_size=12).map(bytes))
+def test_short_inputs_of_tag_bytes_are_left_to_the_table(data):
+    assert_small_agrees(data, 32)
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x16\x00", b"\x11\x16\x00", b"\x16\x01-", b"\x08\x0e", b"\x14", b"\x16"]
+)
+def test_an_int_or_str_cut_at_the_end_is_a_brine_error(data):
+    assert decode_small(data, 0, 32) is None
+    with pytest.raises(BrineError):
+        brine.load_measured(data)
+
+
 def test_rpc_messages_take_the_one_pass_decoder():
     message = (8, (2, ((4, ("mod.Cls", 140234, 140567)), (1, "echo"), (2, ((1, 42),)), (2, ()))))
     assert assert_small_agrees(dump(message), DEFAULT_MAX_DEPTH)
