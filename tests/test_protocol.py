@@ -346,6 +346,36 @@ def test_a_dead_proxy_rides_with_the_next_request(pair, monkeypatch):
     assert writes[0] >= 2  # the request and the DELs, one write
 
 
+def test_a_dead_proxy_waits_across_turns_of_the_loop_for_a_request(pair, monkeypatch):
+    # While DEFERRED_FLUSH_DELAY lasts, a DEL waits for a frame to ride with,
+    # also after the loop has turned and after an earlier wait has ended. A
+    # reused libev timer used to fire at once from the second DEL on: every
+    # DEL went alone, from a greenlet of its own (one per S6 callback call).
+    import grpyc._writer
+
+    delay = 0.2
+    monkeypatch.setattr(grpyc._writer, "DEFERRED_FLUSH_DELAY", delay)
+    _server, client = pair
+    root = client.root
+    channel = client._hub._writer._channel
+    real_send, real_send_many = channel.send, channel.send_many
+    writes = []
+    monkeypatch.setattr(channel, "send", lambda data: (writes.append(1), real_send(data))[1])
+    monkeypatch.setattr(
+        channel, "send_many", lambda frames: (writes.append(len(frames)), real_send_many(frames))[1]
+    )
+    for _ in range(3):
+        thing = root.make_thing(1)
+        del thing
+        gc.collect()
+        writes.clear()
+        gevent.sleep(0.01)  # turns of the loop, with the DEL waiting
+        assert writes == []
+        assert root.echo(7) == 7
+        assert writes[0] >= 2  # the request and the DEL, one write
+        gevent.sleep(1.5 * delay)  # the wait ends; the next DEL starts another
+
+
 def test_mass_proxy_deletion_under_full_socket_buffer(pair):
     server, client = pair
     root = client.root
