@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Iterable
+from types import GetSetDescriptorType
 from typing import Any, cast
 
 __all__ = ["IdPack", "get_id_pack", "get_methods", "hasattr_static"]
@@ -99,13 +100,10 @@ def _surely_absent(obj: Any, name: str) -> bool:
             return False
         if dict_slot is None:
             dict_slot = namespace.get("__dict__")
-            if dict_slot is not None and type(dict_slot) is not _GetSetDescriptor:
+            if dict_slot is not None and type(dict_slot) is not GetSetDescriptorType:
                 return False
     if dict_slot is None:
         return True  # no instance dict
     # The standard __dict__ slot (checked above): its getter runs no user code.
     attributes = dict_slot.__get__(obj)
     return type(attributes) is dict and name not in attributes
-
-
-_GetSetDescriptor = type(type.__dict__["__dict__"])

@@ -80,13 +80,18 @@ def _copy_package(tmp_path):
 
 
 @needs_build
-def test_an_edited_source_runs_from_source_and_the_rest_stays_compiled(tmp_path):
+@pytest.mark.parametrize(
+    ("edited", "module"),
+    [("_brine_decode.py", "_brine_decode"), ("_brine_small.pxd", "_brine_small")],
+)
+def test_an_edited_source_runs_from_source_and_the_rest_stays_compiled(tmp_path, edited, module):
+    # The .pxd beside a typed module is part of its source.
     package = _copy_package(tmp_path)
-    with open(package / "_brine_decode.py", "a", encoding="utf-8") as file:
+    with open(package / edited, "a", encoding="utf-8") as file:
         file.write("\n# edited after the build\n")
     compiled = _compiled_in_child(path=tmp_path)
-    assert "_brine_decode" not in compiled
-    assert compiled == [name for name in _accel.ACCELERATED if name != "_brine_decode"]
+    assert module not in compiled
+    assert compiled == [name for name in _accel.ACCELERATED if name != module]
 
 
 @needs_build
@@ -101,15 +106,6 @@ def test_the_manifest_records_the_digest_of_each_compiled_source():
     digests = json.loads((PACKAGE / _accel.MANIFEST_NAME).read_text(encoding="utf-8"))
     for name in BUILT:
         assert digests[name] == _accel.source_digest(_accel.module_source(PACKAGE, name)), name
-
-
-@needs_build
-def test_an_edited_pxd_makes_its_module_run_from_source(tmp_path):
-    package = _copy_package(tmp_path)
-    with open(package / "_brine_small.pxd", "a", encoding="utf-8") as file:
-        file.write("\n# edited after the build\n")
-    compiled = _compiled_in_child(path=tmp_path)
-    assert compiled == [name for name in _accel.ACCELERATED if name != "_brine_small"]
 
 
 def test_source_path_names_the_py_file_of_compiled_and_pure_modules():
