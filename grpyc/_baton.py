@@ -11,9 +11,14 @@ on as a follower and gets the baton back (without being woken, if nothing is
 buffered) when the borrower is done. Otherwise, when the holder is done, the
 baton goes to the first follower, else back to the background reader.
 
-The background reader may also sleep *parked*, without the baton (it gave it
-to a follower), until the baton comes back. Both sleeps use `reader_waiter`,
-so handing the baton back is the same either way.
+The background reader is usually a greenlet of the hub's `ReaderPool`: when
+nobody holds the baton and nothing is buffered it *retires* (leaves the
+connection; the connection is *dormant*, with no reader greenlet at all),
+and the readable watcher asks for a reader again when bytes arrive. A
+greenlet that serves the connection until it closes (``serve_all``) is
+*pinned*: it stays the reader, sleeping idle, or *parked* without the baton
+(it gave it to a follower) until the baton comes back. Both sleeps use
+`reader_waiter`, so handing the baton back is the same either way.
 
 The channel's readable watcher wakes whoever holds the baton and waits;
 nothing here reads or handles frames (`hub` does).
@@ -28,7 +33,7 @@ from typing import Any
 
 from gevent.hub import Waiter
 
-__all__ = ["BATON", "CLOSED", "DELIVERED", "READABLE", "TIMEOUT", "ReadBaton"]
+__all__ = ["BATON", "CLOSED", "DELIVERED", "READABLE", "RETIRE", "TIMEOUT", "ReadBaton"]
 
 # Why a sleeping greenlet was woken.
 READABLE = 1
@@ -36,6 +41,11 @@ BATON = 2
 TIMEOUT = 3
 CLOSED = 4
 DELIVERED = 5
+RETIRE = 6  # the hub's reader pool wants an idle reader back (see `_readers`)
+
+
+def _nothing() -> None:
+    pass
 
 
 class ReadBaton:
@@ -43,6 +53,7 @@ class ReadBaton:
 
     __slots__ = (
         "_channel",
+        "_closed",
         "_gevent_hub",
         "_watcher",
         "followers",
@@ -52,6 +63,7 @@ class ReadBaton:
         "holder_waiting",
         "lenders",
         "on_batch_wake",
+        "on_dormant_readable",
         "reader",
         "reader_idle",
         "reader_waiter",
@@ -59,6 +71,7 @@ class ReadBaton:
 
     def __init__(self, channel: Any, gevent_hub: Any) -> None:
         self._channel = channel
+        self._closed = False
         self._gevent_hub = gevent_hub
         self._watcher: Any = None
         self.holder: Any = None
@@ -79,6 +92,10 @@ class ReadBaton:
         # frames are buffered (the hub holds its writer: see Writer.hold). A
         # lone reply is not held: its caller writes at once.
         self.on_batch_wake: Callable[[], None] | None = None
+        # Called in the hub greenlet when a dormant connection (no reader,
+        # nobody holding the baton) may have something to read: start a
+        # reader unless one came meanwhile.
+        self.on_dormant_readable: Callable[[], None] = _nothing
 
     def may_take(self) -> bool:
         """Whether a caller may take the baton now (free, or the reader sleeps idle)."""
@@ -141,6 +158,10 @@ class ReadBaton:
             return
         self.holder = self.reader
         self.holder_slot = None
+        if self.reader is None:
+            self.holder_waiting = False
+            self.sleep_dormant()
+            return
         reader_waiter = self.reader_waiter
         if reader_waiter is None:
             return  # the reader is running; it reads when it gets back to its loop
@@ -152,6 +173,32 @@ class ReadBaton:
         self.holder_waiting = True
         self.reader_idle = True
         self._start_watcher()
+
+    def ask_back(self) -> None:
+        """The hub's reader pool wants our reader, idle here, back: wake it with `RETIRE`."""
+        waiter = self.reader_waiter
+        if waiter is not None:
+            self._gevent_hub.loop.run_callback(waiter.switch, RETIRE)
+
+    def retire(self, reader: Any) -> None:
+        """`reader` leaves the connection, which has nothing to read: it goes dormant."""
+        if self.reader is reader:
+            self.reader = None
+        if self.holder is reader:  # with nothing buffered (the hub read it all)
+            self.holder = None
+            self.holder_slot = None
+            self.holder_waiting = False
+            if self._channel.has_pending_input():
+                self._gevent_hub.loop.run_callback(self.on_dormant_readable)
+            else:
+                self._start_watcher()
+
+    def sleep_dormant(self) -> None:
+        """With no reader and nobody holding the baton: ask for a reader when readable."""
+        if self._channel.has_buffered_frame() or self._channel.has_pending_input():
+            self._gevent_hub.loop.run_callback(self.on_dormant_readable)
+        else:
+            self._start_watcher()
 
     def _next_follower(self) -> tuple[Waiter, Any]:
         """The follower to get the baton next, and its reply slot if it is a lender.
@@ -259,6 +306,8 @@ class ReadBaton:
                     lenders.pop()
 
     def _start_watcher(self) -> None:
+        if self._closed:
+            return  # a reader retiring after a write that switched, meanwhile closed
         watcher = self._watcher
         if watcher is None:
             watcher = self._watcher = self._gevent_hub.loop.io(self._channel.fileno(), 1)
@@ -271,10 +320,13 @@ class ReadBaton:
         if self.holder_waiting and self.holder_waiter is not None:
             self.holder_waiting = False
             self.holder_waiter.switch(READABLE)
+        elif self.holder is None:
+            self.on_dormant_readable()
 
     def close(self) -> None:
         """Wake the holder and every follower with `CLOSED`; stop the watcher."""
         loop = self._gevent_hub.loop
+        self._closed = True
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.close()

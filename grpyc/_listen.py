@@ -165,6 +165,18 @@ class Acceptor(StreamServer):  # type: ignore[misc]
         super().__init__(listener, handle, spawn=pool)
         self._logger = logger
         self._pause: Any = None
+        self._kept: set[Any] = set()
+
+    def keep(self, sock: Any) -> None:
+        """The handler of `sock` returns with the connection still open: do not close it."""
+        self._kept.add(sock)
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        # StreamServer closes each socket as its handler returns.
+        if sock in self._kept:
+            self._kept.discard(sock)
+        else:
+            super().do_close(sock, *args)
 
     def do_read(self) -> tuple[Any, Any] | None:
         try:

@@ -49,6 +49,7 @@ class Runtime:
         "_channel",
         "_close_reason",
         "_closed",
+        "_closed_callbacks",
         "_on_closed",
         "_on_frame",
         "last_received",
@@ -87,6 +88,7 @@ class Runtime:
         self._on_closed = on_closed
         self._closed = False
         self._close_reason: BaseException | None = None
+        self._closed_callbacks: list[Callable[[], None]] | None = None
         self._set_up(channel, limits, take_deferred)
 
     @property
@@ -138,11 +140,26 @@ class Runtime:
         for slot in pending.values():
             slot.deliver(True, EOFError(f"connection closed: {reason}"))
 
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the connection has closed (now, if it has)."""
+        if self._closed:
+            callback()
+            return
+        if self._closed_callbacks is None:
+            self._closed_callbacks = []
+        self._closed_callbacks.append(callback)
+
     def _run_on_closed(self, reason: BaseException) -> None:
         try:
             self._on_closed(reason)
         except Exception:  # on_closed runs user code (on_disconnect): log, never raise
             self.logger.exception("%s: error while closing", self.name)
+        callbacks, self._closed_callbacks = self._closed_callbacks or [], None
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                self.logger.exception("%s: error in a close callback", self.name)
 
     def _raise_if_closed(self) -> None:
         if self._closed:

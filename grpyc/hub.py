@@ -6,11 +6,10 @@ How it works (DESIGN.md, "The one idea" and "Reading: one reader at a time"):
   the only code reading the channel. A greenlet waiting for its own reply
   takes the baton when nobody is reading, reads frames itself (replies for
   others go to their slots, requests to handlers) until its reply is there,
-  and then passes the baton to the next waiting caller, or back to the
-  connection's **background reader** greenlet, which reads whenever no
-  caller does (so the peer's requests are served at any time). A reply
-  read by its own caller costs no greenlet switch; the background reader
-  keeps serving idle connections.
+  and then passes the baton on to the next waiting caller, or to the
+  **background reader** (a greenlet of the hub's `ReaderPool`, which an
+  idle connection does not hold), so the peer's requests are served at any
+  time. A reply read by its own caller costs no greenlet switch.
 - **Replies** land in `ReplySlot`s keyed by ``seq``; a caller waits only on
   its own slot, so nothing is stolen and nothing deadlocks, at any depth.
 - **Requests** run in handler greenlets within the limits of `_admission`,
@@ -43,8 +42,9 @@ from gevent.hub import Waiter
 from gevent.monkey import get_original
 
 from grpyc._admission import Admission
-from grpyc._baton import BATON, READABLE, ReadBaton
+from grpyc._baton import BATON, READABLE, RETIRE, ReadBaton
 from grpyc._crossthread import ForeignThreadError, ThreadCall
+from grpyc._readers import ReaderPool, keeps_state
 from grpyc._runtime import ReplySlot, Runtime
 from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
@@ -94,11 +94,13 @@ class ConnectionHub(Runtime):
         "_nested_leads",
         "_owned",
         "_pace",
-        "_reader_began",
+        "_pinned",
+        "_readers",
         "_spared",
         "_switch_watch",
         "_thread_ident",
         "_timer",
+        "_turn",
         "_waits",
         "_writer",
     )  # fmt: skip
@@ -124,10 +126,15 @@ class ConnectionHub(Runtime):
         self._frames_unreported = 0
         self._baton = ReadBaton(channel, self._gevent_hub)
         self._baton.on_batch_wake = self._writer.hold
+        self._baton.on_dormant_readable = self._dispatch_reader
+        self._readers = ReaderPool.for_hub(self._gevent_hub)
+        self._turn = self._read_turn
+        # The greenlet serving the connection until it closes (`serve_until_closed`),
+        # which stays its reader rather than retire to the pool.
+        self._pinned: Any = None
         # Inflating a big compressed frame yields between steps, as decoding does.
         channel.set_progress(self.pause)
         self._waits = WaitLists(self._gevent_hub, self._baton)
-        self._reader_began = False
         self._nested_leads = 0
         # Set when a request read here went to a new handler greenlet: the
         # holder lets it run to its first wait before reading on, so the
@@ -158,40 +165,41 @@ class ConnectionHub(Runtime):
         return self._admission.running
 
     def start(self) -> None:
-        """Start the background reader greenlet at the next turn of the loop.
+        """Start reading at the next turn of the loop (a pool reader comes when bytes do)."""
+        self._gevent_hub.loop.run_callback(self._start_reading)
 
-        Not at once: a server's connection greenlet calls `serve_until_closed`
-        first and reads itself, and a greenlet made and killed unused stayed
-        allocated (~1.7 KiB a connection, S3).
-        """
-        self._gevent_hub.loop.run_callback(self._start_reader)
-
-    def _start_reader(self) -> None:
+    def _start_reading(self) -> None:
         baton = self._baton
-        if self._closed or baton.reader is not None:
-            return  # a greenlet serving the connection reads already
-        reader = baton.reader = LeanGreenlet(self._read_loop)
-        if baton.holder is None:
-            baton.holder = reader
-        reader.start()
+        if not self._closed and baton.reader is None and baton.holder is None:
+            baton.sleep_dormant()  # else whoever reads passes the baton on to a reader
+
+    def _dispatch_reader(self) -> None:
+        # In the hub greenlet: the dormant connection may have something to read.
+        baton = self._baton
+        if not self._closed and baton.reader is None and baton.holder is None:
+            self._readers.dispatch(self._turn)
+
+    def _read_turn(self) -> bool:
+        """A pool reader's turn; True if it left as `_stays` allows (else check it)."""
+        baton = self._baton
+        if not self._closed and baton.reader is None and baton.holder is None:
+            baton.reader = baton.holder = gevent.getcurrent()
+            self._read_loop(fill_first=True)
+        return not self._closed
 
     def serve_until_closed(self) -> None:
-        """Block until the connection closes, reading in this greenlet if possible.
-
-        If the background reader has not begun yet, the caller becomes the
-        reader instead (one greenlet per connection, not two: servers call
-        this for every connection they hold).
-        """
+        """Block until the connection closes; if no one reads now, read here meanwhile."""
         baton = self._baton
-        if not self._reader_began and not self._closed:
-            unused = baton.reader  # None, or started but never ran
-            if unused is not None:
-                unused.kill(block=False)  # nothing to undo
+        if not self._closed and baton.reader is None:
             me = gevent.getcurrent()
-            if baton.holder is None or baton.holder is unused:
+            self._pinned = baton.reader = me
+            if baton.holder is None:
                 baton.holder = me
-            baton.reader = me
-            self._read_loop()
+            try:
+                self._read_loop()
+            finally:
+                if self._pinned is me:
+                    self._pinned = None
         self.wait_closed()
 
     @contextlib.contextmanager
@@ -237,17 +245,25 @@ class ConnectionHub(Runtime):
                 return
 
     # ----------------------------------------------------------------- reading
-    def _read_loop(self) -> None:
-        """The background reader: reads whenever no caller holds the baton."""
-        self._reader_began = True
+    def _read_loop(self, fill_first: bool = False) -> None:
+        """The background reader: reads whenever no caller holds the baton.
+
+        A pool reader retires when nothing is left or a caller took the baton;
+        one that `_stays` sleeps. `fill_first`: the channel is readable, read it.
+        """
         me = gevent.getcurrent()
+        baton = self._baton
         reason: BaseException
         try:
-            while not self._closed and self._baton.reader is me:
-                if self._baton.holder is me:
+            if fill_first and not self._channel.has_buffered_frame():
+                self._channel.fill()
+            while not self._closed and baton.reader is me:
+                if baton.holder is me:
                     self._lead(None, None, me)
+                elif self._stays(me):
+                    baton.park()
                 else:
-                    self._baton.park()
+                    baton.retire(me)
             return
         except EOFError as exc:
             reason = exc
@@ -259,6 +275,27 @@ class ConnectionHub(Runtime):
             self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
             reason = exc
         self.shutdown(reason)
+
+    def _wait_readable(self, me: Any, is_reader: bool, deadline: Any, slot: Any) -> Any:
+        """`baton.wait_readable`; a pool reader *lingers* so (see `ReaderPool.linger`)."""
+        if not is_reader or me is self._pinned:
+            return self._baton.wait_readable(me, is_reader, deadline, slot)
+        baton, readers = self._baton, self._readers
+        readers.linger(baton)
+        try:
+            return baton.wait_readable(me, True, None, None)
+        finally:
+            readers.unlinger(baton)
+
+    def _stays(self, reader: Any) -> bool:
+        """Whether `reader` stays with nothing to read: `serve_until_closed`'s, or one a
+        request left greenlet-local state on (this connection's: RPyC's thread's)."""
+        if reader is self._pinned:
+            return True
+        if keeps_state(reader):
+            self._pinned = reader
+            return True
+        return False
 
     def _lead_nested(self, slot: ReplySlot, deadline: float | None) -> None:
         """Read as a caller holding the baton, until `slot` is delivered or `deadline`."""
@@ -313,10 +350,13 @@ class ConnectionHub(Runtime):
                 elif baton.followers:
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
-                reason = baton.wait_readable(me, is_reader, deadline, slot)
+                reason = self._wait_readable(me, is_reader, deadline, slot)
                 if reason == READABLE:
                     channel.fill()
-                elif reason != BATON:
+                elif reason == RETIRE and not self._stays(me):
+                    baton.retire(me)  # back to the pool; the watcher calls for a reader
+                    return
+                elif reason != BATON and reason != RETIRE:
                     return
                 budget = FAIR_FRAMES
                 continue
@@ -361,10 +401,7 @@ class ConnectionHub(Runtime):
                 budget = FAIR_FRAMES
 
     def pause(self) -> None:
-        """Let the other greenlets run for a moment (a long decode calls this as it goes).
-
-        The baton stays with the caller; the pause is not the request blocking.
-        """
+        """Let other greenlets run a moment (long decodes do); the baton stays, no block."""
         self._yield(gevent.getcurrent())
 
     def _yield(self, me: Any) -> None:
@@ -402,10 +439,7 @@ class ConnectionHub(Runtime):
         return self._closed or self._waits.wait(timeout, self._waits.closed)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no request of the peer runs or waits here; False on timeout.
-
-        A closed connection is idle.
-        """
+        """Wait until no request of the peer runs or waits here (or closed); False on timeout."""
         if self._closed or self._admission.is_idle():
             return True
         return self._waits.wait(timeout, self._waits.idle, self._waits.closed)
@@ -465,6 +499,9 @@ class ConnectionHub(Runtime):
         if self._closed:
             return
         self._writer.release_cork()
+        self._readers.retire(old_reader)  # a handler now: it may be killed with its request
+        if self._pinned is old_reader:
+            self._pinned = None  # the state it holds stays with the request it runs
         baton = self._baton
         baton.reader = LeanGreenlet(self._read_loop)
         if baton.holder is old_reader:
@@ -553,8 +590,11 @@ class ConnectionHub(Runtime):
         self._writer.close()
         self._channel.close()
         handlers = self._admission.close()
-        doomed = (*handlers, *self._owned, self._baton.reader)
-        kill_greenlets(glet for glet in doomed if glet not in self._spared)
+        ours = (*handlers, *self._owned, self._baton.reader)
+        doomed = [glet for glet in ours if glet not in self._spared]
+        # The kills land later: a pool reader must not be reading elsewhere by then.
+        self._readers.retire(*(glet for glet in doomed if glet is not gevent.getcurrent()))
+        kill_greenlets(doomed)
         self._owned.clear()
         self._waits.close()
         self._run_on_closed(reason)

@@ -24,7 +24,7 @@ import functools
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import gevent
@@ -203,6 +203,14 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         grpyc's own (servers use it for connections that must go now).
         """
         self._hub.shutdown(EOFError(reason))
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the connection has closed (at once if it has).
+
+        grpyc's own: servers release a connection's slot with it. It runs
+        after the service's ``on_disconnect``; its errors are logged.
+        """
+        self._hub.when_closed(callback)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request of the peer runs here; False if `timeout` passed first.

@@ -34,12 +34,12 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, ClassVar, NoReturn
 
-from gevent.event import Event
 from gevent.pool import Pool
 
 from grpyc import _checks
+from grpyc._connections import HeldConnections
 from grpyc._drain import CLOSE_WAIT, Drain
-from grpyc._handshake import Handshake, SetupRules, open_connection
+from grpyc._handshake import SetupRules
 from grpyc._lifecycle import Lifecycle, start_thread
 from grpyc._listen import DEFAULT_SOCKET_MODE, Acceptor, bind_listener, describe_address
 from grpyc._registration import register_until, unregister
@@ -223,11 +223,8 @@ class Server:
         self._life = Lifecycle()
         self._role = "main"
         self._pool = Pool(greenlet_class=LeanGreenlet)
-        self._slots = 0
         self._acceptor: Acceptor | None = None
-        self._drain: Drain | None = None
-        # Each connection in `clients`, with the event set when it ends.
-        self._ends: dict[Any, Event] = {}
+        self._held = HeldConnections(self.clients, self.logger, self._life.spawn)
         self._registering = False
         self._supervisor: Supervisor | None = None
         if self.workers > 1:
@@ -350,23 +347,29 @@ class Server:
         self.close()
 
     # --------------------------------------------------------- connections
+    # Whether `_handle` returns once its connection is set up (the connection
+    # then holds no greenlet while idle: its reads come from the hub's reader
+    # pool) rather than when it ends.
+    _returns_when_open: ClassVar[bool] = True
+
     def _handle(self, sock: Any, address: Any) -> None:
         """StreamServer's handler: one call per accepted socket, in its own greenlet."""
         peer = describe_address(address)
         if self._life.closing:
             return
-        if not self._has_room(self._slots, peer):
+        if not self._has_room(self._held.in_use, peer):
             return
-        self._slots += 1
+        held = self._held
+        held.in_use += 1
+        if self._returns_when_open:
+            if held.open_in_background(sock, peer, self._setup_rules()) and self._acceptor:
+                self._acceptor.keep(sock)  # StreamServer closes it as we return otherwise
+            return
         opened = False
         try:
-            opened = self._serve_socket(sock, peer)
+            opened = held.serve(sock, peer, self._setup_rules())
         finally:
-            # The slot is free before the "closed" line: whoever reads that
-            # line may connect again at once.
-            self._slots -= 1
-            if opened:
-                self.logger.info("connection from %s closed", peer)
+            held.release(opened, peer)
 
     def _has_room(self, in_use: int, peer: str) -> bool:
         """Whether one more connection fits in max_connections; else logs the refusal."""
@@ -376,34 +379,6 @@ class Server:
             "refused connection from %s: max_connections=%d reached", peer, self.max_connections
         )
         return False
-
-    def _serve_socket(self, sock: Any, peer: str) -> bool:
-        """Set the connection up within handshake_timeout, then serve it until it closes.
-
-        This greenlet becomes the connection's reader (one greenlet per
-        connection). Returns whether the connection was set up (and served).
-        """
-        handshake = Handshake(sock, peer)
-        conn = None
-        ended = Event()
-        try:
-            conn = open_connection(handshake, self._setup_rules(), self._life.spawn)
-            if conn is not None:
-                self.clients.add(conn)
-                self._ends[conn] = ended
-                if self._drain is not None:
-                    # Set up while the server was closing: drained like the rest.
-                    self._drain.add(conn, ended)
-                self.logger.info("connection from %s open", peer)
-                conn.serve_all()
-        finally:
-            ended.set()
-            self.clients.discard(conn)
-            self._ends.pop(conn, None)
-            # Closing the channel ends the connection's reader; a client that
-            # never completed the handshake has nothing in flight.
-            handshake.close()
-        return conn is not None
 
     def _setup_rules(self) -> SetupRules:
         """What a new connection gets, from the server's attributes as they are now."""
@@ -464,10 +439,10 @@ class Server:
         """Close each connection once idle; after grace_period close the rest."""
         if not self.clients and not self._pool:
             return
-        self._drain = Drain(
+        drain = self._held.drain = Drain(
             self.grace_period, self._life.hurry, self._close_connection, self.logger
         )
-        self._drain.run(self._ends.items())
+        drain.run(self._held.ends.items())
         # Greenlets of closed connections end at once; the ones left are
         # still in their handshake, with nothing in flight.
         kill_greenlets(self._pool, finish_within=_FINISH_WAIT, timeout=CLOSE_WAIT)
@@ -535,6 +510,9 @@ class OneShotServer(Server):
     clients are refused; `start` returns once that connection has ended.
     """
 
+    # `start` returns once the connection has ended: its handler waits for that.
+    _returns_when_open = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         workers = kwargs.get("workers", 1)
         if workers != 1:
@@ -593,7 +571,7 @@ class ForkingServer(Server):
     def _serve_forked(self, sock: Any, peer: str) -> None:
         self._enter_child("forked")
         self._stop_accepting()
-        self._serve_socket(sock, peer)
+        self._held.serve(sock, peer, self._setup_rules())
 
 
 GeventServer = Server

@@ -216,32 +216,22 @@ def test_callers_woken_by_a_batch_of_replies_send_in_few_writes(pair, monkeypatc
     assert len(frames_per_write) < callers * calls / 8
 
 
-def test_a_greenlet_serving_a_new_connection_is_its_only_reader():
-    """A server's connection greenlet reads itself: no reader greenlet is made
-    for it (one made and dropped stayed allocated: ~2 KiB per connection)."""
+def test_a_greenlet_serving_a_connection_until_it_closes_is_its_only_reader():
+    """``serve_all`` reads in the calling greenlet (it waits there anyway) and
+    keeps reading there; the other side, served by nobody, holds no reader
+    greenlet between calls."""
     from grpyc.service import VoidService
     from tests.conftest import _socketpair_channels
     from tests.services import TestService
 
-    made = []
-    original = ConnectionHub._start_reader
-
-    def spy(self):
-        made.append(self)
-        original(self)
-
     left, right = _socketpair_channels()
-    ConnectionHub._start_reader = spy
-    try:
-        server = TestService()._connect(left, {})
-        serving = gevent.spawn(server.serve_all)
-        client = VoidService()._connect(right, {})
+    server = TestService()._connect(left, {})
+    serving = gevent.spawn(server.serve_all)
+    client = VoidService()._connect(right, {})
+    for _ in range(3):
         assert client.root.echo("hi") == "hi"
         assert server._hub._baton.reader is serving
-        assert [hub for hub in made if hub is server._hub] == [server._hub]  # it found a reader
-        assert client._hub._baton.reader is not None  # the client's was started
-    finally:
-        ConnectionHub._start_reader = original
+        assert client._hub._baton.reader is None
     client.close()
     serving.join(timeout=5)
     assert serving.dead
@@ -260,7 +250,11 @@ def test_runtime_greenlets_do_not_record_their_spawning_stack(pair):
     handler = callback_ran_in[0]
     assert isinstance(handler, gevent.Greenlet)
     assert handler.spawning_stack is None
-    assert client._hub._baton.reader.spawning_stack is None
+    readers = []
+    server._local_root.exposed_echo = lambda value: readers.append(gevent.getcurrent()) or value
+    assert client.root.echo(1) == 1
+    assert isinstance(readers[0], gevent.Greenlet)  # the server's pool reader ran it
+    assert readers[0].spawning_stack is None
 
 
 def test_a_caller_handles_the_frames_that_came_with_its_reply():

@@ -193,3 +193,22 @@ def test_parked_requests_cannot_hold_unbounded_inflated_bytes(server_process, ra
         peer.send(frame(payload, compressed=True))
     assert_serves(process.port, timeout=30)  # all 12 frames are read by now
     assert process.status_kib("VmRSS") - baseline < 256 * KIB
+
+
+def test_idle_connections_hold_no_greenlet_each(server_process, raw_peers):
+    """A peer may open many connections and leave them idle after one call:
+    each costs the server its objects, not a parked greenlet (~8 KiB more
+    each when every connection kept its reader; `python -m bench` S3 figure:
+    17.5 KiB before, ~10 after, stock ThreadedServer 24 KiB)."""
+    process = server_process()
+    assert_serves(process.port)
+    baseline = process.status_kib("VmRSS")
+    count = 500
+    peers = [raw_peers(process.port) for _ in range(count)]
+    for peer in peers:
+        peer.root_id_pack()  # one call, then idle
+    per_connection = (process.status_kib("VmRSS") - baseline) * KIB / count
+    assert per_connection < 14 * KIB, f"{per_connection / KIB:.1f} KiB per idle connection"
+    assert_serves(process.port)
+    for peer in peers[:10]:  # idle ones are still served
+        peer.root_id_pack()

@@ -1,0 +1,139 @@
+"""Reader greenlets shared by the connections of one gevent hub.
+
+An idle connection keeps no greenlet of its own: its readable watcher asks
+this pool for one when bytes arrive, and the greenlet comes back here when
+the connection has nothing more to read (DESIGN.md, "Reading: one reader at
+a time"). A parked greenlet costs ~8 KiB (its saved C stack, a page of
+Python frame stack, the greenlet objects); a server holding thousands of
+idle connections now holds at most `MAX_IDLE` of them (S3).
+
+Handing a connection to a parked reader is one switch, as waking a
+connection's own parked reader was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gevent
+
+from grpyc.lib import LeanGreenlet
+
+__all__ = ["MAX_IDLE", "MAX_LINGERING", "PoolReader", "ReaderPool", "keeps_state"]
+
+# Parked readers kept per hub. More would only hold memory: a burst of
+# connections becoming readable at once starts new ones and the extra ones
+# end when they are done.
+MAX_IDLE = 32
+
+# Pool readers kept lingering per hub: each waits on the connection it
+# last read (as a connection's own reader did), so a busy connection is
+# woken with one switch and no hand-over; the one that lingered longest is
+# asked back when more would.
+MAX_LINGERING = 32
+
+# What a reader greenlet's ``__dict__`` holds by itself (gevent keeps the
+# greenlet's function there); `gevent.local` adds a key per local it serves.
+_OWN_ATTRIBUTES = 1
+
+
+def keeps_state(glet: Any) -> bool:
+    """Whether a request left greenlet-local state on `glet`.
+
+    That is a `gevent.local` value (also `threading.local` under monkey
+    patching) or a `contextvars` value. A reader holding such state keeps
+    serving only the connection it belongs to (docs/semantics.md).
+    """
+    context = glet.gr_context
+    return len(glet.__dict__) > _OWN_ATTRIBUTES or (context is not None and len(context) > 0)
+
+
+class PoolReader(LeanGreenlet):
+    """A reader greenlet that serves one connection's turn after another."""
+
+
+class ReaderPool:
+    """Parked reader greenlets of one gevent hub."""
+
+    _by_hub: ClassVar[dict[int, tuple[Any, ReaderPool]]] = {}
+
+    def __init__(self, gevent_hub: Any) -> None:
+        self._gevent_hub = gevent_hub
+        self._idle: list[PoolReader] = []
+        # Readers that must not serve another turn: killed (the kill lands at
+        # a later loop turn, which must not find them reading another
+        # connection) or now running a request as a handler.
+        self._retired: set[PoolReader] = set()
+        # The batons of connections whose reader lingers, longest first.
+        self._lingering: dict[Any, None] = {}
+
+    @classmethod
+    def for_hub(cls, gevent_hub: Any) -> ReaderPool:
+        entry = cls._by_hub.get(id(gevent_hub))
+        if entry is None or entry[0] is not gevent_hub:
+            entry = cls._by_hub[id(gevent_hub)] = (gevent_hub, cls(gevent_hub))
+        return entry[1]
+
+    @property
+    def idle(self) -> int:
+        """Readers parked here now."""
+        return len(self._idle)
+
+    def linger(self, baton: Any) -> None:
+        """A reader waits on the connection of `baton` (a `ReadBaton`) for more.
+
+        Beyond `MAX_LINGERING`, the one that lingered longest is asked back
+        (``ask_back``: it comes back with `RETIRE`), so idle connections hold
+        no greenlet.
+        """
+        lingering = self._lingering
+        lingering[baton] = None
+        if len(lingering) > MAX_LINGERING:
+            oldest = next(iter(lingering))
+            del lingering[oldest]
+            oldest.ask_back()
+
+    def unlinger(self, baton: Any) -> None:
+        """The reader lingering on `baton` woke (bytes, the baton, or asked back)."""
+        self._lingering.pop(baton, None)
+
+    @property
+    def lingering(self) -> int:
+        """Readers lingering now."""
+        return len(self._lingering)
+
+    def retire(self, *glets: Any) -> None:
+        """Those of `glets` that are ours end after their turn instead of coming back."""
+        self._retired.update(glet for glet in glets if isinstance(glet, PoolReader))
+
+    def dispatch(self, turn: Callable[[], bool]) -> None:
+        """Run ``turn()`` in a reader greenlet: a parked one at once, else a new one.
+
+        Must be called in the hub greenlet (a watcher or loop callback).
+        `turn` must not raise: it is a connection's reading, which ends its
+        connection on errors. It returns True when it checked `keeps_state`
+        as the reader left.
+        """
+        if self._idle:
+            self._idle.pop().switch(turn)
+        else:
+            PoolReader(self._serve, turn).start()
+
+    def _serve(self, turn: Callable[[], bool]) -> None:
+        me: Any = gevent.getcurrent()
+        hub_switch = self._gevent_hub.switch
+        idle = self._idle
+        retired = self._retired
+        try:
+            while True:
+                checked = turn()
+                if me in retired or len(idle) >= MAX_IDLE or (not checked and keeps_state(me)):
+                    return
+                idle.append(me)
+                turn = hub_switch()
+        finally:
+            retired.discard(me)
+            # Killed while parked (a fork, the hub's end): not parked any more.
+            if me in idle:
+                idle.remove(me)

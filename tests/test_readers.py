@@ -1,0 +1,207 @@
+"""The hub's reader pool: idle connections hold no greenlet; readers serve one
+connection's turn after another and never carry a kill from one to the next."""
+
+import gc
+
+import gevent
+import greenlet
+import pytest
+
+from grpyc._readers import MAX_IDLE, MAX_LINGERING, PoolReader, ReaderPool
+
+
+def _pool():
+    return ReaderPool.for_hub(gevent.get_hub())
+
+
+def _greenlets():
+    gc.collect()
+    return sum(isinstance(obj, greenlet.greenlet) for obj in gc.get_objects())
+
+
+def test_a_busy_connection_keeps_its_reader_lingering_between_requests(pair):
+    server, client = pair
+    ran_in = []
+    server._local_root.exposed_where = lambda: ran_in.append(gevent.getcurrent()) or len(ran_in)
+    for n in range(1, 4):
+        assert client.root.where() == n
+    assert all(isinstance(glet, PoolReader) for glet in ran_in)
+    assert len(set(ran_in)) == 1  # the same greenlet each time: it waited on the connection
+    assert server._hub._baton.reader is ran_in[0]
+    assert client._hub._baton.reader is None  # nothing came that the caller did not read
+    assert _pool().lingering >= 1
+
+
+def test_beyond_max_lingering_idle_connections_hold_no_reader(make_pair):
+    extra = 10
+    pairs = [make_pair() for _ in range(MAX_LINGERING + extra)]
+    before = _greenlets()
+    for _server, client in pairs:
+        assert client.root.echo(7) == 7
+    assert _greenlets() - before <= MAX_IDLE + MAX_LINGERING + 5
+    assert _pool().lingering == MAX_LINGERING
+    for server, _client in pairs[:extra]:
+        assert server._hub._baton.reader is None  # asked back to the pool
+    for server, _client in pairs[extra:]:
+        assert isinstance(server._hub._baton.reader, PoolReader)
+    for _server, client in pairs:  # the ones asked back are served again
+        assert client.root.echo(8) == 8
+
+
+def test_readers_asked_back_serve_other_connections(make_pair, monkeypatch):
+    import grpyc._readers
+
+    monkeypatch.setattr(grpyc._readers, "MAX_LINGERING", 1)
+    ran_in = []
+
+    from grpyc.service import Service
+
+    class WhereService(Service):
+        def exposed_where(self):
+            ran_in.append(gevent.getcurrent())
+
+    pairs = [make_pair(WhereService()) for _ in range(5)]
+    for _round in range(3):
+        for _server, client in pairs:
+            client.root.where()
+    assert len(ran_in) == 15
+    assert len(set(ran_in)) <= 3  # one lingering, one back in the pool, one on its way
+    assert _pool().lingering <= 1
+
+
+def test_a_busy_burst_starts_extra_readers_and_keeps_at_most_max_idle(make_pair):
+    """Many connections readable at once each get a reader; the pool keeps MAX_IDLE."""
+    count = MAX_IDLE + 20
+    pairs = [make_pair() for _ in range(count)]
+    release = gevent.event.Event()
+    started = []
+
+    def block():
+        started.append(gevent.getcurrent())
+        release.wait(10)
+        return 1
+
+    calls = [gevent.spawn(client.root.call, block) for _server, client in pairs]
+    deadline = 200
+    while len(started) < count and deadline:
+        gevent.sleep(0.01)
+        deadline -= 1
+    assert len(started) == count
+    release.set()
+    assert [call.get(timeout=10) for call in calls] == [1] * count
+    gevent.sleep(0)
+    assert _pool().idle <= MAX_IDLE
+
+
+def test_a_pool_reader_killed_with_its_connection_never_reads_another(make_pair):
+    """A request running inline that blocks hands reading over; when its
+    connection is then closed, its greenlet is killed and must not return to
+    the pool (the kill lands a loop turn later, wherever it then is)."""
+    doomed_server, doomed_client = make_pair()
+    other_server, other_client = make_pair()
+    entered = gevent.event.Event()
+    blocked_in = []
+
+    def stuck():
+        blocked_in.append(gevent.getcurrent())
+        entered.set()
+        gevent.sleep(30)
+
+    doomed_server._local_root.exposed_stuck = stuck
+
+    def call_stuck():
+        try:
+            doomed_client.root.stuck()
+        except EOFError:
+            return "closed"
+
+    caller = gevent.spawn(call_stuck)
+    assert entered.wait(5)
+    assert isinstance(blocked_in[0], PoolReader)
+    doomed_server._hub.shutdown(EOFError("closed by the test"))
+    assert caller.get(timeout=5) == "closed"
+    blocked_in[0].join(timeout=5)
+    assert blocked_in[0].dead
+    assert blocked_in[0] not in _pool()._idle and blocked_in[0] not in _pool()._retired
+    for n in range(20):
+        assert other_client.root.echo(n) == n
+    assert not other_server.closed and not other_client.closed
+
+
+def test_a_peer_closing_an_idle_connection_is_noticed(make_pair):
+    """With no greenlet of its own, a connection still sees its peer leave."""
+    server, client = make_pair()
+    assert client.root.echo(1) == 1
+    closed = gevent.event.Event()
+    server.when_closed(closed.set)
+    client._channel.close()
+    assert closed.wait(5)
+    assert server.closed
+
+
+def test_when_closed_runs_after_on_disconnect_and_at_once_when_closed(make_pair):
+    order = []
+    from grpyc.service import Service
+
+    class Watching(Service):
+        def on_disconnect(self, conn):
+            order.append("on_disconnect")
+
+    server, client = make_pair(Watching())
+    server.when_closed(lambda: order.append("callback"))
+    done = gevent.event.Event()
+    server.when_closed(done.set)
+    client.close()
+    assert done.wait(5)
+    assert server.closed
+    assert order == ["on_disconnect", "callback"]
+    server.when_closed(lambda: order.append("late"))
+    assert order[-1] == "late"
+
+
+def _state_service(kind):
+    """A service whose requests store and read greenlet-local state of `kind`."""
+    import contextvars
+
+    import gevent.local
+
+    from grpyc.service import Service
+
+    local = gevent.local.local()
+    var = contextvars.ContextVar("value")
+
+    class State(Service):
+        def exposed_set(self, value):
+            if kind == "gevent.local":
+                local.value = value
+            else:
+                var.set(value)
+
+        def exposed_get(self):
+            if kind == "gevent.local":
+                return getattr(local, "value", None)
+            return var.get(None)
+
+    return State
+
+
+@pytest.mark.parametrize("kind", ["gevent.local", "contextvars"])
+def test_greenlet_local_state_stays_with_its_connection(make_pair, kind):
+    """A reader that a request left state on serves only that connection from
+    then on: its later requests see the state, other connections never do
+    (a thread per connection in RPyC)."""
+    state = _state_service(kind)
+    first_server, first = make_pair(state())
+    _second_server, second = make_pair(state())
+    first.root.set("first")
+    assert second.root.get() is None
+    for _ in range(3):
+        assert first.root.get() == "first"
+        assert second.root.get() is None
+    pinned = first_server._hub._baton.reader
+    assert isinstance(pinned, PoolReader)
+    assert pinned not in _pool()._idle
+    first.close()
+    pinned.join(timeout=5)
+    assert pinned.dead  # it ends with its connection, never parked for another
+    assert second.root.get() is None
