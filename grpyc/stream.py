@@ -264,8 +264,6 @@ class SocketStream(Stream):
         self.cooperative = in_gevent()
         self.sock = _cooperative(sock) if self.cooperative else _plain(sock)
         self._closed = False
-        self._pending_of: Any = None
-        self._pending: Callable[[], int] | None = None
         # sendmsg() writes header, payload and newline in one syscall; TLS
         # sockets have no vectored write.
         self._vectored = not isinstance(
@@ -283,6 +281,9 @@ class SocketStream(Stream):
     def sock(self, sock: Any) -> None:
         self._sock = sock
         self._raw = _raw_socket(sock)
+        # Looked up once per socket: a missing attribute costs an
+        # AttributeError through gevent's socket __getattr__.
+        self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
 
     @classmethod
     def connect(
@@ -445,12 +446,6 @@ class SocketStream(Stream):
 
     def has_pending(self) -> bool:
         """Whether bytes are buffered above the descriptor (TLS), so a read will not wait."""
-        sock = self.sock
-        if sock is not self._pending_of:
-            # Looked up once per socket: a missing attribute costs an
-            # AttributeError through gevent's socket __getattr__, twice a call.
-            self._pending_of = sock
-            self._pending = getattr(sock, "pending", None)
         pending = self._pending
         return pending is not None and bool(pending())
 
