@@ -37,7 +37,11 @@ FAST = 1.0  # seconds within which the survivor must notice a killed peer
 
 
 def live_greenlets():
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
+    """Live greenlets, not counting the hub's parked pool readers (a cache, `_readers`)."""
+    from grpyc._readers import ReaderPool
+
+    live = sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
+    return live - ReaderPool.for_hub(gevent.get_hub()).idle
 
 
 def wait_until(predicate, timeout):
