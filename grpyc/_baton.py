@@ -184,14 +184,11 @@ class ReadBaton:
         """`reader` leaves the connection, which has nothing to read: it goes dormant."""
         if self.reader is reader:
             self.reader = None
-        if self.holder is reader:  # with nothing buffered (the hub read it all)
+        if self.holder is reader:
             self.holder = None
             self.holder_slot = None
             self.holder_waiting = False
-            if self._channel.has_pending_input():
-                self._gevent_hub.loop.run_callback(self.on_dormant_readable)
-            else:
-                self._start_watcher()
+            self.sleep_dormant()
 
     def sleep_dormant(self) -> None:
         """With no reader and nobody holding the baton: ask for a reader when readable."""

@@ -129,8 +129,7 @@ class ConnectionHub(Runtime):
         self._baton.on_dormant_readable = self._dispatch_reader
         self._readers = ReaderPool.for_hub(self._gevent_hub)
         self._turn = self._read_turn
-        # The greenlet serving the connection until it closes (`serve_until_closed`),
-        # which stays its reader rather than retire to the pool.
+        # The reader that stays rather than go back to the pool (see `_stays`).
         self._pinned: Any = None
         # Inflating a big compressed frame yields between steps, as decoding does.
         channel.set_progress(self.pause)
@@ -353,10 +352,11 @@ class ConnectionHub(Runtime):
                 reason = self._wait_readable(me, is_reader, deadline, slot)
                 if reason == READABLE:
                     channel.fill()
-                elif reason == RETIRE and not self._stays(me):
-                    baton.retire(me)  # back to the pool; the watcher calls for a reader
-                    return
-                elif reason != BATON and reason != RETIRE:
+                elif reason == RETIRE:
+                    if not self._stays(me):
+                        baton.retire(me)  # back to the pool; the watcher calls for a reader
+                        return
+                elif reason != BATON:
                     return
                 budget = FAIR_FRAMES
                 continue
