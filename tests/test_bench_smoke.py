@@ -1,6 +1,7 @@
 """Smoke test of the benchmark suite (bench/): a tiny real run, the floor, the report."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,18 @@ def test_profile_counts_busy_samples_by_module(tmp_path):
         (20.0, "grpyc/_brine_decode.py"),
         (20.0, "gevent/hub.py"),
     ]
+
+
+def test_instruction_count_program_runs_every_op(tmp_path):
+    """What `bench.instructions` runs under valgrind works as plain Python."""
+    from bench.instructions import _PROGRAM
+
+    program = tmp_path / "program.py"
+    program.write_text(_PROGRAM)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for op in ("bound", "attr", "callback", "root"):
+        done = subprocess.run(
+            [sys.executable, str(program), op, "5"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, (op, done.stderr[-2000:])
