@@ -233,7 +233,8 @@ class Admission:
         """A request finished; start a queued one if there is room now."""
         self._handlers.discard(glet)
         self._bytes_in_flight -= charged
-        self._start_queued()
+        if self._queued:
+            self._start_queued()
         if not self._handlers and not self._queued:
             self._on_idle()
 

@@ -67,7 +67,11 @@ class RequestRunner:
         try:
             try:
                 args = self._unbox(boxed_args)
-                payload = encode_reply(seq, self._box(self._handle(handler, args, peer_thread)))
+                if self._binding is None:  # `_handle` without bind_threads
+                    result = self._call_handler(handler, args)
+                else:
+                    result = self._handle(handler, args, peer_thread)
+                payload = encode_reply(seq, self._box(result))
             except GreenletExit as exc:
                 if not is_from_peer(exc):
                     raise  # this greenlet is being killed

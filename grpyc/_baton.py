@@ -286,9 +286,10 @@ class ReadBaton:
         if idle:
             self.reader_waiter = waiter
             self.reader_idle = True
-        self._start_watcher()
+        if self._watcher is None or not self._watcher.active:  # a dormant watch may be on
+            self._start_watcher()
         try:
-            return self.sleep(waiter, deadline)
+            return waiter.get() if deadline is None else self.sleep(waiter, deadline)
         finally:
             if idle:
                 if self.reader_waiter is waiter:

@@ -116,7 +116,8 @@ class Runtime:
         Raises:
             EOFError: the connection is closed.
         """
-        self._raise_if_closed()
+        if self._closed:  # `_raise_if_closed` inlined: once a call
+            raise EOFError(f"connection {self.name} is closed")
         slot = self.new_slot()
         self.pending[seq] = slot
         try:

@@ -81,6 +81,10 @@ class Stream:
     MAX_IO_CHUNK = STREAM_CHUNK
 
     _closed = False
+    # Set (as an attribute, not a method) by streams that may hold input
+    # above their descriptor (TLS): whether bytes wait there, so a read will
+    # not wait. `Channel.has_pending_input` asks it when present.
+    has_pending: Callable[[], int]
     # How errors name what broke ("connection closed by peer").
     _KIND = "connection"
 

@@ -105,14 +105,17 @@ class Writer:
         buffered requests inline writes the answers in one go, not one each."""
         self._cork_owner = owner
 
-    def uncork(self) -> None:
+    def uncork(self, release_hold: bool = False) -> None:
         """Write what the corked greenlet queued (runs in that greenlet; may block).
 
-        A hold (`hold`) stays until `release_hold`.
+        A hold (`hold`) stays until `release_hold`, which `release_hold=True`
+        calls after (the baton holder does both before it waits, twice a call).
         """
         self._cork_owner = None
         if self._outbox and not self._held and not self.writing and not self.closed:
             self.flush()
+        if release_hold and self._held:
+            self.release_hold()
 
     def hold(self) -> None:
         """Queue every greenlet's frames until `release_hold`.
@@ -245,6 +248,8 @@ class Writer:
         try:
             while not self.closed:
                 if frames is None:
+                    if not (self._outbox or self._deferred_bytes):
+                        break  # the usual case: nothing was queued meanwhile
                     frames = self._collect_frames()
                     if not frames:
                         break

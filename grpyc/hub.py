@@ -275,16 +275,13 @@ class ConnectionHub(Runtime):
             reason = exc
         self.shutdown(reason)
 
-    def _wait_readable(self, me: Any, is_reader: bool, deadline: Any, slot: Any) -> Any:
-        """`baton.wait_readable`; a pool reader *lingers* so (see `ReaderPool.linger`)."""
-        if not is_reader or me is self._pinned:
-            return self._baton.wait_readable(me, is_reader, deadline, slot)
-        baton, readers = self._baton, self._readers
-        readers.linger(baton)
+    def _linger(self, me: Any) -> Any:
+        """`baton.wait_readable` of a pool reader: it *lingers* (see `ReaderPool.linger`)."""
+        self._readers.linger(self._baton)
         try:
-            return baton.wait_readable(me, True, None, None)
+            return self._baton.wait_readable(me, True, None, None)
         finally:
-            readers.unlinger(baton)
+            self._readers.unlinger(self._baton)
 
     def _stays(self, reader: Any) -> bool:
         """Whether `reader` stays with nothing to read: `serve_until_closed`'s, or one a
@@ -327,9 +324,8 @@ class ConnectionHub(Runtime):
         try:
             self._handle_frames(slot, deadline, me)
         finally:
-            self._writer.uncork()
-            if not self._channel.has_buffered_frame():
-                self._writer.release_hold()  # whoever reads next would release it too
+            # With no frame buffered, whoever reads next would release the hold too.
+            self._writer.uncork(release_hold=not self._channel.has_buffered_frame())
 
     def _handle_frames(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         channel = self._channel
@@ -341,15 +337,17 @@ class ConnectionHub(Runtime):
         while baton.holder is me and not self._closed:
             payload = channel.next_buffered()
             if payload is None:
-                writer.uncork()  # answers of the batch go out before we wait
-                writer.release_hold()
+                writer.uncork(release_hold=True)  # answers of the batch go out before we wait
                 if not is_reader:
                     if slot.outcome is not None:  # type: ignore[union-attr]
                         return
                 elif baton.followers:
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
-                reason = self._wait_readable(me, is_reader, deadline, slot)
+                if is_reader and me is not self._pinned:
+                    reason = self._linger(me)
+                else:
+                    reason = baton.wait_readable(me, is_reader, deadline, slot)
                 if reason == READABLE:
                     channel.fill()
                 elif reason == RETIRE:
@@ -393,10 +391,9 @@ class ConnectionHub(Runtime):
             if budget <= 0:
                 if our_reply_in:
                     return  # a flood behind our reply is the next reader's, not our delay
-                writer.uncork()
                 # A peer that keeps the buffer full must not keep our writes
                 # held for longer than one batch either.
-                writer.release_hold()
+                writer.uncork(release_hold=True)
                 self._yield(me)
                 budget = FAIR_FRAMES
 
@@ -461,20 +458,16 @@ class ConnectionHub(Runtime):
         run_now, charged = decision
         if not run_now:
             self._admission.enqueue(func, args, charged)
-        elif self._can_run_inline():
+        elif (  # in the background reader, unless it leads a nested call or watching is off
+            self._nested_leads == 0
+            and gevent.getcurrent() is self._baton.reader
+            and self._switch_watch.is_installed()
+        ):
             self._run_inline(func, args, charged)
         else:
             self._admission.start(func, args, charged)
             self._pace = self._baton.holder is gevent.getcurrent()
         return True
-
-    def _can_run_inline(self) -> bool:
-        watch = self._switch_watch
-        return (
-            self._nested_leads == 0
-            and watch.is_installed()
-            and gevent.getcurrent() is self._baton.reader
-        )
 
     def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
         """Run a request in the background reader itself, saving a greenlet start.
@@ -527,12 +520,9 @@ class ConnectionHub(Runtime):
 
     # ------------------------------------------------------------------ writer
     def send(self, payload: Payload) -> None:
-        """Write one whole frame; may block the calling greenlet.
-
-        Raises:
-            EOFError: the connection is closed.
-        """
-        self._raise_if_closed()
+        """Write one whole frame; may block the calling greenlet. Raises EOFError if closed."""
+        if self._closed:  # `_raise_if_closed` inlined: once a frame
+            raise EOFError(f"connection {self.name} is closed")
         self._writer.send(payload)
 
     def send_nowait(self, payload: Payload) -> None:

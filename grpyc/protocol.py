@@ -286,8 +286,13 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         if hub.closed:
             raise EOFError(f"connection {self._config['connid']} is closed")
         seq = next(self._seq)
-        payload = self._addressed(encode_request(seq, handler, self._box(args)))
-        outcome = self._call(seq, payload, timeout)
+        payload = encode_request(seq, handler, self._box(args))
+        if self._binding is not None:
+            payload = self._binding.request(payload)
+        if self._turn is None:  # `_call` without a serialize_requests turn to yield
+            outcome = hub.call(seq, payload, timeout)
+        else:
+            outcome = self._call(seq, payload, timeout)
         if outcome is None:
             self._note_expired(seq)
             raise AsyncResultTimeout("result expired")

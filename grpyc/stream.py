@@ -123,6 +123,9 @@ def _cooperative(sock: Any) -> Any:
     return adopted
 
 
+_NOTHING_PENDING: Callable[[], int] = False.__bool__
+
+
 def _raw_socket(sock: Any) -> Any:
     """The non-blocking OS socket inside a plain gevent socket (not TLS), else None.
 
@@ -281,9 +284,12 @@ class SocketStream(Stream):
     def sock(self, sock: Any) -> None:
         self._sock = sock
         self._raw = _raw_socket(sock)
-        # Looked up once per socket: a missing attribute costs an
-        # AttributeError through gevent's socket __getattr__.
-        self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
+        # Whether bytes are buffered above the descriptor (TLS), so a read
+        # will not wait: the socket's own pending(), else a C callable that
+        # answers False. It runs on every wait: no Python frame. Looked up
+        # once per socket: a missing attribute costs an AttributeError
+        # through gevent's socket __getattr__.
+        self.has_pending: Callable[[], int] = getattr(sock, "pending", None) or _NOTHING_PENDING
 
     @classmethod
     def connect(
@@ -443,11 +449,6 @@ class SocketStream(Stream):
         if self.has_pending():
             return True
         return wait_readable(self.fileno(), timeout, self.cooperative)
-
-    def has_pending(self) -> bool:
-        """Whether bytes are buffered above the descriptor (TLS), so a read will not wait."""
-        pending = self._pending
-        return pending is not None and bool(pending())
 
 
 class TunneledSocketStream(SocketStream):
