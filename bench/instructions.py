@@ -69,29 +69,28 @@ for _ in range(count):
 """
 
 
-def _count(tree, op, calls, program):
-    """Instructions valgrind counts for one run of `program` in `tree`."""
+def _count(tree, op, calls, scratch):
+    """Instructions valgrind counts for one run of the program in `scratch`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    with tempfile.TemporaryDirectory() as scratch:
-        # cwd first on sys.path: run where no other `grpyc` is.
-        result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=cachegrind",
-                "--cache-sim=no",
-                "--cachegrind-out-file=/dev/null",
-                sys.executable,
-                program,
-                op,
-                str(calls),
-            ],
-            cwd=scratch,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=600,
-        )
+    # Run in `scratch`: cwd comes first on sys.path, and no other `grpyc` is there.
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            "program.py",
+            op,
+            str(calls),
+        ],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     found = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr[-2000:]}")
@@ -100,13 +99,10 @@ def _count(tree, op, calls, program):
 
 def per_call(tree, op):
     """Instructions one call of `op` costs, client and server together."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as program:
-        program.write(_PROGRAM)
-    try:
-        few = _count(tree, op, _FEW, program.name)
-        more = _count(tree, op, _FEW + _MORE, program.name)
-    finally:
-        os.unlink(program.name)
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch, "program.py").write_text(_PROGRAM)
+        few = _count(tree, op, _FEW, scratch)
+        more = _count(tree, op, _FEW + _MORE, scratch)
     return (more - few) // _MORE
 
 

@@ -67,7 +67,7 @@ class RequestRunner:
         try:
             try:
                 args = self._unbox(boxed_args)
-                if self._binding is None:  # `_handle` without bind_threads
+                if self._binding is None:
                     result = self._call_handler(handler, args)
                 else:
                     result = self._handle(handler, args, peer_thread)
@@ -93,9 +93,7 @@ class RequestRunner:
         del args
 
     def _handle(self, handler: int, args: Any, peer_thread: int) -> Any:
-        if self._binding is None:
-            return self._call_handler(handler, args)
-        # Calls made while serving a stock bind_threads thread go to that thread.
+        # With bind_threads: calls made while serving a stock thread go to that thread.
         with self._binding.serving(peer_thread):
             return self._call_handler(handler, args)
 

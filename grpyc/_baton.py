@@ -120,8 +120,7 @@ class ReadBaton:
     def take(self, me: Any, slot: Any = None) -> None:
         # An idle background reader stays asleep: the readable watcher now
         # wakes `me` instead, until the baton goes back (`pass_on`).
-        # `_caller_waits_for_bytes` inlined: once a call.
-        if self.holder_waiting and self.holder_slot is not None and self.holder is not self.reader:
+        if self._caller_waits_for_bytes():
             self._lend(self.holder, self.holder_waiter, self.holder_slot)
         self.holder = me
         self.holder_slot = slot
