@@ -54,7 +54,11 @@ class ReadBaton:
     __slots__ = (
         "_channel",
         "_closed",
+        "_deadline_timer",
         "_gevent_hub",
+        "_timed_deadline",
+        "_timed_waiter",
+        "_timer_at",
         "_watcher",
         "followers",
         "holder",
@@ -74,6 +78,11 @@ class ReadBaton:
         self._closed = False
         self._gevent_hub = gevent_hub
         self._watcher: Any = None
+        # The timer of `_sleep_until`, armed for `_timer_at`, and who sleeps on it.
+        self._deadline_timer: Any = None
+        self._timer_at = 0.0
+        self._timed_waiter: Waiter | None = None
+        self._timed_deadline = 0.0
         self.holder: Any = None
         # The reply slot of a caller holding the baton (None for the reader).
         self.holder_slot: Any = None
@@ -252,7 +261,8 @@ class ReadBaton:
             return waiter.get()
         loop = self._gevent_hub.loop
         loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
-        timer = loop.timer(max(0.0, deadline - time.monotonic()))
+        remaining = deadline - time.monotonic()
+        timer = loop.timer(remaining if remaining > 0 else 0.0)
         timer.start(waiter.switch, TIMEOUT)
         try:
             return waiter.get()
@@ -289,7 +299,7 @@ class ReadBaton:
         if self._watcher is None or not self._watcher.active:  # a dormant watch may be on
             self._start_watcher()
         try:
-            return waiter.get() if deadline is None else self.sleep(waiter, deadline)
+            return waiter.get() if deadline is None else self._sleep_until(waiter, deadline)
         finally:
             if idle:
                 if self.reader_waiter is waiter:
@@ -302,6 +312,51 @@ class ReadBaton:
                 lenders = self.lenders
                 if lenders and lenders[-1][0] is waiter:
                     lenders.pop()
+
+    def _sleep_until(self, waiter: Waiter, deadline: float) -> Any:
+        """`sleep` for `wait_readable`, on a timer that outlives the wait.
+
+        Calls one after another arm it once per timeout period, not once
+        each (a timer made, started and closed costs ~5,700 instructions,
+        2.7 % of a round trip): a timer armed for an earlier deadline fires
+        first and re-arms for the deadline of whoever waits then. One waiter
+        at a time uses it; another (a borrower while its lender sleeps) gets
+        a timer of its own.
+        """
+        if self._timed_waiter is not None:
+            return self.sleep(waiter, deadline)
+        self._timed_waiter = waiter
+        self._timed_deadline = deadline
+        if self._deadline_timer is None or self._timer_at > deadline:
+            self._arm_deadline_timer(deadline)
+        try:
+            return waiter.get()
+        finally:
+            self._timed_waiter = None
+
+    def _arm_deadline_timer(self, deadline: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.close()
+        loop = self._gevent_hub.loop
+        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
+        remaining = deadline - time.monotonic()
+        timer = self._deadline_timer = loop.timer(remaining if remaining > 0 else 0.0)
+        timer.ref = False  # armed with nobody waiting, it must not keep the loop running
+        self._timer_at = deadline
+        timer.start(self._on_deadline_timer)
+
+    def _on_deadline_timer(self) -> None:
+        # Runs in the hub greenlet.
+        self._deadline_timer.close()
+        self._deadline_timer = None
+        waiter = self._timed_waiter
+        if waiter is None or self._closed:
+            return
+        if time.monotonic() < self._timed_deadline:
+            self._arm_deadline_timer(self._timed_deadline)
+        else:
+            self._timed_waiter = None
+            waiter.switch(TIMEOUT)
 
     def _start_watcher(self) -> None:
         if self._closed:
@@ -325,6 +380,9 @@ class ReadBaton:
         """Wake the holder and every follower with `CLOSED`; stop the watcher."""
         loop = self._gevent_hub.loop
         self._closed = True
+        if self._deadline_timer is not None:
+            self._deadline_timer.close()
+            self._deadline_timer = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.close()

@@ -106,3 +106,47 @@ def test_a_callback_chain_reads_its_replies_where_they_are_awaited(pair, monkeyp
     assert bounce(callback, 20) == 20
     assert len(lends) >= 19  # every nested level on the client but the first
     assert client._hub._baton.lenders == []
+
+
+def _timed_wait(baton, seconds):
+    """`wait_readable` by the holder with a deadline `seconds` away: (reason, seconds taken)."""
+    started = time.monotonic()
+    reason = baton.wait_readable(gevent.getcurrent(), False, started + seconds)
+    return reason, time.monotonic() - started
+
+
+def test_each_timed_wait_ends_at_its_own_deadline():
+    """The deadline timer outlives a wait (`_sleep_until`): a later wait with an
+    earlier deadline re-arms it, one with a later deadline is re-armed for when
+    the earlier one fires, and bytes still end a wait at once."""
+    baton, channel, peer = _baton()
+    baton.holder = gevent.getcurrent()
+    gevent.spawn_later(0.05, peer.sendall, b"x")
+    assert _timed_wait(baton, 5.0)[0] == 1  # READABLE, long before its deadline
+    channel.stream.sock.recv(1)
+    reason, took = _timed_wait(baton, 0.2)  # earlier than the armed 5 s
+    assert reason == 3 and 0.15 <= took < 2.0  # TIMEOUT
+    baton._timer_at = time.monotonic() + 0.1  # as if armed by an earlier wait
+    baton._arm_deadline_timer(baton._timer_at)
+    reason, took = _timed_wait(baton, 0.4)  # the timer fires at 0.1 and re-arms
+    assert reason == 3 and 0.35 <= took < 2.0
+    channel.close()
+    peer.close()
+
+
+def test_an_armed_deadline_timer_does_not_keep_the_loop_running():
+    """After the wait, the timer stays armed for the next one but does not hold
+    the hub: `gevent.wait()` returns when nothing else is pending."""
+    baton, channel, peer = _baton()
+    baton.holder = gevent.getcurrent()
+    peer.sendall(b"x")
+    assert _timed_wait(baton, 30.0)[0] == 1
+    assert baton._deadline_timer is not None
+    channel.stream.sock.recv(1)
+    baton._watcher.close()  # the channel's own watcher is not what this test is about
+    baton._watcher = None
+    started = time.monotonic()
+    gevent.wait(timeout=5)
+    assert time.monotonic() - started < 2.0
+    channel.close()
+    peer.close()

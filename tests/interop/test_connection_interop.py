@@ -249,3 +249,37 @@ def test_big_values_cross_both_ways_as_between_stock_peers(rpyc_server, grpyc_se
     assert stock_to_stock == (True,) * 6
     assert stock_to_grpyc == stock_to_stock
     assert grpyc_to_stock == stock_to_stock
+
+
+def _timeout_after_a_call_probe(connect, pause):
+    """(outcome, seconds) of a call that outlasts sync_request_timeout, made
+    0.3 s after a quick call (whose deadline was earlier)."""
+    conn = connect("127.0.0.1", config={"sync_request_timeout": 0.5})
+    try:
+        conn.root.echo(1)
+        pause(0.3)
+        started = time.monotonic()
+        try:
+            conn.root.sleep(1.5)
+            outcome = "returned"
+        except TimeoutError:  # stock's AsyncResultTimeout; grpyc's is a subclass
+            outcome = "timeout"
+        return outcome, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+def test_a_timeout_counts_from_its_own_call_as_with_stock(rpyc_server):
+    """grpyc keeps its deadline timer armed from call to call (`ReadBaton._sleep_until`)."""
+
+    def stock(host, config):
+        return rpyc.connect(host, rpyc_server, config=config)
+
+    def ours(host, config):
+        return grpyc.factory.connect(host, rpyc_server, config=config)
+
+    stock_outcome, stock_took = in_os_thread(_timeout_after_a_call_probe, stock, time.sleep)
+    our_outcome, our_took = _timeout_after_a_call_probe(ours, gevent.sleep)
+    assert stock_outcome == our_outcome == "timeout"
+    assert 0.45 <= stock_took < 1.2
+    assert 0.45 <= our_took < 1.2
