@@ -8,6 +8,9 @@ cimport cython
 @cython.locals(out=bytearray)
 cdef object _dump_small(tuple container, bytes prefix)
 
+@cython.locals(size=int, scale=cython.ulonglong)
+cdef int _put_decimal(bytearray out, unsigned long long value) except -1
+
 @cython.locals(size=Py_ssize_t, count=Py_ssize_t, digits=bytes, raw=bytes)
 cdef bint _put_small(bytearray out, object value, int depth) except -1
 

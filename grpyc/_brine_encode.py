@@ -318,11 +318,32 @@ def _dump_small(container: tuple[Any, ...], prefix: bytes) -> bytes | None:
     return bytes(out)
 
 
+_C_DECIMAL_LIMIT: Final = 10**18  # what `_put_decimal` writes with C ints
+
+
+def _put_decimal(out: bytearray, value: int) -> None:
+    """Append `value` (0 <= value < 10**18) as brine does: ``_INT_L1``, size, decimal digits."""
+    size = 1
+    scale = 10
+    while value >= scale:
+        size += 1
+        scale *= 10
+    out.append(0x16)  # _INT_L1
+    out.append(size)
+    while scale > 1:
+        scale //= 10
+        out.append(0x30 + value // scale)  # "0" + the digit
+        value %= scale
+
+
 def _put_small(out: bytearray, value: Any, depth: int) -> bool:
     kind = type(value)
     if kind is int:
         if -48 <= value < 160:
             out.append(value + 0x50)  # the immediate tag
+            return True
+        if 0 <= value < _C_DECIMAL_LIMIT:
+            _put_decimal(out, value)  # every message's seq: b"%d" costs ~1,400 instructions
             return True
         digits = b"%d" % value
         size = len(digits)
