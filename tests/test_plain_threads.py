@@ -65,6 +65,15 @@ def assert_same_as_stock(results):
         assert results[mode] == stock, (mode, results[mode], stock)
 
 
+def assert_no_stall(results, mode):
+    """No wait for a timeout: the calls took under 2 s, or no longer than stock's
+    (the three modes run at once; on a slow machine stock takes ~10 s for
+    64 threads with callbacks). Before the fix, plain threads stalled 30 s."""
+    if mode[0] == "grpyc":
+        elapsed = results[mode]["elapsed"]
+        assert elapsed < max(2.0, results[("stock", "plain")]["elapsed"]), (mode, elapsed)
+
+
 def test_call_after_blocking_outside_gevent_is_not_timed_out(stock_port):
     # The thread sleeps (plain time.sleep) longer than sync_request_timeout,
     # before and after poll/poll_all/serve: the next call still succeeds.
@@ -80,8 +89,8 @@ def test_threads_share_one_connection_while_its_thread_blocks_in_join(stock_port
     for result in results.values():
         assert result["ok"] == calls
         assert result["errors"] == []
-    assert results[("grpyc", "plain")]["under_2s"]
-    assert results[("grpyc", "patched")]["under_2s"]
+    assert_no_stall(results, ("grpyc", "plain"))
+    assert_no_stall(results, ("grpyc", "patched"))
 
 
 @pytest.mark.parametrize(
@@ -94,8 +103,7 @@ def test_threads_with_callbacks_through_one_connection(stock_port, scenario):
             results[("stock", "plain")]["ok"],
             [],
         ), mode
-        if mode[0] == "grpyc":
-            assert results[mode]["under_2s"], mode
+        assert_no_stall(results, mode)
 
 
 def test_bg_serving_thread_serves_callbacks_while_the_main_thread_blocks(stock_port):
