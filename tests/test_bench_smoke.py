@@ -230,3 +230,27 @@ def test_instruction_count_program_runs_every_op(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, (op, done.stderr[-2000:])
+
+
+def test_footprint_programs_run_against_both_targets(tmp_path):
+    """What `bench.footprint` runs (one side under valgrind) works as plain
+    Python, for grpyc and for stock rpyc: the server serves one connection
+    and exits when the client is done."""
+    from bench.footprint import _CLIENT, _SERVER
+
+    (tmp_path / "server.py").write_text(_SERVER)
+    (tmp_path / "client.py").write_text(_CLIENT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = {"cwd": tmp_path, "env": env, "stderr": subprocess.PIPE, "text": True}
+    for target, op in (("grpyc", "callback"), ("rpyc", "attr")):
+        port_file = str(tmp_path / f"port.{target}")
+        with subprocess.Popen([sys.executable, "server.py", target, port_file], **run) as server:
+            try:
+                done = subprocess.run(
+                    [sys.executable, "client.py", target, port_file, op, "5"], timeout=60, **run
+                )
+                assert done.returncode == 0, (target, done.stderr[-2000:])
+                assert server.wait(timeout=30) == 0, (target, server.stderr.read()[-2000:])
+            finally:
+                if server.poll() is None:
+                    server.kill()
