@@ -11,7 +11,6 @@ with the same charge. Pure code, no I/O.
 
 from __future__ import annotations
 
-from sys import getsizeof as _getsizeof
 from typing import Any, Final
 
 from grpyc._brine_decode import IMM_VALUES, LONG_INT_DIGITS, SINGLETONS
@@ -196,7 +195,9 @@ def _small_str(reader: _SmallReader, pos: int) -> Any:
     except UnicodeDecodeError:
         return _SMALL_SKIP
     if size > 1:
-        reader.cost += _getsizeof(text)
+        # What sys.getsizeof says (a str has no GC header), without its
+        # keyword parsing: every request decodes a class name here.
+        reader.cost += text.__sizeof__()
     reader.pos = end
     return text
 
