@@ -42,7 +42,7 @@ def type_override(cls: type, name: str) -> Any:
         return getattr(cls, name, None)  # a metaclass may provide it
     for klass in cls.__mro__:
         if name in klass.__dict__:
-            return getattr(cls, name)
+            return getattr(cls, name, None)  # as before for a descriptor that raises
     if (
         cls.__flags__ & _IMMUTABLE_TYPE
         and len(_known_plain) < _MAX_KNOWN_PLAIN
