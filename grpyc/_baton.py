@@ -259,10 +259,7 @@ class ReadBaton:
         """Wait on `waiter` until it is switched or `deadline` passes (`TIMEOUT`)."""
         if deadline is None:
             return waiter.get()
-        loop = self._gevent_hub.loop
-        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
-        remaining = deadline - time.monotonic()
-        timer = loop.timer(remaining if remaining > 0 else 0.0)
+        timer = self._timer_until(deadline)
         timer.start(waiter.switch, TIMEOUT)
         try:
             return waiter.get()
@@ -313,6 +310,13 @@ class ReadBaton:
                 if lenders and lenders[-1][0] is waiter:
                     lenders.pop()
 
+    def _timer_until(self, deadline: float) -> Any:
+        """A libev timer (not started) that fires at `deadline` (`time.monotonic`)."""
+        loop = self._gevent_hub.loop
+        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
+        remaining = deadline - time.monotonic()
+        return loop.timer(remaining if remaining > 0 else 0.0)
+
     def _sleep_until(self, waiter: Waiter, deadline: float) -> Any:
         """`sleep` for `wait_readable`, on a timer that outlives the wait.
 
@@ -337,10 +341,7 @@ class ReadBaton:
     def _arm_deadline_timer(self, deadline: float) -> None:
         if self._deadline_timer is not None:
             self._deadline_timer.close()
-        loop = self._gevent_hub.loop
-        loop.update_now()  # the loop's clock is stale after a blocking call outside gevent
-        remaining = deadline - time.monotonic()
-        timer = self._deadline_timer = loop.timer(remaining if remaining > 0 else 0.0)
+        timer = self._deadline_timer = self._timer_until(deadline)
         timer.ref = False  # armed with nobody waiting, it must not keep the loop running
         self._timer_at = deadline
         timer.start(self._on_deadline_timer)

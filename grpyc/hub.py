@@ -218,10 +218,9 @@ class ConnectionHub(Runtime):
             The delivered ``(is_exc, obj, unresolved)``, or None on timeout.
         """
         if slot.outcome is None:
-            # Not max()/min(): they parse their arguments the slow way (~700
-            # instructions a call).
-            timeout = None if timeout is None else (timeout if timeout > 0 else 0.0)
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = None
+            if timeout is not None:  # not max(): it parses its arguments the slow way
+                deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
             me = gevent.getcurrent()
             nested = self._admission.nested_wait(me)
             try:
