@@ -13,6 +13,7 @@ from grpyc._writer import Writer
 from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
 from tests.services import TestService
+from tests.test_faults import live_greenlets
 from tests.test_protocol import outcome_of
 
 
@@ -152,19 +153,11 @@ def test_shutdown_kills_handler_greenlets(make_hub):
 
     hub.submit(stuck)
     started.wait(2)
-    before = _live_greenlets()
+    before = live_greenlets()
     hub.shutdown(EOFError("done"))
     gevent.sleep(0)
     gc.collect()
-    assert _live_greenlets() < before
-
-
-def _live_greenlets():
-    """Live greenlets, not counting the hub's parked pool readers (a cache, `_readers`)."""
-    from grpyc._readers import ReaderPool
-
-    live = sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
-    return live - ReaderPool.for_hub(gevent.get_hub()).idle
+    assert live_greenlets() < before
 
 
 def test_blocking_inline_request_hands_reading_over(pair):

@@ -70,7 +70,10 @@ def count_live_greenlets():
     """Live greenlets, not counting the hub's parked pool readers (a cache, `_readers`)."""
     from grpyc._readers import ReaderPool
 
-    live = sum(1 for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead)
+    # type(), not isinstance(): a proxy would ask its peer for __class__.
+    live = sum(
+        1 for obj in gc.get_objects() if issubclass(type(obj), gevent.Greenlet) and not obj.dead
+    )
     return live - ReaderPool.for_hub(gevent.get_hub()).idle
 
 
