@@ -1,6 +1,10 @@
 """CPU time per call, client and server, user and system: ``python -m bench.cpu``.
 
     python -m bench.cpu [--targets grpyc,floor,rpyc-threaded] [--op bound|root|callback]
+    python -m bench.cpu --targets grpyc/rpyc-threaded,rpyc-threaded/grpyc
+
+A target ``CLIENT/SERVER`` pairs one target's client with another's server
+(grpyc's client against stock's threaded server, and so on).
 
 For each target: a server child (as the suite starts it), and a client in a
 child of its own that calls ``op`` in a loop for ``--seconds`` and reports
@@ -93,17 +97,20 @@ def main(argv=None):
     parser.add_argument("--split-cpus", action="store_true")
     args = parser.parse_args(argv)
     server_cpu, client_cpu = choose_cpus(args.split_cpus)
-    for target_name in args.targets.split(","):
+    for spec in args.targets.split(","):
+        target_name, _, server_name = spec.partition("/")
         server = None
         with tempfile.TemporaryFile() as log:
             try:
-                server, port = _start_server(target_name, server_cpu, log)
+                server, port = _start_server(server_name or target_name, server_cpu, log)
                 cmd = [sys.executable, "-m", "bench.cpu", "--child", target_name, args.op]
                 cmd += [str(args.seconds), str(port), str(server.pid), str(client_cpu)]
                 done = subprocess.run(
                     cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
                     timeout=args.seconds + 60,
                 )  # fmt: skip
+                if server_name:
+                    print(f"server {server_name}: ", end="")
                 print(done.stdout.strip() or done.stderr.strip()[-500:])
             finally:
                 _stop(server)

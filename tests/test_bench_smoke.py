@@ -254,3 +254,33 @@ def test_footprint_programs_run_against_both_targets(tmp_path):
             finally:
                 if server.poll() is None:
                     server.kill()
+
+
+def test_waitcost_measures_each_way_of_waiting():
+    """`python -m bench.waitcost` runs a ping-pong with each way of waiting on both
+    sides (and grpyc's against a blocking peer) and reports its time, CPU and
+    context switches per round trip."""
+    from bench.waitcost import STYLES, run_pair
+
+    for server_style, client_style in [(s, s) for s in STYLES] + [("blocking", "hub")]:
+        figures = run_pair(server_style, client_style, count=200)
+        pair = (server_style, client_style, figures)
+        assert figures["µs per round trip"] > 0, pair
+        # One message each way wakes the other process at least once per round trip.
+        assert figures["context switches"] >= 1.0, pair
+        for side in ("client user", "client sys", "server user", "server sys"):
+            assert figures[side] >= 0, pair
+
+
+def test_cpu_pairs_one_targets_client_with_anothers_server():
+    """`python -m bench.cpu --targets CLIENT/SERVER` starts the server of the
+    second target and runs the first one's client against it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--targets", "grpyc/rpyc-threaded", "--seconds", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("server rpyc-threaded: "), line
+    assert '"target": "grpyc"' in line
+    assert '"calls/s"' in line
