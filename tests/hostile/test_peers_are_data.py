@@ -18,7 +18,7 @@ import greenlet
 import pytest
 
 import grpyc
-from grpyc import brine, consts, vinegar
+from grpyc import _accel, brine, consts, vinegar
 from grpyc.framing import FrameDecoder
 from grpyc.protocol import is_from_peer
 from tests.hostile.conftest import (
@@ -246,7 +246,12 @@ def test_a_flood_of_small_requests_does_not_starve_other_clients(server_process,
     assert sent > 50_000  # the flood really flooded
     assert len(client.latencies) >= 20
     assert client.worst < 0.5, client.worst
-    assert client.p99 < 0.1, client.p99
+    # Starved, a client would wait out the 5 s flood. A fair turn of the reader
+    # handles a batch of the flood's frames first, and the pure-Python build
+    # (the server child runs the same build as this process) spends ~1.5-2x the
+    # compiled one's time on each: p99 28-34 ms compiled, 40-49 ms pure on a
+    # 2-vCPU VM, where a slow moment of the machine once took pure to 113 ms.
+    assert client.p99 < (0.1 if _accel.compiled_modules() else 0.2), client.p99
     assert process.alive()
 
 
