@@ -22,17 +22,10 @@ import sys
 import tempfile
 import time
 
+from bench.proc import cpu_times
 from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
 
 _OPS = {"bound": "bound_echo", "root": "root_echo", "callback": "callback"}
-
-
-def _proc_times(pid):
-    """(user, system) seconds of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def measure(target_name, op, seconds, port, server_pid):
@@ -45,13 +38,13 @@ def measure(target_name, op, seconds, port, server_pid):
     for _ in range(200):  # warm-up
         call()
     count = 0
-    server_before, client_before = _proc_times(server_pid), os.times()
+    server_before, client_before = cpu_times(server_pid), os.times()
     began = time.perf_counter()
     while time.perf_counter() - began < seconds:
         call()
         count += 1
     wall = time.perf_counter() - began
-    client_after, server_after = os.times(), _proc_times(server_pid)
+    client_after, server_after = os.times(), cpu_times(server_pid)
 
     def per_call(before, after):
         return round((after - before) / count * 1e6, 1)

@@ -1,7 +1,7 @@
 """Process-side helpers shared by the server and client children.
 
-CPU pinning, the descriptor limit, dying with the parent, and memory
-figures read from /proc (Linux only, like the whole suite).
+CPU pinning, the descriptor limit, dying with the parent, and memory, CPU
+and scheduling figures read from /proc (Linux only, like the whole suite).
 """
 
 import ctypes
@@ -41,6 +41,34 @@ def status_kib(field, pid="self"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(f"{field} not in /proc/{pid}/status")
+
+
+def _stat_fields(pid):
+    # The fields after the command name, which may itself hold spaces.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def cpu_times(pid="self"):
+    """(user, system) seconds a process has run, from /proc/PID/stat."""
+    fields = _stat_fields(pid)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def minor_faults(pid="self"):
+    """Minor page faults of a process so far."""
+    return int(_stat_fields(pid)[7])
+
+
+def context_switches(pid="self"):
+    """Context switches of a process so far, voluntary and involuntary."""
+    total = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
 
 
 def reset_peak_rss():

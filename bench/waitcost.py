@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from bench.proc import context_switches, cpu_times, minor_faults
+
 _MESSAGE = b"x" * 24
 STYLES = ("blocking", "epoll", "hub", "gevent-socket")
 
@@ -86,28 +88,6 @@ def serve(style, cpu):
         send(data)
 
 
-def _proc_times(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-def _minor_faults(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[7])
-
-
-def _switches(pid):
-    """Context switches of a process so far, voluntary and involuntary."""
-    total = 0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
-
-
 def ping(style, port, server_pid, count, cpu):
     """Client child: ``count`` round trips; prints one JSON line of figures."""
     os.sched_setaffinity(0, {cpu})
@@ -118,17 +98,17 @@ def ping(style, port, server_pid, count, cpu):
         send(_MESSAGE)
         recv()
     pids = (os.getpid(), server_pid)
-    switches_before = sum(map(_switches, pids))
-    faults_before = sum(map(_minor_faults, pids))
-    server_before, client_before = _proc_times(server_pid), os.times()
+    switches_before = sum(map(context_switches, pids))
+    faults_before = sum(map(minor_faults, pids))
+    server_before, client_before = cpu_times(server_pid), os.times()
     began = time.perf_counter()
     for _ in range(count):
         send(_MESSAGE)
         recv()
     wall = time.perf_counter() - began
-    client_after, server_after = os.times(), _proc_times(server_pid)
-    switches = sum(map(_switches, pids)) - switches_before
-    faults = sum(map(_minor_faults, pids)) - faults_before
+    client_after, server_after = os.times(), cpu_times(server_pid)
+    switches = sum(map(context_switches, pids)) - switches_before
+    faults = sum(map(minor_faults, pids)) - faults_before
 
     def per_trip(before, after):
         return round((after - before) / count * 1e6, 1)
