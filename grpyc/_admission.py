@@ -9,7 +9,7 @@ count as busy (else a callback chain deeper than the limit would wait on
 itself), but all handlers together stay under the running and queued limits
 combined, so what one peer can park here stays bounded.
 
-Requests may also run inline in the greenlet that read them (`run_inline`):
+Requests may also run inline in the greenlet that read them (`enter_inline`):
 the caller must hand reading over if the request blocks.
 
 A handler greenlet that finishes waits, idle, for the next request of the
@@ -23,7 +23,7 @@ connection, and each retires after `IDLE_SECONDS` unused (an idle one keeps
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +66,20 @@ class Admission:
 
     __slots__ = (
         "_bytes_in_flight", "_gevent_hub", "_handlers", "_idle", "_idle_timer",
-        "_nested_waits", "_on_idle", "_queued", "closed", "limits",
+        "_idle_waiters", "_nested_waits", "_on_idle", "_queued", "closed", "limits",
     )  # fmt: skip
 
-    def __init__(self, limits: Limits, on_idle: Callable[[], None], gevent_hub: Any) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        on_idle: Callable[[], None],
+        gevent_hub: Any,
+        idle_waiters: Sized = (),
+    ) -> None:
+        """`on_idle` is called when the last request ends, if `idle_waiters` is not empty."""
         self.limits = limits
         self._on_idle = on_idle
+        self._idle_waiters = idle_waiters
         self._gevent_hub = gevent_hub
         self._handlers: set[Any] = set()
         self._idle: list[_IdleHandler] = []  # most recently idle last
@@ -141,6 +149,29 @@ class Admission:
             self._bytes_in_flight += charged
             return False, charged
         return None
+
+    def enter_inline(self, glet: Any, size: int) -> int | None:
+        """Count `glet`, about to run a request of `size` bytes itself, as a handler.
+
+        What `admit` and `adopt` do for a request that may run now, in one
+        call (it is the path of most requests). Returns the cost charged
+        (pass it to `finish`), or None when the request may not start at
+        once: `admit` decides then.
+        """
+        charged = size + HANDLER_COST
+        in_flight = self._bytes_in_flight
+        limits = self.limits
+        running = len(self._handlers)
+        if (
+            self._queued
+            or (in_flight and in_flight + charged > limits.max_request_bytes)
+            or running - self._nested_waits >= limits.max_concurrent_requests
+            or running >= limits.max_concurrent_requests + limits.max_queued_requests
+        ):
+            return None
+        self._bytes_in_flight = in_flight + charged
+        self._handlers.add(glet)
+        return charged
 
     def enqueue(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
         self._queued.append((func, args, charged))
@@ -225,17 +256,13 @@ class Admission:
         if idle:
             self._arm_retirement(idle[0].since - expired)
 
-    def adopt(self, glet: Any) -> None:
-        """Count `glet` (running a request inline) as a handler until `finish`."""
-        self._handlers.add(glet)
-
     def finish(self, glet: Any, charged: int) -> None:
         """A request finished; start a queued one if there is room now."""
         self._handlers.discard(glet)
         self._bytes_in_flight -= charged
         if self._queued:
             self._start_queued()
-        if not self._handlers and not self._queued:
+        if self._idle_waiters and not self._handlers and not self._queued:
             self._on_idle()
 
     # ----------------------------------------------------------- nested waits

@@ -43,10 +43,10 @@ from gevent.monkey import get_original
 
 from grpyc._admission import Admission
 from grpyc._baton import BATON, READABLE, RETIRE, ReadBaton
+from grpyc._blockhook import HOOK, can_carry_hook, resume_hook, suspend_hook
 from grpyc._crossthread import ForeignThreadError, ThreadCall
 from grpyc._readers import ReaderPool, keeps_state
 from grpyc._runtime import ReplySlot, Runtime
-from grpyc._switchwatch import SwitchWatch
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
@@ -92,12 +92,12 @@ class ConnectionHub(Runtime):
         "_frames_unreported",
         "_gevent_hub",
         "_nested_leads",
+        "_on_inline_block",
         "_owned",
         "_pace",
         "_pinned",
         "_readers",
         "_spared",
-        "_switch_watch",
         "_thread_ident",
         "_timer",
         "_turn",
@@ -110,7 +110,6 @@ class ConnectionHub(Runtime):
     ) -> None:
         self._gevent_hub = gevent.get_hub()
         self._thread_ident = _get_ident()
-        self._admission = Admission(limits, self._on_idle, self._gevent_hub)
         self._writer = Writer(
             channel,
             gevent_hub=self._gevent_hub,
@@ -134,12 +133,13 @@ class ConnectionHub(Runtime):
         # Inflating a big compressed frame yields between steps, as decoding does.
         channel.set_progress(self.pause)
         self._waits = WaitLists(self._gevent_hub, self._baton)
+        self._admission = Admission(limits, self._on_idle, self._gevent_hub, self._waits.idle)
         self._nested_leads = 0
         # Set when a request read here went to a new handler greenlet: the
         # holder lets it run to its first wait before reading on, so the
         # limits see it waiting (nested) or busy before the next request.
         self._pace = False
-        self._switch_watch = SwitchWatch.for_this_thread()
+        self._on_inline_block = self._hand_over_reading  # bound once: set per request
         self._timer: Any = None
 
     # ------------------------------------------------------------------ state
@@ -298,10 +298,9 @@ class ConnectionHub(Runtime):
     def _lead_nested(self, slot: ReplySlot, deadline: float | None) -> None:
         """Read as a caller holding the baton, until `slot` is delivered or `deadline`."""
         me = gevent.getcurrent()
-        watch = self._switch_watch
         # A request run inline in the reader may wait for a reply: the waits
         # while reading are ours, not the request blocking.
-        suspended = watch.suspend(me)
+        suspended = suspend_hook(me)
         self._nested_leads += 1
         try:
             self._lead(slot, deadline, me)
@@ -314,7 +313,7 @@ class ConnectionHub(Runtime):
             self.shutdown(exc)
         finally:
             self._nested_leads -= 1
-            watch.resume(me, suspended)
+            resume_hook(me, suspended)
 
     def _lead(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         """Handle frames while holding the baton.
@@ -406,11 +405,11 @@ class ConnectionHub(Runtime):
     def _yield(self, me: Any) -> None:
         waiter = Waiter(self._gevent_hub)
         self._gevent_hub.loop.run_callback(waiter.switch, None)
-        suspended = self._switch_watch.suspend(me)
+        suspended = suspend_hook(me)
         try:
             waiter.get()
         finally:
-            self._switch_watch.resume(me, suspended)
+            resume_hook(me, suspended)
 
     # ----------------------------------------------------------------- serving
     def wait_frame(self, timeout: float | None) -> bool:
@@ -454,43 +453,49 @@ class ConnectionHub(Runtime):
         Returns False when a limit is full; the caller answers the request
         with an error then.
         """
+        reader = self._baton.reader
+        if (  # in the background reader, unless it leads a nested call
+            self._nested_leads == 0 and gevent.getcurrent() is reader and can_carry_hook(reader)
+        ):
+            charged = self._admission.enter_inline(reader, cost)
+            if charged is not None:
+                self._run_inline(reader, func, args, charged)
+                return True
         decision = self._admission.admit(cost)
         if decision is None:
             return False
         run_now, charged = decision
         if not run_now:
             self._admission.enqueue(func, args, charged)
-        elif (  # in the background reader, unless it leads a nested call or watching is off
-            self._nested_leads == 0
-            and gevent.getcurrent() is self._baton.reader
-            and self._switch_watch.is_installed()
-        ):
-            self._run_inline(func, args, charged)
         else:
             self._admission.start(func, args, charged)
             self._pace = self._baton.holder is gevent.getcurrent()
         return True
 
-    def _run_inline(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
+    def _run_inline(
+        self, reader: Any, func: Callable[..., Any], args: tuple[Any, ...], charged: int
+    ) -> None:
         """Run a request in the background reader itself, saving a greenlet start.
 
-        Most requests never block. If this one does (any switch away from
-        the reader other than its own waits for a reply),
-        `_hand_over_reading` starts a new reader at that moment and this
-        greenlet finishes the request as an ordinary handler.
+        Most requests never block. If this one does (the reader switches to
+        the hub other than in its own waits for a reply), gevent calls the
+        reader's ``switch_out`` (`_blockhook`): `_hand_over_reading` starts a
+        new reader at that moment and this greenlet finishes the request as
+        an ordinary handler.
         """
-        reader = gevent.getcurrent()
-        watch = self._switch_watch
-        self._admission.adopt(reader)
-        watch.watch(reader, self._hand_over_reading)
+        own = reader.__dict__
+        own[HOOK] = self._on_inline_block
         try:
             func(*args)
         finally:
-            watch.unwatch(reader)
+            own.pop(HOOK, None)  # gone already if the request blocked
             self._admission.finish(reader, charged)
 
-    def _hand_over_reading(self, old_reader: Any) -> None:
-        # Called during a greenlet switch: must not switch or raise.
+    def _hand_over_reading(self) -> None:
+        # gevent's ``switch_out``: the reader blocks in a request it runs
+        # inline, about to switch to the hub. Must not switch or raise.
+        old_reader = gevent.getcurrent()
+        old_reader.__dict__.pop(HOOK, None)  # once: it is a handler from now on
         if self._closed:
             return
         self._writer.release_cork()

@@ -110,3 +110,53 @@ def test_idle_handlers_serve_only_their_own_connection(make_hub):
     first.submit(lambda: ran_in.append(gevent.getcurrent()))
     assert _settle(lambda: len(ran_in) == 3)
     assert ran_in[2] is ran_in[0]
+
+
+def _admission_of(**limits):
+    from grpyc.config import Limits
+
+    values = {
+        "max_concurrent_requests": 2,
+        "max_queued_requests": 1,
+        "max_request_bytes": 1 << 30,
+        "max_send_buffer": 1 << 20,
+    }
+    values.update(limits)
+    idle_calls = []
+    waiters = []
+    admission = _admission.Admission(
+        Limits(**values), lambda: idle_calls.append(1), gevent.get_hub(), waiters
+    )
+    return admission, idle_calls, waiters
+
+
+def test_enter_inline_takes_what_admit_would_run_now_and_nothing_else():
+    admission, _, _ = _admission_of(max_concurrent_requests=2)
+    first, second, third = object(), object(), object()
+    charged = admission.enter_inline(first, 10)
+    assert charged == 10 + _admission.HANDLER_COST
+    assert admission.running == 1 and admission.bytes_in_flight == charged
+    assert admission.enter_inline(second, 10) is not None
+    assert admission.enter_inline(third, 10) is None  # both handlers busy
+    assert admission.admit(10) == (False, 10 + _admission.HANDLER_COST)  # queued instead
+    admission.enqueue(lambda: None, (), 10 + _admission.HANDLER_COST)
+    admission.nested_wait(first)  # a handler waiting on a nested call frees a place...
+    assert admission.enter_inline(third, 10) is None  # ...but a queued request goes first
+
+
+def test_enter_inline_respects_the_byte_budget():
+    budget = 3 * _admission.HANDLER_COST
+    admission, _, _ = _admission_of(max_concurrent_requests=8, max_request_bytes=budget)
+    assert admission.enter_inline(object(), _admission.HANDLER_COST) is not None
+    assert admission.enter_inline(object(), _admission.HANDLER_COST) is None
+    assert admission.admit(_admission.HANDLER_COST) is None  # refused: admit agrees
+
+
+def test_the_idle_callback_runs_only_when_someone_waits_for_idleness():
+    admission, idle_calls, waiters = _admission_of()
+    glet = object()
+    admission.finish(glet, admission.enter_inline(glet, 0))
+    assert idle_calls == [] and admission.is_idle()
+    waiters.append("a waiter")
+    admission.finish(glet, admission.enter_inline(glet, 0))
+    assert idle_calls == [1]

@@ -8,7 +8,7 @@ import time
 import gevent
 import pytest
 
-from grpyc._switchwatch import SwitchWatch
+from grpyc._blockhook import HOOK
 from grpyc._writer import Writer
 from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
@@ -171,18 +171,20 @@ def test_blocking_inline_request_hands_reading_over(pair):
     assert slow.get(timeout=2) == 0.5
 
 
-def test_foreign_switch_tracer_turns_inline_off_but_keeps_working(pair):
+def test_blocking_requests_of_one_connection_overlap_under_a_foreign_switch_tracer(pair):
     import greenlet
 
     _, client = pair
     seen = []
     previous = greenlet.settrace(lambda event, args: seen.append(event))
     try:
-        # Requests then run in handler greenlets, never inline in the reader.
-        assert not SwitchWatch.for_this_thread().is_installed()
-        jobs = [gevent.spawn(client.root.sleep, 0.1) for _ in range(5)]
+        started = time.monotonic()
+        jobs = [gevent.spawn(client.root.sleep, 0.2) for _ in range(5)]
         gevent.joinall(jobs, timeout=3, raise_error=True)
-        assert [job.value for job in jobs] == [0.1] * 5
+        elapsed = time.monotonic() - started
+        assert [job.value for job in jobs] == [0.2] * 5
+        assert elapsed < 0.6  # one after another would take 1 s
+        assert greenlet.gettrace() is not None  # ours, left alone
     finally:
         greenlet.settrace(previous)
     assert seen
@@ -381,40 +383,51 @@ def test_a_caller_handles_at_most_one_batch_behind_its_reply():
         peer.close()
 
 
-class _TraceProbe(TestService):
-    def exposed_tracing(self):
-        import greenlet
+class _HookProbe(TestService):
+    def __init__(self):
+        super().__init__()
+        self.greenlets = []
 
-        return greenlet.gettrace() is not None
+    def exposed_hooked(self):
+        me = gevent.getcurrent()
+        self.greenlets.append(me)
+        return HOOK in me.__dict__
+
+    def exposed_sleep_and_tell(self, seconds):
+        gevent.sleep(seconds)
+        return HOOK in gevent.getcurrent().__dict__
 
 
-def test_the_switch_tracer_is_set_only_while_a_request_runs_inline(make_pair):
-    # A greenlet trace function costs every switch of the thread a Python
-    # call: it is there while the reader runs a request inline, not between.
+def test_the_block_hook_is_carried_only_while_a_request_runs_inline(make_pair):
     import greenlet
 
-    _server, client = make_pair(server_service=_TraceProbe())
-    assert client.root.tracing() is True
-    assert client.root.echo(1) == 1
-    assert greenlet.gettrace() is None
+    service = _HookProbe()
+    _server, client = make_pair(server_service=service)
+    assert client.root.hooked() is True  # run inline, hook on
+    (reader,) = service.greenlets
+    assert HOOK not in reader.__dict__  # and off between requests
+    assert client.root.sleep_and_tell(0.01) is False  # off once it blocked
+    assert greenlet.gettrace() is None  # no greenlet tracing at all
 
 
-def test_switch_watch_chains_to_a_tracer_found_and_puts_it_back():
-    import greenlet
+def test_a_reader_with_its_own_switch_out_serves_requests_in_handlers(make_pair):
+    switched_out = []
 
-    from grpyc._switchwatch import SwitchWatch
+    class OwnSwitchOut(gevent.Greenlet):
+        def switch_out(self):
+            switched_out.append(self)
 
-    seen, left = [], []
-    foreign = lambda event, args: seen.append(event)  # noqa: E731
-    previous = greenlet.settrace(foreign)
-    try:
-        watch = SwitchWatch()
-        glet = gevent.spawn(gevent.sleep, 0)
-        watch.watch(glet, left.append)
-        assert greenlet.gettrace() is not foreign
-        glet.join()
-        assert left == [glet] and seen
-        assert watch.unwatch(glet) is False  # it left, and was reported
-        assert greenlet.gettrace() is foreign
-    finally:
-        greenlet.settrace(previous)
+    service = _HookProbe()
+    server, client = make_pair(server_service=service)
+    own = OwnSwitchOut(server._hub.serve_until_closed)
+    own.start()
+    gevent.sleep(0)  # it reads from now on
+    assert client.root.hooked() is False
+    assert service.greenlets[0] is not own  # a handler ran it, not the reader
+    started = time.monotonic()
+    slow = gevent.spawn(client.root.sleep, 0.5)
+    gevent.sleep(0.05)
+    assert client.root.echo("fast") == "fast"
+    assert time.monotonic() - started < 0.4
+    assert slow.get(timeout=2) == 0.5
+    assert own in switched_out  # its own switch_out still runs
