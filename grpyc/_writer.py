@@ -98,7 +98,17 @@ class Writer:
             self.enqueue(payload)
             self.flush()
         else:
-            self._drain([payload])  # nothing waits: no queue round trip
+            # Nothing waits: write it here, no queue round trip (what `_drain`
+            # does for one frame, without its two calls: once per answer).
+            self.writing = True
+            try:
+                self._channel.send(payload)
+            except BaseException as exc:  # noqa: BLE001 - `_write_failed` re-raises
+                self.writing = False
+                self._write_failed(exc)
+            self.writing = False
+            if self._outbox or self._deferred_bytes:
+                self.flush()  # queued while the socket was full
 
     def cork(self, owner: Any) -> None:
         """Queue `owner`'s frames until `uncork`: a reader answering a batch of
@@ -255,17 +265,23 @@ class Writer:
                         break
                 self._write_frames(frames)
                 frames = None
-        except (EOFError, OSError) as exc:
-            self._fail(EOFError(f"connection lost while writing: {exc}"))
-        except BaseException as exc:
-            # Interrupted mid-write (a Timeout or kill of the writing greenlet):
-            # a partial frame cannot be taken back, so the stream is unusable.
-            if not self.closed:
-                self._logger.warning("%s: closing: write interrupted by %r", self._name, exc)
-            self._fail(EOFError(f"write interrupted by {exc!r}"))
-            raise
+        except BaseException as exc:  # noqa: BLE001 - `_write_failed` re-raises
+            self.writing = False
+            self._write_failed(exc)
         finally:
             self.writing = False
+
+    def _write_failed(self, exc: BaseException) -> None:
+        """A write raised `exc`: the connection ends; re-raises what is not a lost peer."""
+        if isinstance(exc, (EOFError, OSError)):
+            self._fail(EOFError(f"connection lost while writing: {exc}"))
+            return
+        # Interrupted mid-write (a Timeout or kill of the writing greenlet):
+        # a partial frame cannot be taken back, so the stream is unusable.
+        if not self.closed:
+            self._logger.warning("%s: closing: write interrupted by %r", self._name, exc)
+        self._fail(EOFError(f"write interrupted by {exc!r}"))
+        raise exc
 
     def _collect_frames(self) -> list[Payload]:
         # Queued frames go before deferred ones (DELs): a frame queued earlier

@@ -9,7 +9,6 @@ import gevent
 import pytest
 
 from grpyc._blockhook import HOOK
-from grpyc._writer import Writer
 from grpyc.config import Limits
 from grpyc.hub import ConnectionHub, ForeignThreadError, ReplySlot
 from tests.services import TestService
@@ -60,17 +59,30 @@ def test_submit_runs_queues_then_refuses(make_hub):
     hub.shutdown(EOFError("done"))
 
 
+def _spy_on_writes(monkeypatch, channel, hold=0.0):
+    """The number of frames of each write to `channel` (a list it fills); each
+    write first sleeps `hold` seconds."""
+    writes = []
+    send, send_many = channel.send, channel.send_many
+
+    def spy_send(payload):
+        writes.append(1)
+        gevent.sleep(hold)
+        send(payload)
+
+    def spy_send_many(payloads):
+        writes.append(len(payloads))
+        gevent.sleep(hold)
+        send_many(payloads)
+
+    monkeypatch.setattr(channel, "send", spy_send)
+    monkeypatch.setattr(channel, "send_many", spy_send_many)
+    return writes
+
+
 def test_small_frames_queued_while_writing_are_coalesced(make_hub, monkeypatch):
     hub, peer, _, _ = make_hub()
-    writes = []
-    original = Writer._write_frames
-
-    def spy(self, frames):
-        writes.append(len(frames))
-        gevent.sleep(0.01)  # hold the writer so the others queue
-        original(self, frames)
-
-    monkeypatch.setattr(Writer, "_write_frames", spy)
+    writes = _spy_on_writes(monkeypatch, hub._writer._channel, hold=0.01)  # the others queue
     jobs = [gevent.spawn(hub.send, b"\x01msg%d" % n) for n in range(10)]
     gevent.joinall(jobs, timeout=2, raise_error=True)
     assert writes[0] == 1
@@ -195,16 +207,7 @@ def test_callers_woken_by_a_batch_of_replies_send_in_few_writes(pair, monkeypatc
     of replies wakes go out in one write, not one write each."""
     _, client = pair
     echo = client.root.echo
-    client_writer = client._hub._writer
-    frames_per_write = []
-    original = Writer._write_frames
-
-    def spy(self, frames):
-        if self is client_writer:
-            frames_per_write.append(len(frames))
-        original(self, frames)
-
-    monkeypatch.setattr(Writer, "_write_frames", spy)
+    frames_per_write = _spy_on_writes(monkeypatch, client._hub._writer._channel)
     callers, calls = 64, 20
 
     def caller(n):
