@@ -98,10 +98,11 @@ class RequestHandlers:
         perm: str,
         default: Callable[..., Any],
     ) -> Any:
-        name = attr_name(name)
+        if type(name) is not str:  # `attr_name` inlined: once per attribute request
+            name = attr_name(name)
         accessor = type_override(type(obj), overrider)
         if accessor is None:
-            return default(obj, self._check_attr(obj, name, perm), *args)
+            return default(obj, check_attr(self._config, obj, name, perm), *args)
         return accessor(obj, name, *args)
 
     def _require_allowed(self, obj: Any, name: str, *, plain_policy: bool = True) -> None:

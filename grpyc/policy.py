@@ -52,13 +52,12 @@ def check_attr(config: Mapping[str, Any], obj: Any, name: str, perm: str) -> str
         or (config["allow_safe_attrs"] and name in config["safe_attrs"])
         or (config["allow_public_attrs"] and not name.startswith("_"))
     )
-    has_exposed = bool(prefix) and (
-        hasattr(obj, prefix + name) or hasattr_static(obj, prefix + name)
-    )
+    exposed = prefix + name if prefix else ""
+    has_exposed = bool(exposed) and (hasattr(obj, exposed) or hasattr_static(obj, exposed))
     if plain and (not has_exposed or hasattr(obj, name)):
         return name
     if has_exposed:
-        return prefix + name
+        return exposed
     raise AttributeError(f"cannot access {name!r}: not allowed by the attribute policy")
 
 
