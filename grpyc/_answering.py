@@ -11,7 +11,7 @@ data and always goes back (`is_from_peer`).
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
 from gevent import GreenletExit
@@ -19,6 +19,9 @@ from gevent import GreenletExit
 from grpyc import consts, vinegar
 from grpyc.framing import Payload
 from grpyc.messages import ProtocolError, encode_exception, encode_reply
+
+if TYPE_CHECKING:
+    from grpyc.boxing import Boxer
 
 __all__ = ["RequestRunner", "is_from_peer"]
 
@@ -37,6 +40,8 @@ class RequestRunner:
     """Runs requests for the connection: its tables, runtime and config are on ``self``."""
 
     _HANDLERS: ClassVar[dict[int, Any]]
+    _BOXES_ITSELF: ClassVar[bool]
+    _boxer: Boxer
     _config: dict[str, Any]
     _logger: logging.Logger
     _hub: Any
@@ -66,7 +71,8 @@ class RequestRunner:
         args: Any = ()
         try:
             try:
-                args = self._unbox(boxed_args)
+                boxes_itself = self._BOXES_ITSELF
+                args = self._boxer.unbox(boxed_args) if boxes_itself else self._unbox(boxed_args)
                 if self._binding is None:
                     # `_call_handler` inlined (it runs once per request); it
                     # still explains what is wrong with a bad request.
@@ -76,7 +82,8 @@ class RequestRunner:
                     result = func(self, *args)  # type: ignore[misc]
                 else:
                     result = self._handle(handler, args, peer_thread)
-                payload = encode_reply(seq, self._box(result))
+                boxed = self._boxer.box(result) if boxes_itself else self._box(result)
+                payload = encode_reply(seq, boxed)
             except GreenletExit as exc:
                 if not is_from_peer(exc):
                     raise  # this greenlet is being killed

@@ -45,7 +45,7 @@ from grpyc._admission import Admission
 from grpyc._baton import BATON, READABLE, RETIRE, ReadBaton
 from grpyc._blockhook import HOOK, can_carry_hook, resume_hook, suspend_hook
 from grpyc._crossthread import ForeignThreadError, ThreadCall
-from grpyc._readers import ReaderPool, keeps_state
+from grpyc._readers import PoolReader, ReaderPool, keeps_state
 from grpyc._runtime import ReplySlot, Runtime
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
@@ -455,7 +455,10 @@ class ConnectionHub(Runtime):
         """
         reader = self._baton.reader
         if (  # in the background reader, unless it leads a nested call
-            self._nested_leads == 0 and gevent.getcurrent() is reader and can_carry_hook(reader)
+            self._nested_leads == 0
+            and gevent.getcurrent() is reader
+            # A pool reader reading here carries no hook yet: none asked of it.
+            and (type(reader) is PoolReader or can_carry_hook(reader))
         ):
             charged = self._admission.enter_inline(reader, cost)
             if charged is not None:

@@ -619,3 +619,30 @@ def test_a_dispatch_wrapper_sees_a_big_message_as_sent(pair):
     big = os.urandom(2 * 1024 * 1024)
     assert client.root.echo(big) == big
     assert any(big in data and type(data) is bytes for data in seen)
+
+
+def test_a_connection_subclass_overriding_box_and_unbox_has_them_used_for_requests(make_pair):
+    # RPyC's names: a subclass that overrides them sees every request's
+    # arguments and answer; the plain class calls its boxer directly.
+    from grpyc.protocol import Connection
+    from tests.services import TestService
+
+    seen = []
+
+    class Watching(Connection):
+        def _unbox(self, package):
+            seen.append(("unbox", package))
+            return super()._unbox(package)
+
+        def _box(self, obj):
+            seen.append(("box", obj))
+            return super()._box(obj)
+
+    class WatchedService(TestService):
+        _protocol = Watching
+
+    assert Connection._BOXES_ITSELF and not Watching._BOXES_ITSELF
+    _server, client = make_pair(server_service=WatchedService())
+    assert client.root.echo(41) == 41
+    assert ("box", 41) in seen
+    assert any(kind == "unbox" for kind, _ in seen)
