@@ -299,8 +299,9 @@ class ConnectionHub(Runtime):
         """Read as a caller holding the baton, until `slot` is delivered or `deadline`."""
         me = gevent.getcurrent()
         # A request run inline in the reader may wait for a reply: the waits
-        # while reading are ours, not the request blocking.
-        suspended = suspend_hook(me)
+        # while reading are ours, not the request blocking. (Only the reader
+        # carries the hook: other callers need no look.)
+        suspended = suspend_hook(me) if me is self._baton.reader else None
         self._nested_leads += 1
         try:
             self._lead(slot, deadline, me)
@@ -313,7 +314,8 @@ class ConnectionHub(Runtime):
             self.shutdown(exc)
         finally:
             self._nested_leads -= 1
-            resume_hook(me, suspended)
+            if suspended is not None:
+                resume_hook(me, suspended)
 
     def _lead(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         """Handle frames while holding the baton.
@@ -499,8 +501,8 @@ class ConnectionHub(Runtime):
         # inline, about to switch to the hub. Must not switch or raise.
         old_reader = gevent.getcurrent()
         old_reader.__dict__.pop(HOOK, None)  # once: it is a handler from now on
-        if self._closed:
-            return
+        if self._closed or self._baton.reader is not old_reader:
+            return  # nothing to hand over (never two readers)
         self._writer.release_cork()
         self._readers.retire(old_reader)  # a handler now: it may be killed with its request
         if self._pinned is old_reader:

@@ -295,7 +295,8 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         if hub.closed:
             raise EOFError(f"connection {self._config['connid']} is closed")
         seq = next(self._seq)
-        payload = encode_request(seq, handler, self._box(args))
+        boxed = self._boxer.box(args) if self._BOXES_ITSELF else self._box(args)
+        payload = encode_request(seq, handler, boxed)
         if self._binding is not None:
             payload = self._binding.request(payload)
         if self._turn is None:  # `_call` without a serialize_requests turn to yield
