@@ -307,7 +307,7 @@ class Channel:
             payload = self._decoder.next_frame()
             if payload is not None:
                 return payload
-            self._fill()
+            self.fill()
 
     def next_buffered(self) -> bytes | None:
         """The next frame's payload if it is already buffered, else None; never reads.
@@ -354,8 +354,14 @@ class Channel:
             EOFError: the stream ended or is closed.
             FrameError: the peer sent an invalid frame; the stream is closed.
         """
-        try:  # `_closing_on_error` inlined: once a call on each side
-            self._fill()
+        # `_closing_on_error` inlined: this runs once a call on each side.
+        decoder = self._decoder
+        try:
+            lent = decoder.take_body(_LARGE_BODY)
+            if lent is None:
+                decoder.feed(self.stream.read_some(_READ_SIZE))
+            else:
+                decoder.put_body(self._read_large_body(*lent))
         except FrameError:
             self.stream.close()
             raise
@@ -372,14 +378,6 @@ class Channel:
             self._pending_of = stream  # looked up once per stream: this runs twice a call
             self._stream_has_pending = hasattr(stream, "has_pending")
         return self._stream_has_pending and bool(stream.has_pending())
-
-    def _fill(self) -> None:
-        decoder = self._decoder
-        lent = decoder.take_body(_LARGE_BODY)
-        if lent is None:
-            decoder.feed(self.stream.read_some(_READ_SIZE))
-        else:
-            decoder.put_body(self._read_large_body(*lent))
 
     def _read_large_body(self, prefix: memoryview, length: int) -> bytes:
         """The rest of a big frame body, read straight into its final buffer(s).
