@@ -144,9 +144,9 @@ class RequestHandlers:
         override = type_override(type(obj), "_rpyc_getattr")
         if override is not None:
             override(obj, "__call__")
-        if kwargs:
-            return obj(*args, **dict(kwargs))
-        return obj(*args)
+        if type(kwargs) is tuple and not kwargs:  # no keywords, as sent by every client
+            return obj(*args)
+        return obj(*args, **dict(kwargs))  # stock's way for the rest (None raises)
 
     def _handle_callattr(self, obj: Any, name: Any, args: Any, kwargs: Any = ()) -> Any:
         return self._handle_getattr(obj, name)(*args, **dict(kwargs))

@@ -459,8 +459,7 @@ class ConnectionHub(Runtime):
         if (  # in the background reader, unless it leads a nested call
             self._nested_leads == 0
             and gevent.getcurrent() is reader
-            # A pool reader reading here carries no hook yet: none asked of it.
-            and (type(reader) is PoolReader or can_carry_hook(reader))
+            and (type(reader) is PoolReader or can_carry_hook(reader))  # pool readers: known
         ):
             charged = self._admission.enter_inline(reader, cost)
             if charged is not None:
@@ -482,11 +481,10 @@ class ConnectionHub(Runtime):
     ) -> None:
         """Run a request in the background reader itself, saving a greenlet start.
 
-        Most requests never block. If this one does (the reader switches to
-        the hub other than in its own waits for a reply), gevent calls the
-        reader's ``switch_out`` (`_blockhook`): `_hand_over_reading` starts a
-        new reader at that moment and this greenlet finishes the request as
-        an ordinary handler.
+        If it blocks (the reader switches to the hub other than in its own
+        waits for a reply), gevent calls the reader's ``switch_out``
+        (`_blockhook`): `_hand_over_reading` starts a new reader then, and
+        this greenlet finishes the request as an ordinary handler.
         """
         own = reader.__dict__
         own[HOOK] = self._on_inline_block
