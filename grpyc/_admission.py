@@ -153,10 +153,10 @@ class Admission:
     def enter_inline(self, glet: Any, size: int) -> int | None:
         """Count `glet`, about to run a request of `size` bytes itself, as a handler.
 
-        What `admit` and `adopt` do for a request that may run now, in one
-        call (it is the path of most requests). Returns the cost charged
-        (pass it to `finish`), or None when the request may not start at
-        once: `admit` decides then.
+        `admit` and the count of a new handler in one call, for a request
+        that may run at once (the path of most requests). Returns the cost
+        charged (pass it to `finish`), or None when the request may not
+        start at once: `admit` decides then.
         """
         charged = size + HANDLER_COST
         in_flight = self._bytes_in_flight
