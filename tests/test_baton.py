@@ -150,3 +150,24 @@ def test_an_armed_deadline_timer_does_not_keep_the_loop_running():
     assert time.monotonic() - started < 2.0
     channel.close()
     peer.close()
+
+
+def test_the_watcher_stays_on_for_a_holder_that_waits_again_and_stops_with_nobody_waiting():
+    from grpyc._baton import READABLE
+
+    baton, channel, peer = _baton()
+    me = gevent.getcurrent()
+    baton.take(me, None)
+    peer.sendall(b"x")
+    assert baton.wait_readable(me, False, time.monotonic() + 2) == READABLE
+    assert baton._watcher.active  # kept for the next wait: no stop and start per request
+    channel.stream.read_some(16)
+    peer.sendall(b"y")  # readable again, and nobody waits now
+    woken = []
+    baton.on_dormant_readable = lambda: woken.append(1)
+    gevent.sleep(0.05)  # the loop turns: the watcher finds nobody waiting
+    assert not baton._watcher.active  # stopped at once, not firing on every turn
+    assert woken == []  # the holder reads it when it gets back (not dormant)
+    assert baton.wait_readable(me, False, time.monotonic() + 2) == READABLE
+    channel.close()
+    peer.close()
