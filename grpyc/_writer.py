@@ -104,9 +104,9 @@ class Writer:
             try:
                 self._channel.send(payload)
             except BaseException as exc:  # noqa: BLE001 - `_write_failed` re-raises
-                self.writing = False
                 self._write_failed(exc)
-            self.writing = False
+            finally:
+                self.writing = False
             if self._outbox or self._deferred_bytes:
                 self.flush()  # queued while the socket was full
 
@@ -266,7 +266,6 @@ class Writer:
                 self._write_frames(frames)
                 frames = None
         except BaseException as exc:  # noqa: BLE001 - `_write_failed` re-raises
-            self.writing = False
             self._write_failed(exc)
         finally:
             self.writing = False

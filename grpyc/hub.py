@@ -459,7 +459,7 @@ class ConnectionHub(Runtime):
         if (  # in the background reader, unless it leads a nested call
             self._nested_leads == 0
             and gevent.getcurrent() is reader
-            and (type(reader) is PoolReader or can_carry_hook(reader))  # pool readers: known
+            and (type(reader) is PoolReader or can_carry_hook(reader))  # PoolReader: always
         ):
             charged = self._admission.enter_inline(reader, cost)
             if charged is not None:
