@@ -7,6 +7,7 @@ CORPUS, canonical and the strategies defined here.
 import ast
 import contextlib
 import enum
+import re
 import struct
 import sys
 import time
@@ -20,6 +21,12 @@ from hypothesis import strategies as st
 from grpyc import brine
 from grpyc._accel import source_path
 from grpyc.brine import DEFAULT_MAX_DEPTH, I4, BrineError, dump, dumpable, load
+
+
+def value_id(value):
+    """A test id from `value`'s repr, without object addresses: pytest-xdist's
+    workers must collect the same ids."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))[:40]
 
 
 def canonical(value):
@@ -238,12 +245,12 @@ def test_brine_imports_nothing_but_the_standard_library_basics():
 # ------------------------------------------------------------ round trips
 
 
-@pytest.mark.parametrize("value", CORPUS, ids=lambda value: repr(value)[:40])
+@pytest.mark.parametrize("value", CORPUS, ids=value_id)
 def test_round_trip(value):
     assert canonical(load(dump(value))) == canonical(value)
 
 
-@pytest.mark.parametrize("value", CORPUS, ids=lambda value: repr(value)[:40])
+@pytest.mark.parametrize("value", CORPUS, ids=value_id)
 def test_everything_in_the_corpus_is_dumpable(value):
     assert dumpable(value) is True
 
