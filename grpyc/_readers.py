@@ -19,6 +19,7 @@ from typing import Any
 
 import gevent
 
+from grpyc._baton import RETIRE, ReadBaton
 from grpyc.lib import LeanGreenlet
 
 __all__ = ["MAX_IDLE", "MAX_LINGERING", "PoolReader", "ReaderPool", "keeps_state"]
@@ -33,6 +34,18 @@ MAX_IDLE = 32
 # woken with one switch and no hand-over; the one that lingered longest is
 # asked back when more would.
 MAX_LINGERING = 32
+
+# Lingering stops paying when readers are asked back before their
+# connection's next bytes (2,000 connections calling in turn: each request
+# paid an ask-back, two switches and a loop callback, for nothing). A
+# reader woken by its connection saves less than that (a dormant
+# connection's watcher gets a parked reader with one switch too), so an
+# ask-back counts `WASTE_WEIGHT` against each wake-up; past `WASTED_LIMIT`
+# a reader lingers only when fewer than `MAX_LINGERING` do, or as the
+# `PROBE_EVERY`-th of those refused (which tells when that changes).
+WASTE_WEIGHT = 3
+WASTED_LIMIT = 16
+PROBE_EVERY = 16
 
 # What a reader greenlet's ``__dict__`` holds by itself (gevent keeps the
 # greenlet's function there); `gevent.local` adds a key per local it serves.
@@ -66,6 +79,11 @@ class ReaderPool:
         self._retired: set[PoolReader] = set()
         # The batons of connections whose reader lingers, longest first.
         self._lingering: dict[Any, None] = {}
+        # Readers asked back lately times WASTE_WEIGHT, less those woken by
+        # their connection (0 .. 2 * WASTED_LIMIT); and lingers refused since
+        # the last probe.
+        self._wasted = 0
+        self._refused = 0
 
     @classmethod
     def for_hub(cls, gevent_hub: Any) -> ReaderPool:
@@ -80,23 +98,48 @@ class ReaderPool:
         """Readers parked here now."""
         return len(self._idle)
 
-    def linger(self, baton: Any) -> None:
-        """A reader waits on the connection of `baton` (a `ReadBaton`) for more.
+    def wait_lingering(self, baton: ReadBaton, me: Any) -> Any:
+        """`baton.wait_readable` of `me`, a reader with nothing left to read: it
+        *lingers* there if `linger` lets it, else it leaves at once (`RETIRE`)."""
+        if not self.linger(baton):
+            return RETIRE
+        reason = RETIRE  # killed while lingering: as if asked back
+        try:
+            reason = baton.wait_readable(me, True, None, None)
+            return reason
+        finally:
+            self.unlinger(baton, reason == RETIRE)
+
+    def linger(self, baton: ReadBaton) -> bool:
+        """Whether a reader may wait on the connection of `baton` (a `ReadBaton`) for more.
 
         Beyond `MAX_LINGERING`, the one that lingered longest is asked back
         (``ask_back``: it comes back with `RETIRE`), so idle connections hold
-        no greenlet.
+        no greenlet; unless most readers asked back lately had waited in
+        vain (more busy connections than lingering readers, each asked back
+        before its connection's next bytes): then the new one does not
+        linger, but for one in `PROBE_EVERY`, which tells when that changes.
         """
         lingering = self._lingering
-        lingering[baton] = None
-        if len(lingering) > MAX_LINGERING:
+        if len(lingering) >= MAX_LINGERING:
+            if self._wasted >= WASTED_LIMIT:
+                self._refused += 1
+                if self._refused < PROBE_EVERY:
+                    return False
+                self._refused = 0
             oldest = next(iter(lingering))
             del lingering[oldest]
             oldest.ask_back()
+        lingering[baton] = None
+        return True
 
-    def unlinger(self, baton: Any) -> None:
-        """The reader lingering on `baton` woke (bytes, the baton, or asked back)."""
+    def unlinger(self, baton: ReadBaton, asked_back: bool) -> None:
+        """The reader lingering on `baton` woke: bytes or the baton came, or it was asked back."""
         self._lingering.pop(baton, None)
+        if asked_back:
+            self._wasted = min(self._wasted + WASTE_WEIGHT, 2 * WASTED_LIMIT)
+        elif self._wasted:
+            self._wasted -= 1
 
     @property
     def lingering(self) -> int:

@@ -277,14 +277,6 @@ class ConnectionHub(Runtime):
             reason = exc
         self.shutdown(reason)
 
-    def _linger(self, me: Any) -> Any:
-        """`baton.wait_readable` of a pool reader: it *lingers* (see `ReaderPool.linger`)."""
-        self._readers.linger(self._baton)
-        try:
-            return self._baton.wait_readable(me, True, None, None)
-        finally:
-            self._readers.unlinger(self._baton)
-
     def _stays(self, reader: Any) -> bool:
         """Whether `reader` stays with nothing to read: `serve_until_closed`'s, or one a
         request left greenlet-local state on (this connection's: RPyC's thread's)."""
@@ -348,7 +340,7 @@ class ConnectionHub(Runtime):
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
                 if is_reader and me is not self._pinned:
-                    reason = self._linger(me)
+                    reason = self._readers.wait_lingering(baton, me)
                 else:
                     reason = baton.wait_readable(me, is_reader, deadline, slot)
                 if reason == READABLE:

@@ -7,7 +7,15 @@ import gevent
 import greenlet
 import pytest
 
-from grpyc._readers import MAX_IDLE, MAX_LINGERING, PoolReader, ReaderPool
+from grpyc._readers import (
+    MAX_IDLE,
+    MAX_LINGERING,
+    PROBE_EVERY,
+    WASTE_WEIGHT,
+    WASTED_LIMIT,
+    PoolReader,
+    ReaderPool,
+)
 from tests.test_faults import wait_until
 
 
@@ -72,6 +80,86 @@ def test_readers_asked_back_serve_other_connections(make_pair, monkeypatch):
     assert len(ran_in) == 15
     assert len(set(ran_in)) <= 3  # one lingering, one back in the pool, one on its way
     assert _pool().lingering <= 1
+
+
+def _counting_ask_backs(monkeypatch):
+    from grpyc._baton import ReadBaton
+
+    asked = []
+    ask_back = ReadBaton.ask_back
+
+    def counting(baton):
+        asked.append(baton)
+        ask_back(baton)
+
+    monkeypatch.setattr(ReadBaton, "ask_back", counting)
+    return asked
+
+
+def _where_service(ran_in):
+    from grpyc.service import Service
+
+    class WhereService(Service):
+        def exposed_where(self):
+            ran_in.append(gevent.getcurrent())
+
+    return WhereService()
+
+
+def test_readers_stop_lingering_where_each_is_asked_back_in_vain(make_pair, monkeypatch):
+    """More busy connections than lingering readers, calling in turn (S3): each
+    lingering reader was asked back before its connection's next request, an
+    ask-back, two switches and a loop callback per request for nothing. The
+    pool learns it: then a reader leaves at once, but for one probe in
+    `PROBE_EVERY`; and when one connection is busy alone again, its reader
+    lingers again within a few probes."""
+    import grpyc._readers
+
+    monkeypatch.setattr(grpyc._readers, "MAX_LINGERING", 2)
+    pool = _pool()
+    monkeypatch.setattr(pool, "_wasted", 0)
+    monkeypatch.setattr(pool, "_refused", 0)
+    ran_in = []
+    pairs = [make_pair(_where_service(ran_in)) for _ in range(8)]
+    wheres = [client.root.where for _server, client in pairs]  # a request per call (S3)
+    asked = _counting_ask_backs(monkeypatch)
+    for _round in range(6):
+        for where in wheres:
+            where()
+    assert len(asked) >= WASTED_LIMIT // WASTE_WEIGHT  # it learned it from these
+    asked.clear()
+    rounds = 10
+    for _round in range(rounds):
+        for where in wheres:
+            where()
+    requests = rounds * len(pairs)
+    assert len(asked) <= requests // PROBE_EVERY + 1
+    assert all(isinstance(glet, PoolReader) for glet in ran_in)  # still run inline
+
+    # One connection busy alone: the readers lingering on the others are old,
+    # a probe asks one back, and this connection's reader stays from then on.
+    ran_in.clear()
+    for _ in range(3 * PROBE_EVERY):
+        wheres[0]()
+    tail = ran_in[-PROBE_EVERY:]
+    assert len(set(tail)) == 1  # one greenlet: it lingered between requests
+    for _server, client in pairs:  # and the others are served as before
+        client.root.where()
+
+
+def test_a_reader_killed_while_lingering_counts_as_asked_back(pair):
+    server, client = pair
+    assert client.root.echo(1) == 1
+    reader = server._hub._baton.reader
+    assert isinstance(reader, PoolReader)
+    assert wait_until(lambda: server._hub._baton.reader_idle, timeout=2)
+    pool = _pool()
+    wasted = pool._wasted
+    lingering = pool.lingering
+    reader.kill(timeout=5)
+    assert pool.lingering == lingering - 1
+    assert pool._wasted == min(wasted + WASTE_WEIGHT, 2 * WASTED_LIMIT)  # the connection closed too
+    assert server.closed
 
 
 def test_a_busy_burst_starts_extra_readers_and_keeps_at_most_max_idle(make_pair):
