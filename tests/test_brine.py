@@ -24,9 +24,27 @@ from grpyc.brine import DEFAULT_MAX_DEPTH, I4, BrineError, dump, dumpable, load
 
 
 def value_id(value):
-    """A test id from `value`'s repr, without object addresses: pytest-xdist's
-    workers must collect the same ids."""
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))[:40]
+    """A test id from `value`'s repr that every process makes alike (pytest-xdist's
+    workers must collect the same ids): no object addresses, and set items in
+    sorted order (a set's order follows the process's hash seed)."""
+    return _stable_repr(value)[:40]
+
+
+def _stable_repr(value):
+    kind = type(value)
+    if kind in (set, frozenset):
+        items = ", ".join(sorted(map(_stable_repr, value)))
+        return f"{kind.__name__}({{{items}}})" if items else f"{kind.__name__}()"
+    if kind is tuple:
+        items = ", ".join(map(_stable_repr, value))
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if kind is list:
+        return f"[{', '.join(map(_stable_repr, value))}]"
+    if kind is dict:
+        return (
+            "{" + ", ".join(f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items()) + "}"
+        )
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def canonical(value):
