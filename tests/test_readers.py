@@ -23,6 +23,15 @@ def _pool():
     return ReaderPool.for_hub(gevent.get_hub())
 
 
+@pytest.fixture(autouse=True)
+def _fresh_linger_score(monkeypatch):
+    """Each test starts with a pool that has seen no lingering wasted (earlier
+    tests of the same process may have taught it otherwise)."""
+    pool = _pool()
+    monkeypatch.setattr(pool, "_wasted", 0)
+    monkeypatch.setattr(pool, "_refused", 0)
+
+
 def _greenlets():
     gc.collect()
     return sum(isinstance(obj, greenlet.greenlet) for obj in gc.get_objects())
@@ -116,9 +125,6 @@ def test_readers_stop_lingering_where_each_is_asked_back_in_vain(make_pair, monk
     import grpyc._readers
 
     monkeypatch.setattr(grpyc._readers, "MAX_LINGERING", 2)
-    pool = _pool()
-    monkeypatch.setattr(pool, "_wasted", 0)
-    monkeypatch.setattr(pool, "_refused", 0)
     ran_in = []
     pairs = [make_pair(_where_service(ran_in)) for _ in range(8)]
     wheres = [client.root.where for _server, client in pairs]  # a request per call (S3)
