@@ -175,7 +175,8 @@ class RequestRunner:
         except (KeyError, TypeError, ValueError) as exc:
             self._answer_nowait(seq, exc, peer_thread)
             return True
-        self._hub.send_nowait(self._answer(encode_reply(seq, _NONE_BOX), peer_thread))
+        # Nobody waits for it: it goes with our next frame (`send_later`).
+        self._hub.send_later(self._answer(encode_reply(seq, _NONE_BOX), peer_thread))
         return True
 
     def _try_ping_inline(self, seq: int, boxed_args: Any, size: int, peer_thread: int) -> bool:

@@ -310,6 +310,10 @@ class ThreadHub(Runtime):
         self._outbox.append(payload)
         self._write_out(block=False)
 
+    def send_later(self, payload: Payload) -> None:
+        """`send_nowait`: no timer here would bound how long a deferred frame waits."""
+        self.send_nowait(payload)
+
     def schedule_flush(self) -> None:
         """Deferred frames (DELs) go out with the next write: nothing may block here."""
 

@@ -47,10 +47,10 @@ class Writer:
     """Queue and write frames of one connection (see the module docstring)."""
 
     __slots__ = (
-        "_channel", "_cork_owner", "_deferred_bytes", "_deferred_check", "_fail",
-        "_flush_scheduled", "_gevent_hub", "_held", "_logger", "_name", "_outbox",
-        "_outbox_bytes", "_release_scheduled", "_spawn", "_take_deferred", "_thread_ident",
-        "_timer", "closed", "max_send_buffer", "writing",
+        "_channel", "_cork_owner", "_deferred_bytes", "_deferred_check", "_dels_noted",
+        "_fail", "_flush_scheduled", "_gevent_hub", "_held", "_later", "_logger", "_name",
+        "_outbox", "_outbox_bytes", "_release_scheduled", "_spawn", "_take_deferred",
+        "_thread_ident", "_timer", "closed", "max_send_buffer", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +77,8 @@ class Writer:
         self._outbox: list[Payload] = []
         self._outbox_bytes = 0
         self._deferred_bytes = 0
+        self._later: list[Payload] = []  # deferred frames of our own (see `defer`)
+        self._dels_noted = False  # whether `take_deferred` has frames for us
         self.writing = False
         self._flush_scheduled = False
         self._timer: Any = None
@@ -94,9 +96,14 @@ class Writer:
         """
         if self.writing or self._held or self._cork_owner is getcurrent():
             self.enqueue(payload)
-        elif self._outbox or self._deferred_bytes:
+        elif self._outbox or self._dels_noted:
             self.enqueue(payload)
             self.flush()
+        elif self._deferred_bytes:  # only answers of ours wait (`defer`): they go along
+            frames = [payload, *self._later]
+            self._later = []
+            self._deferred_bytes = 0
+            self._drain(frames)
         else:
             # Nothing waits: write it here, no queue round trip (what `_drain`
             # does for one frame, without its two calls: once per answer).
@@ -169,9 +176,23 @@ class Writer:
         if self.writing:
             self._check_budget()
 
+    def defer(self, payload: Payload) -> None:
+        """Queue a frame nobody waits for (a DEL's answer) as a deferred one: it
+        goes with the next frame written, or `DEFERRED_FLUSH_DELAY` from now.
+
+        In a callback's round trips the peer's DEL of the callback comes with
+        the answer; its own answer, written alone, cost this side a write and
+        the peer a wake-up per call. Never blocks or switches.
+        """
+        self._later.append(payload)
+        self._deferred_bytes += len(payload)
+        self._check_budget()
+        self.schedule_deferred_flush()
+
     def note_deferred(self, size: int) -> None:
         """`size` more bytes wait in deferred frames (DELs); they count against the budget."""
         self._deferred_bytes += size
+        self._dels_noted = True
         self._check_budget()
 
     def _check_budget(self) -> None:
@@ -288,9 +309,14 @@ class Writer:
         frames = self._outbox
         self._outbox = []
         self._outbox_bytes = 0
-        if self._take_deferred is not None and self._deferred_bytes:
+        if self._deferred_bytes:
             self._deferred_bytes = 0
-            frames.extend(self._take_deferred())
+            if self._dels_noted and self._take_deferred is not None:
+                self._dels_noted = False
+                frames.extend(self._take_deferred())
+            if self._later:
+                frames.extend(self._later)
+                self._later = []
         return frames
 
     def _write_frames(self, frames: list[Payload]) -> None:

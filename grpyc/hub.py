@@ -534,6 +534,12 @@ class ConnectionHub(Runtime):
         self._writer.enqueue(payload)
         self._writer.schedule_flush()
 
+    def send_later(self, payload: Payload) -> None:
+        """Queue a frame nobody waits for (a DEL's answer) to go with the next
+        frame, or within `DEFERRED_FLUSH_DELAY` seconds; never blocks or switches."""
+        if not self._closed:
+            self._writer.defer(payload)
+
     def schedule_flush(self) -> None:
         """Make sure deferred frames (DELs) get written soon (safe from ``__del__``):
         with the next frame, or within `DEFERRED_FLUSH_DELAY` seconds."""

@@ -14,6 +14,7 @@ from grpyc.async_ import AsyncResult, AsyncResultTimeout
 from grpyc.protocol import DEFAULT_CONFIG, Connection, PingError, check_attr
 from grpyc.service import Service
 from tests.services import TestService, Thing
+from tests.test_faults import wait_until
 
 
 def outcome_of(func, *args):
@@ -387,6 +388,59 @@ def test_mass_proxy_deletion_under_full_socket_buffer(pair):
     assert blocker.get(timeout=10) == payload
     assert root.echo(2) == 2
     assert not client.closed and not server.closed
+
+
+def _count_writes(conn):
+    """Count the frames `conn` writes and the writes they take (a list each)."""
+    channel = conn._channel
+    writes, frames = [], []
+    send, send_many = channel.send, channel.send_many
+
+    def counting_send(payload):
+        writes.append(1)
+        frames.append(payload)
+        return send(payload)
+
+    def counting_send_many(payloads):
+        writes.append(len(payloads))
+        frames.extend(payloads)
+        return send_many(payloads)
+
+    channel.send, channel.send_many = counting_send, counting_send_many
+    return writes, frames
+
+
+def test_a_dels_answer_goes_with_the_next_frame(pair):
+    """The peer's DEL of a callback comes with its answer; the DEL's own answer,
+    which nobody waits for, goes out with the next request: a callback call
+    costs the caller two writes, not three (and the peer one wake-up less)."""
+    _server, client = pair
+    call = client.root.call
+
+    def callback():
+        return 1
+
+    assert call(callback) == 1
+    writes, _frames = _count_writes(client)
+    calls = 20
+    for _ in range(calls):
+        assert call(callback) == 1
+    assert len(writes) == 2 * calls  # the request and the callback's answer
+    assert sum(writes) - len(writes) >= calls - 1  # the DELs' answers rode along
+    assert wait_until(lambda: not client._local_objects, timeout=2)  # every DEL came
+    assert client._hub._writer._later  # the last answer waits for the next frame ...
+    assert wait_until(lambda: not client._hub._writer._later, timeout=2)  # ... or the timer
+
+
+def test_a_dels_answer_waits_for_nothing_outside_gevent():
+    """A connection of plain threads has no timer to bound the wait: it answers at once."""
+    from grpyc._threadhub import ThreadHub
+
+    sent = []
+    hub = ThreadHub.__new__(ThreadHub)
+    hub.send_nowait = sent.append  # type: ignore[method-assign]
+    ThreadHub.send_later(hub, b"answer")
+    assert sent == [b"answer"]
 
 
 def test_on_disconnect_runs_exactly_once(make_pair):

@@ -60,6 +60,11 @@ class StockService(rpyc.Service):
         self._conn.ping()
         return True
 
+    def exposed_unanswered(self):
+        """Requests of this server (its DELs included) the client has not answered
+        yet: stock keeps each in a table until its answer comes."""
+        return len(self._conn._request_callbacks)
+
     def on_connect(self, conn):
         self._conn = conn
 

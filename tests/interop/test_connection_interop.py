@@ -43,6 +43,43 @@ def test_rpyc_server_calls_grpyc_callback(to_rpyc):
     assert to_rpyc.root.length([1, 2, 3, 4]) == 4
 
 
+def _callbacks_then_unanswered(conn, sleep, calls=20):
+    """Call a stock server's `call` with a callback `calls` times (each makes it
+    send a DEL when its proxy dies), then ask until none of its requests waits
+    for an answer; returns how many waited at the end (0: all answered)."""
+    call, unanswered = conn.root.call, conn.root.unanswered  # one request per call
+    for n in range(calls):
+        assert call(lambda n=n: n) == n
+    for _ in range(200):  # bounded: ~2 s
+        waiting = unanswered()
+        if waiting == 0:
+            return 0
+        sleep(0.01)
+    return waiting
+
+
+def test_a_stock_servers_dels_are_answered_as_by_a_stock_client(to_rpyc, rpyc_server):
+    """grpyc sends a DEL's answer with its next frame (or within 20 ms), not at once:
+    the stock server still gets every one, as from a stock client."""
+
+    def stock_client():
+        conn = rpyc.connect("127.0.0.1", rpyc_server)
+        try:
+            return _callbacks_then_unanswered(conn, time.sleep)
+        finally:
+            conn.close()
+
+    assert in_os_thread(stock_client) == 0
+    assert _callbacks_then_unanswered(to_rpyc, gevent.sleep) == 0
+    # With nothing more sent, the last answer still goes within the flush delay
+    # (else it would go behind the next request, which would count it).
+    call, unanswered = to_rpyc.root.call, to_rpyc.root.unanswered
+    assert call(lambda: 7) == 7
+    gevent.sleep(0.2)
+    waiting = unanswered()
+    assert waiting == 0
+
+
 def test_nested_callbacks_with_rpyc_server(to_rpyc):
     root = to_rpyc.root
 
