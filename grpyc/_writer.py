@@ -339,3 +339,4 @@ class Writer:
         self._outbox = []
         self._outbox_bytes = 0
         self._deferred_bytes = 0
+        self._later = []
