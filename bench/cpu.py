@@ -74,6 +74,13 @@ def _child(argv):
 
     die_with_parent()
     pin_to_cpu(int(cpu))
+    if not TARGETS[target_name].threads:
+        # As the suite's client child does (bench.runtime): this thread runs
+        # gevent, so grpyc picks its cooperative runtime, not the one for plain
+        # threads (figures before 2026-12-04 measured that one for grpyc).
+        import gevent
+
+        gevent.get_hub()
     figures = measure(target_name, op, float(seconds), int(port), int(server_pid))
     print(json.dumps(figures, ensure_ascii=False))
 
