@@ -22,8 +22,10 @@ that is never held across a wait.
 from __future__ import annotations
 
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # what WeakValueDictionary uses
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from gevent.monkey import get_original
@@ -125,13 +127,21 @@ def _key(id_pack: Any) -> IdPack:
     return (str(id_pack[0]), id_pack[1], id_pack[2])
 
 
+def _forget_proxy(table: dict[IdPack, Any], key: IdPack, _ref: Any) -> None:
+    # A proxy died: its entry goes, unless a new proxy of the object took it.
+    _remove_dead_weakref(table, key)
+
+
 class ProxyTable:
     """Proxies of the peer's objects and the proxy classes made for them."""
 
     __slots__ = ("_classes", "_lock", "_proxies", "max_classes")
 
     def __init__(self, max_classes: int) -> None:
-        self._proxies: weakref.WeakValueDictionary[IdPack, Any] = weakref.WeakValueDictionary()
+        # Weak references by id pack: a plain dict and C callbacks, where a
+        # WeakValueDictionary ran five Python frames per proxy (get, set,
+        # its KeyedRef's __new__ and __init__, the removal).
+        self._proxies: dict[IdPack, weakref.ref[Any]] = {}
         self._classes: OrderedDict[tuple[str, int, bool], type] = OrderedDict()
         self._lock = _allocate_lock()
         self.max_classes = max_classes
@@ -143,11 +153,13 @@ class ProxyTable:
         is appended to `unresolved` (if given).
         """
         with self._lock:
-            proxy = self._proxies.get(id_pack)
+            proxies = self._proxies
+            ref = proxies.get(id_pack)
+            proxy = None if ref is None else ref()
             if proxy is None:
                 cls = self.known_class(id_pack)
                 proxy = (cls or netref.UnresolvedNetref)(conn, id_pack)
-                self._proxies[id_pack] = proxy
+                proxies[id_pack] = weakref.ref(proxy, partial(_forget_proxy, proxies, id_pack))
             else:
                 netref.add_reference(proxy)
         if unresolved is not None and type(proxy) is netref.UnresolvedNetref:

@@ -1,5 +1,6 @@
 """grpyc <-> stock rpyc 6.0.2 over TCP, both directions."""
 
+import gc
 import signal
 import time
 
@@ -78,6 +79,31 @@ def test_a_stock_servers_dels_are_answered_as_by_a_stock_client(to_rpyc, rpyc_se
     gevent.sleep(0.2)
     waiting = unanswered()
     assert waiting == 0
+
+
+def _same_proxy_while_it_lives(conn):
+    """What a client makes of the same remote object sent twice: one proxy while
+    the first lives, a new one after it died (stock keeps a weak proxy cache)."""
+    root = conn.root
+    thing = root.make_thing(3)
+    again = root.echo(thing)  # the server sends its own object back
+    same = again is thing
+    del thing, again
+    gc.collect()
+    fresh = root.make_thing(4)
+    return same, root.echo(fresh) is fresh, type(fresh).__name__
+
+
+def test_one_proxy_per_remote_object_as_with_a_stock_client(to_rpyc, rpyc_server):
+    def stock_client():
+        conn = rpyc.connect("127.0.0.1", rpyc_server)
+        try:
+            return _same_proxy_while_it_lives(conn)
+        finally:
+            conn.close()
+
+    ours, stocks = _same_proxy_while_it_lives(to_rpyc), in_os_thread(stock_client)
+    assert ours == stocks, (ours, stocks)
 
 
 def test_nested_callbacks_with_rpyc_server(to_rpyc):
