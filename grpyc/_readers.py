@@ -100,17 +100,17 @@ class ReaderPool:
 
     def wait_lingering(self, baton: ReadBaton, me: Any) -> Any:
         """`baton.wait_readable` of `me`, a reader with nothing left to read: it
-        *lingers* there if `linger` lets it, else it leaves at once (`RETIRE`)."""
-        if not self.linger(baton):
+        *lingers* there if `_linger` lets it, else it leaves at once (`RETIRE`)."""
+        if not self._linger(baton):
             return RETIRE
         reason = RETIRE  # killed while lingering: as if asked back
         try:
             reason = baton.wait_readable(me, True, None, None)
             return reason
         finally:
-            self.unlinger(baton, reason == RETIRE)
+            self._unlinger(baton, reason == RETIRE)
 
-    def linger(self, baton: ReadBaton) -> bool:
+    def _linger(self, baton: ReadBaton) -> bool:
         """Whether a reader may wait on the connection of `baton` (a `ReadBaton`) for more.
 
         Beyond `MAX_LINGERING`, the one that lingered longest is asked back
@@ -133,7 +133,7 @@ class ReaderPool:
         lingering[baton] = None
         return True
 
-    def unlinger(self, baton: ReadBaton, asked_back: bool) -> None:
+    def _unlinger(self, baton: ReadBaton, asked_back: bool) -> None:
         """The reader lingering on `baton` woke: bytes or the baton came, or it was asked back."""
         self._lingering.pop(baton, None)
         if asked_back:
