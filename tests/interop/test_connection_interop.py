@@ -1,7 +1,10 @@
 """grpyc <-> stock rpyc 6.0.2 over TCP, both directions."""
 
 import gc
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import gevent
@@ -10,7 +13,7 @@ import rpyc
 
 import grpyc.factory
 from grpyc.service import Service
-from tests.interop.conftest import in_os_thread, start_rpyc_server, stop_process
+from tests.interop.conftest import ROOT, in_os_thread, start_rpyc_server, stop_process
 
 
 @pytest.fixture
@@ -104,6 +107,38 @@ def test_one_proxy_per_remote_object_as_with_a_stock_client(to_rpyc, rpyc_server
 
     ours, stocks = _same_proxy_while_it_lives(to_rpyc), in_os_thread(stock_client)
     assert ours == stocks, (ours, stocks)
+
+
+PATCHED_PROBES = """
+from gevent import monkey
+monkey.patch_all()
+import sys, time
+import grpyc.factory
+from tests.interop.test_connection_interop import (
+    _callbacks_then_unanswered, _same_proxy_while_it_lives)
+conn = grpyc.factory.connect("127.0.0.1", int(sys.argv[1]))
+waiting = _callbacks_then_unanswered(conn, time.sleep)
+call, unanswered = conn.root.call, conn.root.unanswered
+assert call(lambda: 7) == 7
+time.sleep(0.2)  # patched: the hub runs, the deferred answer's timer fires
+print(waiting, unanswered(), _same_proxy_while_it_lives(conn))
+conn.close()
+"""
+
+
+def test_the_dels_and_proxy_probes_agree_with_stock_under_patch_all(rpyc_server):
+    """The two probes above in a process under `gevent.monkey.patch_all()`."""
+    done = subprocess.run(
+        [sys.executable, "-c", PATCHED_PROBES, str(rpyc_server)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["0", "0", "(True,", "True,", "'__main__.Thing')"]
 
 
 def test_nested_callbacks_with_rpyc_server(to_rpyc):
