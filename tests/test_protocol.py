@@ -426,8 +426,9 @@ def test_a_dels_answer_goes_with_the_next_frame(pair):
     assert len(writes) == 2 * calls  # the request and the callback's answer
     assert sum(writes) - len(writes) >= calls - 1  # the DELs' answers rode along
     assert wait_until(lambda: not client._local_objects, timeout=2)  # every DEL came
-    assert client._hub._writer._later  # the last answer waits for the next frame ...
-    assert wait_until(lambda: not client._hub._writer._later, timeout=2)  # ... or the timer
+    # The last answer has no next frame to ride with: the flush timer sends it
+    # (whether it is still waiting now depends on how fast this machine is).
+    assert wait_until(lambda: not client._hub._writer._later, timeout=2)
 
 
 def test_a_dels_answer_waits_for_nothing_outside_gevent():
