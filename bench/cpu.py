@@ -1,6 +1,6 @@
 """CPU time per call, client and server, user and system: ``python -m bench.cpu``.
 
-    python -m bench.cpu [--targets grpyc,floor,rpyc-threaded] [--op bound|root|callback]
+    python -m bench.cpu [--targets grpyc,floor,rpyc-threaded] [--op bound|root|callback|attr]
     python -m bench.cpu --targets grpyc/rpyc-threaded,rpyc-threaded/grpyc
 
 A target ``CLIENT/SERVER`` pairs one target's client with another's server
@@ -25,7 +25,7 @@ import time
 from bench.proc import cpu_times
 from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
 
-_OPS = {"bound": "bound_echo", "root": "root_echo", "callback": "callback"}
+_OPS = {"bound": "bound_echo", "root": "root_echo", "callback": "callback", "attr": "attr_read"}
 
 
 def measure(target_name, op, seconds, port, server_pid):

@@ -1,6 +1,6 @@
 """Instructions and L1 cache misses per call on one side: ``python -m bench.footprint``.
 
-    python -m bench.footprint [--op bound|attr|callback] [--side server|client]
+    python -m bench.footprint [--op bound|attr|root|callback] [--side server|client]
                               [--target grpyc|rpyc]
 
 `bench.instructions` counts both sides in one process; this runs the
@@ -75,7 +75,8 @@ echo, thing, call = conn.root.echo, conn.root.make_thing(), conn.root.call
 def callback():
     return 1
 
-ops = {"bound": lambda: echo(42), "attr": lambda: thing.value, "callback": lambda: call(callback)}
+ops = {"bound": lambda: echo(42), "attr": lambda: thing.value,
+       "root": lambda: conn.root.echo(42), "callback": lambda: call(callback)}
 run = ops[op]
 for _ in range(300):
     run()
@@ -149,7 +150,7 @@ def per_call(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", choices=["bound", "attr", "callback"], default="bound")
+    parser.add_argument("--op", choices=["bound", "attr", "root", "callback"], default="bound")
     parser.add_argument("--side", choices=["server", "client"], default="server")
     parser.add_argument("--target", choices=["grpyc", "rpyc"], default="grpyc")
     args = parser.parse_args(argv)

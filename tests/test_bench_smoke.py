@@ -242,7 +242,12 @@ def test_footprint_programs_run_against_both_targets(tmp_path):
     (tmp_path / "client.py").write_text(_CLIENT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = {"cwd": tmp_path, "env": env, "stderr": subprocess.PIPE, "text": True}
-    for target, op in (("grpyc", "callback"), ("rpyc", "attr")):
+    for target, op in (
+        ("grpyc", "callback"),
+        ("grpyc", "root"),
+        ("rpyc", "attr"),
+        ("rpyc", "root"),
+    ):
         port_file = str(tmp_path / f"port.{target}")
         with subprocess.Popen([sys.executable, "server.py", target, port_file], **run) as server:
             try:
@@ -284,3 +289,19 @@ def test_cpu_pairs_one_targets_client_with_anothers_server():
     assert line.startswith("server rpyc-threaded: "), line
     assert '"target": "grpyc"' in line
     assert '"calls/s"' in line
+
+
+def test_cpu_attr_op_reads_an_attribute_for_each_target():
+    """`python -m bench.cpu --op attr` measures one remote attribute read per
+    call (the floor: one round trip) and reports a figure for each target."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--targets", "grpyc,rpyc-threaded,floor",
+         "--op", "attr", "--seconds", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if '"op": "attr"' in line]
+    assert len(lines) == 3, done.stdout
+    for line in lines:
+        figures = json.loads(line[line.index("{") :])
+        assert figures["calls/s"] > 0, line

@@ -55,6 +55,12 @@ class FloorClient:
     def read_attrs(self, conn, count, deadline):
         return self._round_trips(conn, count, deadline)
 
+    def attr_read(self, conn):
+        def read():
+            return conn.call(floor.OP_ECHO, SMALL_BODY)
+
+        return read
+
     def callback(self, conn):
         def run():
             return conn.call(floor.OP_CALLBACK, SMALL_BODY)

@@ -59,6 +59,15 @@ class RpcClient:
                 break
         return done
 
+    def attr_read(self, conn):
+        """One ``thing.value`` read of a remote object per call (``bench.cpu --op attr``)."""
+        thing = conn.root.make_thing()
+
+        def read():
+            return thing.value
+
+        return read
+
     def callback(self, conn):
         """One call whose handler calls the client back once (depth 1)."""
         call = conn.root.call
