@@ -387,14 +387,33 @@ def run_suite(args, log=print):
 
 
 def _run_fresh(scenario, cpus, args, sink, log):
-    """S3 and S4: fresh server and client children for every repetition."""
+    """S3 and S4: fresh server and client children for every repetition.
+
+    The targets take turns, one repetition each (as `_run_rounds` does): a
+    slow minute of the machine then lands on every target's figures alike,
+    not on all the repetitions of one (a ratio such as patched/unpatched
+    would carry it).
+    """
+    for count, rep, target in _interleaved(scenario, args):
+        label = scenario + {"S3": f" n={count}", "S4": f" {count}MiB"}.get(scenario, "")
+        step = time.monotonic()
+        outcome = run_one(target, scenario, cpus, args, count)
+        log(f"{label:<10} {target:<14} rep {rep + 1}: {time.monotonic() - step:5.1f} s")
+        sink(target, label, outcome)
+
+
+def _interleaved(scenario, args):
+    """``(count, rep, target)`` in turns: each repetition runs for every target that has it."""
+    plan = {target: _repetitions(scenario, target, args) for target in args.target_names}
+    steps = []
     for target in args.target_names:
-        for count, rep in _repetitions(scenario, target, args):
-            label = scenario + {"S3": f" n={count}", "S4": f" {count}MiB"}.get(scenario, "")
-            step = time.monotonic()
-            outcome = run_one(target, scenario, cpus, args, count)
-            log(f"{label:<10} {target:<14} rep {rep + 1}: {time.monotonic() - step:5.1f} s")
-            sink(target, label, outcome)
+        steps.extend(step for step in plan[target] if step not in steps)
+    return [
+        (count, rep, target)
+        for count, rep in steps
+        for target in args.target_names
+        if (count, rep) in plan[target]
+    ]
 
 
 def _loadavg():

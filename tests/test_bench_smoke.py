@@ -305,3 +305,21 @@ def test_cpu_attr_op_reads_an_attribute_for_each_target():
     for line in lines:
         figures = json.loads(line[line.index("{") :])
         assert figures["calls/s"] > 0, line
+
+
+def test_fresh_scenarios_take_turns_across_targets():
+    """S3 and S4 run one repetition per target in turn (a slow minute lands on
+    every target alike); each target still gets all of its repetitions, in order,
+    and the 10,000-connection S3 only on the targets that run it."""
+    from bench.run import _interleaved, _repetitions, parse_args
+
+    args = parse_args(["--only", "S3,S4", "--targets", "grpyc,rpyc-threaded,floor"])
+    for scenario in ("S3", "S4"):
+        steps = _interleaved(scenario, args)
+        for target in args.target_names:
+            mine = [(count, rep) for count, rep, name in steps if name == target]
+            assert mine == _repetitions(scenario, target, args), (scenario, target)
+        first_rep = [name for count, rep, name in steps[: len(args.target_names)]]
+        assert first_rep == args.target_names, (scenario, steps)
+    large = [name for count, _rep, name in _interleaved("S3", args) if count > 2000]
+    assert large and "rpyc-threaded" not in large
