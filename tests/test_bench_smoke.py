@@ -1,5 +1,6 @@
 """Smoke test of the benchmark suite (bench/): a tiny real run, the floor, the report."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -323,3 +324,25 @@ def test_fresh_scenarios_take_turns_across_targets():
         assert first_rep == args.target_names, (scenario, steps)
     large = [name for count, _rep, name in _interleaved("S3", args) if count > 2000]
     assert large and "rpyc-threaded" not in large
+
+
+def test_opcode_counts_are_per_call_and_name_the_functions():
+    """`python -m bench.opcodes` counts each side's Python opcodes per call from
+    two sessions' difference; grpyc's server runs its request path (more than
+    the floor's echo, which has no RPC logic), stock rpyc runs its brine."""
+    from bench import opcodes
+
+    def count(target):
+        args = argparse.Namespace(op="bound", target=target)
+        return opcodes.per_call(args)
+
+    grpyc, floor_counts, stock = count("grpyc"), count("floor"), count("rpyc")
+    for figures in (grpyc, floor_counts, stock):
+        for side in ("server", "client"):
+            total, rows = figures[side]
+            assert total > 50, (side, figures)
+            assert sum(n for n, _name in rows) <= total * 1.02 + 1, (side, rows)
+    grpyc_server = {name: n for n, name in grpyc["server"][1]}
+    assert grpyc_server.get("_handlers.py:_handle_call", 0) >= 1, grpyc["server"]
+    assert grpyc["server"][0] > floor_counts["server"][0]
+    assert any(name.startswith("brine.py:") for _n, name in stock["server"][1]), stock
