@@ -6,10 +6,11 @@
 Runs a server and a client as two processes (as `bench.footprint` does)
 and counts, with ``sys.settrace`` opcode events, the Python bytecode
 instructions each side executes per call, and in which functions. The
-count does not depend on the machine or its load (it is the same from one
-run to the next), so it shows what a change to a hot path takes away
-before any timing can; what an opcode costs in time is another question
-(docs/benchmarks.md, "Where the time goes"). ``--target floor`` runs the
+count hardly depends on the machine or its load (it moves by a few
+opcodes from one run to the next, where timings move by 15-40 %), so it
+shows what a change to a hot path takes away before any timing can;
+what an opcode costs in time is another question (docs/benchmarks.md,
+"Where the time goes"). ``--target floor`` runs the
 one-reader floor's echo round trip for every op (it has no attributes
 or callbacks). Compiled code (grpyc's `.so` modules, gevent's) runs no
 opcodes: its work shows only in `bench.footprint`'s instruction counts.
@@ -21,8 +22,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.footprint import _wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 _WARM, _FEW, _MORE = 300, 200, 1000
@@ -147,14 +149,6 @@ report()
 conn.close()
 """.replace("WARM_CALLS", str(_WARM))
 )
-
-
-def _wait_for(path, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server did not write its port")
-        time.sleep(0.02)
 
 
 def _session(args, calls, scratch):
