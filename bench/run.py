@@ -312,9 +312,10 @@ class Worker:
 
 def _run_rounds(scenario, workers, cpus, args, sink, log):
     """The repetitions of ``scenario`` in rounds: each round runs every target once."""
-    rounds = min(args.reps, 3) if scenario in ("S5", "S6depth") else args.reps
-    if scenario == "S6depth":
-        rounds = 1
+    # S5 as many rounds as the others (a round of all six targets takes ~20 s):
+    # with three, one pair of processes in a slow minute moved its median by
+    # 10 % (S5 reads 1.11x stock in a full run, 1.22x and 1.23x in reruns).
+    rounds = 1 if scenario == "S6depth" else args.reps
     for round_index in range(rounds):
         for target in args.target_names:
             step = time.monotonic()

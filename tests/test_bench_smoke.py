@@ -40,6 +40,18 @@ def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
     assert "python -m bench --quick --reps 1 --only S1,S5,B" in markdown
 
 
+def test_s5_runs_as_many_rounds_as_reps(tmp_path):
+    """S5's median is over `--reps` pairs of processes, as S1's (it was at most 3)."""
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--reps", "4",
+        "--only", "S5", "--targets", "floor", "--out", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "results.json").read_text())["results"]["floor"]
+    assert len(figures["S5.attr"]) == 4 and len(figures["S5.iter"]) == 4, figures
+
+
 def test_floor_echoes_calls_back_and_chains():
     server = floor.make_server()
     server.start()
