@@ -56,6 +56,8 @@ class FloorClient:
         return self._round_trips(conn, count, deadline)
 
     def attr_read(self, conn):
+        """The floor has no attributes: one echo round trip per read (``bench.cpu --op attr``)."""
+
         def read():
             return conn.call(floor.OP_ECHO, SMALL_BODY)
 
