@@ -3,17 +3,18 @@
     python -m bench.opcodes [--op bound|attr|root|callback]
                             [--target grpyc|rpyc|floor] [--top N]
 
-Runs a server and a client as two processes (as `bench.footprint` does)
-and counts, with ``sys.settrace`` opcode events, the Python bytecode
-instructions each side executes per call, and in which functions. The
-count hardly depends on the machine or its load (it moves by a few
-opcodes from one run to the next, where timings move by 15-40 %), so it
-shows what a change to a hot path takes away before any timing can;
-what an opcode costs in time is another question (docs/benchmarks.md,
-"Where the time goes"). ``--target floor`` runs the
-one-reader floor's echo round trip for every op (it has no attributes
-or callbacks). Compiled code (grpyc's `.so` modules, gevent's) runs no
-opcodes: its work shows only in `bench.footprint`'s instruction counts.
+Runs `bench.footprint`'s server and client programs (for the floor, an
+echo server and client of its own) as two processes and counts, with
+``sys.settrace`` opcode events, the Python bytecode instructions each
+side executes per call, and in which functions. The count hardly depends
+on the machine or its load (it moves by a few opcodes from one run to
+the next, where timings move by 15-40 %), so it shows what a change to a
+hot path takes away before any timing can; what an opcode costs in time
+is another question (docs/benchmarks.md, "Where the time goes").
+``--target floor`` runs the one-reader floor's echo round trip for every
+op (it has no attributes or callbacks). Compiled code (grpyc's `.so`
+modules, gevent's) runs no opcodes: its work shows only in
+`bench.footprint`'s instruction counts.
 """
 
 import argparse
@@ -24,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.footprint import _wait_for
+from bench import footprint
+from bench.footprint import _FEW, _MORE, _wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-_WARM, _FEW, _MORE = 300, 200, 1000
 
 # Both programs: `counting()` starts the count, `report()` prints it as one
 # JSON line on stdout (``{"file:function": opcodes, ...}``). Each side counts
@@ -60,94 +61,59 @@ def report():
     print(json.dumps(dict(_counts)), flush=True)
 """
 
-_SERVER = (
-    _COUNTER
-    + """
-import os
-target, port_file = sys.argv[1], sys.argv[2]
-if target == "floor":
-    import gevent
-    from bench import floor
-    from gevent.event import Event
-    done = Event()
 
-    def handle(sock, _address):
-        try:
-            floor.FloorPeer(sock).read_loop()
-        finally:
-            done.set()
+def _counted(program, measured):
+    """`program` with the count around its `measured` lines (they must be in it)."""
+    if measured not in program:
+        raise ValueError(f"{measured!r} not in the program")
+    return _COUNTER + program.replace(measured, "counting()\n" + measured + "report()\n")
 
-    from gevent.server import StreamServer
-    server = StreamServer(("127.0.0.1", 0), handle)
-    server.start()
-    port = server.server_port
-else:
-    if target == "grpyc":
-        import gevent
-        import grpyc as rpyc
-        from grpyc.server import OneShotServer
-    else:
-        import rpyc
-        from rpyc.utils.server import OneShotServer
 
-    class Thing:
-        exposed_value = 7
+# grpyc and stock rpyc: `bench.footprint`'s programs (same service, same ops).
+_RPC_SERVER = _counted(footprint._SERVER, "server.start()\n")
+_RPC_CLIENT = _counted(footprint._CLIENT, "for _ in range(count):\n    run()\n")
 
-    class S(rpyc.Service):
-        def exposed_echo(self, x): return x
-        def exposed_make_thing(self): return Thing()
-        def exposed_call(self, cb): return cb()
+# The floor: one echo round trip per call, whatever the op.
+_FLOOR_SERVER = _counted(
+    """
+import os, sys
+import gevent
+from gevent.event import Event
+from gevent.server import StreamServer
+from bench import floor
 
-    server = OneShotServer(S, hostname="127.0.0.1", port=0)
-    port = server.port
+port_file = sys.argv[2]
+done = Event()
+
+def handle(sock, _address):
+    try:
+        floor.FloorPeer(sock).read_loop()
+    finally:
+        done.set()
+
+server = StreamServer(("127.0.0.1", 0), handle)
+server.start()
 with open(port_file + ".tmp", "w") as f:
-    f.write(str(port))
+    f.write(str(server.server_port))
 os.rename(port_file + ".tmp", port_file)
-counting()
-if target == "floor":
-    done.wait()
-    server.stop()
-else:
-    server.start()
-report()
-"""
+done.wait()
+""",
+    "done.wait()\n",
 )
+_FLOOR_CLIENT = _counted(
+    """
+import sys
+from bench import floor
 
-_CLIENT = (
-    _COUNTER
-    + """
-import time
-target, port_file, op, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if target == "floor":
-    import gevent
-    from bench import floor
-    conn = floor.connect("127.0.0.1", int(open(port_file).read()))
-    run = lambda: conn.call(floor.OP_ECHO, b"x" * 24)
-else:
-    if target == "grpyc":
-        import gevent
-        gevent.get_hub()
-        import grpyc as rpyc
-    else:
-        import rpyc
-    conn = rpyc.connect("127.0.0.1", int(open(port_file).read()))
-    echo, thing, call = conn.root.echo, conn.root.make_thing(), conn.root.call
-
-    def callback():
-        return 1
-
-    run = {
-        "bound": lambda: echo(42), "attr": lambda: thing.value,
-        "root": lambda: conn.root.echo(42), "callback": lambda: call(callback),
-    }[op]
-for _ in range(WARM_CALLS):
-    run()
-counting()
-for _ in range(calls):
-    run()
-report()
+port_file, count = sys.argv[2], int(sys.argv[4])
+conn = floor.connect("127.0.0.1", int(open(port_file).read()))
+for _ in range(300):
+    conn.call(floor.OP_ECHO, b"x" * 24)
+for _ in range(count):
+    conn.call(floor.OP_ECHO, b"x" * 24)
 conn.close()
-""".replace("WARM_CALLS", str(_WARM))
+""",
+    'for _ in range(count):\n    conn.call(floor.OP_ECHO, b"x" * 24)\n',
 )
 
 
@@ -176,8 +142,9 @@ def _session(args, calls, scratch):
 def per_call(args):
     """``{side: (opcodes per call, [(per call, "file:function"), ...])}``, most first."""
     with tempfile.TemporaryDirectory() as scratch:
-        Path(scratch, "server.py").write_text(_SERVER)
-        Path(scratch, "client.py").write_text(_CLIENT)
+        floor_target = args.target == "floor"
+        Path(scratch, "server.py").write_text(_FLOOR_SERVER if floor_target else _RPC_SERVER)
+        Path(scratch, "client.py").write_text(_FLOOR_CLIENT if floor_target else _RPC_CLIENT)
         few = _session(args, _FEW, scratch)
         more = _session(args, _FEW + _MORE, scratch)
     figures = {}

@@ -17,14 +17,19 @@ from bench.targets.floor_target import FloorClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
+def _quick_run(tmp_path, reps, only, targets, timeout):
+    """`python -m bench --quick` into `tmp_path`: its results.json, once it exited with 0."""
     cmd = [
-        sys.executable, "-m", "bench", "--quick", "--reps", "1",
-        "--only", "S1,S5,B", "--targets", "grpyc,rpyc-threaded,floor", "--out", str(tmp_path),
+        sys.executable, "-m", "bench", "--quick", "--reps", str(reps),
+        "--only", only, "--targets", targets, "--out", str(tmp_path),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=45)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = json.loads((tmp_path / "results.json").read_text())
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
+    run = _quick_run(tmp_path, 1, "S1,S5,B", "grpyc,rpyc-threaded,floor", timeout=45)
     assert run["errors"] == []
     assert run["targets"] == ["grpyc", "rpyc-threaded", "floor"]
     for target in run["targets"]:
@@ -42,13 +47,7 @@ def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
 
 def test_s5_runs_as_many_rounds_as_reps(tmp_path):
     """S5's median is over `--reps` pairs of processes, as S1's (it was at most 3)."""
-    cmd = [
-        sys.executable, "-m", "bench", "--quick", "--reps", "4",
-        "--only", "S5", "--targets", "floor", "--out", str(tmp_path),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = json.loads((tmp_path / "results.json").read_text())["results"]["floor"]
+    figures = _quick_run(tmp_path, 4, "S5", "floor", timeout=60)["results"]["floor"]
     assert len(figures["S5.attr"]) == 4 and len(figures["S5.iter"]) == 4, figures
 
 
