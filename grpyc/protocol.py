@@ -46,7 +46,7 @@ from grpyc.lib import IdPack, in_gevent
 from grpyc.messages import (
     PingError,
     ProtocolError,
-    decode_measured,
+    decode_payload,
     encode_del,
     encode_exception,
     encode_request,
@@ -133,6 +133,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         self._last_traceback: Any = None
         self._logger: logging.Logger = self._config["logger"] or _silent_logger
         self._hub = self._make_runtime(limits)
+        self._pause = self._hub.pause  # passed with every frame decoded: made once
         self._hub.start()
         Watchdog.start(self, self._hub, self._config, self._logger)
 
@@ -161,7 +162,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             if value is not None:
                 setattr(self._channel, attr, value)
         if hasattr(self._channel, "splice_values"):
-            # `_dispatch` decodes with decode_measured, which takes Spliced payloads.
+            # `_dispatch` decodes with decode_payload, which takes Spliced payloads.
             self._channel.splice_values = True
 
     def __repr__(self) -> str:
@@ -375,11 +376,8 @@ class Connection(Serving, RequestRunner, RequestHandlers):
 
         Runs in whatever reads the frame and never waits for the peer.
         """
-        msg, seq, body, size = decode_measured(
-            data,
-            self._max_depth,
-            max_decoded_size=self._max_decoded_size,
-            progress=self._hub.pause,
+        msg, seq, body, size = decode_payload(
+            data, self._max_depth, self._max_decoded_size, self._pause
         )
         if msg == consts.MSG_REQUEST:
             peer_thread = 0 if self._binding is None else self._binding.sender_of_last_frame()
