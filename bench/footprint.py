@@ -1,7 +1,7 @@
 """Instructions and L1 cache misses per call on one side: ``python -m bench.footprint``.
 
     python -m bench.footprint [--op bound|attr|root|callback] [--side server|client]
-                              [--target grpyc|rpyc]
+                              [--target grpyc|rpyc|floor] [--parts]
 
 `bench.instructions` counts both sides in one process; this runs the
 server and the client as two processes, as the benchmark suite does, and
@@ -9,11 +9,16 @@ runs one of them under ``valgrind --tool=cachegrind`` with a simulated
 32 KiB L1 instruction cache and 32 KiB L1 data cache (8-way, 64-byte
 lines, what the machines here have). Each count is taken twice, for
 `_FEW` and `_FEW` + `_MORE` calls; the difference over `_MORE` is one
-call. `--target rpyc` runs stock rpyc's OneShotServer and client instead.
+call. `--target rpyc` runs stock rpyc's OneShotServer and client instead;
+`--target floor` the one-reader floor's echo round trip (whatever the op).
+`--parts` also splits the counts by where the code lives (CPython, gevent and
+libev, greenlet, libc, each compiled grpyc module), from ``cg_annotate``.
 
 Why: per call, grpyc executes fewer instructions than stock rpyc on each
 side yet took as long. The misses say where the time went: code and data
-that no longer fit the L1 caches (docs/benchmarks.md). Needs valgrind.
+that no longer fit the L1 caches (docs/benchmarks.md). Across grpyc, stock
+rpyc and the floor, a side's CPU time per call follows its L1 misses far
+more closely than its instructions. Needs valgrind.
 """
 
 import argparse
@@ -85,6 +90,55 @@ for _ in range(count):
 conn.close()
 """
 
+# The floor: one echo round trip per call, whatever the op; the server
+# serves one connection and exits when the client is done.
+_FLOOR_SERVER = """
+import os, sys
+import gevent
+from gevent.event import Event
+from gevent.server import StreamServer
+from bench import floor
+
+port_file = sys.argv[2]
+done = Event()
+
+def handle(sock, _address):
+    try:
+        floor.FloorPeer(sock).read_loop()
+    finally:
+        done.set()
+
+server = StreamServer(("127.0.0.1", 0), handle)
+server.start()
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_port))
+os.rename(port_file + ".tmp", port_file)
+done.wait()
+"""
+
+_FLOOR_CLIENT = """
+import sys, time
+from bench import floor
+
+port_file, count = sys.argv[2], int(sys.argv[4])
+for _ in range(3000):  # a server under valgrind takes a while to listen
+    try:
+        conn = floor.connect("127.0.0.1", int(open(port_file).read()))
+        break
+    except (OSError, ValueError):
+        time.sleep(0.02)
+for _ in range(300):
+    conn.call(floor.OP_ECHO, b"x" * 24)
+for _ in range(count):
+    conn.call(floor.OP_ECHO, b"x" * 24)
+conn.close()
+"""
+
+
+def programs(target):
+    """The (server, client) program texts `target` runs."""
+    return (_FLOOR_SERVER, _FLOOR_CLIENT) if target == "floor" else (_SERVER, _CLIENT)
+
 
 def _wait_for(path, seconds=120.0):
     deadline = time.monotonic() + seconds
@@ -95,15 +149,17 @@ def _wait_for(path, seconds=120.0):
 
 
 def _count(args, calls, scratch):
-    """valgrind's totals for the measured side of one run of `calls` calls."""
+    """valgrind's totals for the measured side of one run of `calls` calls,
+    and (with `args.parts`) the same counts by part of the code."""
     port_file = str(Path(scratch, f"port.{calls}"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out_file = str(Path(scratch, f"cachegrind.{calls}")) if args.parts else "/dev/null"
     valgrind = [
         "valgrind",
         "--tool=cachegrind",
         "--cache-sim=yes",
         *_CACHES,
-        "--cachegrind-out-file=/dev/null",
+        f"--cachegrind-out-file={out_file}",
     ]
     server = [sys.executable, "server.py", args.target, port_file]
     client = [sys.executable, "client.py", args.target, port_file, args.op, str(calls)]
@@ -122,7 +178,7 @@ def _count(args, calls, scratch):
             if server_proc.poll() is None:
                 server_proc.kill()
     report = server_err if args.side == "server" else client_proc.stderr
-    return _parse(report)
+    return _parse(report), (_parts(out_file) if args.parts else {})
 
 
 def _parse(report):
@@ -139,26 +195,87 @@ def _parse(report):
     return counts
 
 
+# cg_annotate's columns with --cache-sim=yes, and the three shown here.
+_EVENTS = ["Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw"]
+_SHOWN = {"instructions": "Ir", "I1 misses": "I1mr", "D1 misses": "D1mr"}
+
+
+def _part_of(location):
+    """The part of the code a ``file:function`` of cg_annotate's belongs to."""
+    path = location.split(":", 1)[0]
+    if "/grpyc/" in path and path.endswith(".c"):
+        return "grpyc compiled " + Path(path).stem
+    if "Python-3" in path or "/python3." in path:
+        return "CPython"
+    if "greenlet" in path:
+        return "greenlet"
+    if path == "???":
+        return "gevent, libev, other code without debug info"
+    if "sysdeps" in path or path.startswith("./"):
+        return "libc"
+    return "other"
+
+
+def _parts(out_file):
+    """``{part: {event: count}}`` of one cachegrind output file."""
+    report = subprocess.run(
+        ["cg_annotate", "--auto=no", "--threshold=0", out_file],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    parts = {}
+    listing = False
+    for line in report.splitlines():
+        if "file:function" in line:
+            listing = True
+            continue
+        fields = re.sub(r"\(\s*[\d.]+%\)", "", line).split()
+        if not listing or len(fields) <= len(_EVENTS):
+            continue
+        counts = fields[: len(_EVENTS)]
+        if not all(c == "." or c.replace(",", "").isdigit() for c in counts):
+            continue
+        totals = parts.setdefault(_part_of(" ".join(fields[len(_EVENTS) :])), {})
+        for event, count in zip(_EVENTS, counts, strict=True):
+            value = 0 if count == "." else int(count.replace(",", ""))
+            totals[event] = totals.get(event, 0) + value
+    return parts
+
+
 def per_call(args):
+    """``(totals, parts)`` per call: valgrind's totals, and by part with `args.parts`."""
+    server, client = programs(args.target)
     with tempfile.TemporaryDirectory() as scratch:
-        Path(scratch, "server.py").write_text(_SERVER)
-        Path(scratch, "client.py").write_text(_CLIENT)
-        few = _count(args, _FEW, scratch)
-        more = _count(args, _FEW + _MORE, scratch)
-    return {name: (more[name] - few[name]) // _MORE for name in few}
+        Path(scratch, "server.py").write_text(server)
+        Path(scratch, "client.py").write_text(client)
+        few, few_parts = _count(args, _FEW, scratch)
+        more, more_parts = _count(args, _FEW + _MORE, scratch)
+    totals = {name: (more[name] - few[name]) // _MORE for name in few}
+    parts = {}
+    for part in set(few_parts) | set(more_parts):
+        before, after = few_parts.get(part, {}), more_parts.get(part, {})
+        parts[part] = {
+            name: (after.get(event, 0) - before.get(event, 0)) / _MORE
+            for name, event in _SHOWN.items()
+        }
+    return totals, parts
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op", choices=["bound", "attr", "root", "callback"], default="bound")
     parser.add_argument("--side", choices=["server", "client"], default="server")
-    parser.add_argument("--target", choices=["grpyc", "rpyc"], default="grpyc")
+    parser.add_argument("--target", choices=["grpyc", "rpyc", "floor"], default="grpyc")
+    parser.add_argument("--parts", action="store_true", help="also split the counts by part")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.exit(2, "bench.footprint: valgrind is not installed\n")
-    counts = per_call(args)
+    counts, parts = per_call(args)
     figures = "  ".join(f"{value:,} {name}" for name, value in counts.items())
     print(f"{args.target} {args.side} {args.op}: {figures} per call")
+    for part, numbers in sorted(parts.items(), key=lambda item: -item[1]["I1 misses"]):
+        if any(abs(value) >= 1 for value in numbers.values()):
+            row = "  ".join(f"{value:8,.0f} {name}" for name, value in numbers.items())
+            print(f"  {row}  {part}")
 
 
 if __name__ == "__main__":

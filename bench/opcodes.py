@@ -74,45 +74,9 @@ _RPC_SERVER = _counted(footprint._SERVER, "server.start()\n")
 _RPC_CLIENT = _counted(footprint._CLIENT, "for _ in range(count):\n    run()\n")
 
 # The floor: one echo round trip per call, whatever the op.
-_FLOOR_SERVER = _counted(
-    """
-import os, sys
-import gevent
-from gevent.event import Event
-from gevent.server import StreamServer
-from bench import floor
-
-port_file = sys.argv[2]
-done = Event()
-
-def handle(sock, _address):
-    try:
-        floor.FloorPeer(sock).read_loop()
-    finally:
-        done.set()
-
-server = StreamServer(("127.0.0.1", 0), handle)
-server.start()
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(server.server_port))
-os.rename(port_file + ".tmp", port_file)
-done.wait()
-""",
-    "done.wait()\n",
-)
+_FLOOR_SERVER = _counted(footprint._FLOOR_SERVER, "done.wait()\n")
 _FLOOR_CLIENT = _counted(
-    """
-import sys
-from bench import floor
-
-port_file, count = sys.argv[2], int(sys.argv[4])
-conn = floor.connect("127.0.0.1", int(open(port_file).read()))
-for _ in range(300):
-    conn.call(floor.OP_ECHO, b"x" * 24)
-for _ in range(count):
-    conn.call(floor.OP_ECHO, b"x" * 24)
-conn.close()
-""",
+    footprint._FLOOR_CLIENT,
     'for _ in range(count):\n    conn.call(floor.OP_ECHO, b"x" * 24)\n',
 )
 
