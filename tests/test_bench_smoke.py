@@ -248,10 +248,8 @@ def test_footprint_programs_run_against_both_targets(tmp_path):
     """What `bench.footprint` runs (one side under valgrind) works as plain
     Python, for grpyc and for stock rpyc: the server serves one connection
     and exits when the client is done."""
-    from bench.footprint import _CLIENT, _SERVER
+    from bench.footprint import programs
 
-    (tmp_path / "server.py").write_text(_SERVER)
-    (tmp_path / "client.py").write_text(_CLIENT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = {"cwd": tmp_path, "env": env, "stderr": subprocess.PIPE, "text": True}
     for target, op in (
@@ -259,8 +257,12 @@ def test_footprint_programs_run_against_both_targets(tmp_path):
         ("grpyc", "root"),
         ("rpyc", "attr"),
         ("rpyc", "root"),
+        ("floor", "bound"),
     ):
-        port_file = str(tmp_path / f"port.{target}")
+        server_program, client_program = programs(target)
+        (tmp_path / "server.py").write_text(server_program)
+        (tmp_path / "client.py").write_text(client_program)
+        port_file = str(tmp_path / f"port.{target}.{op}")
         with subprocess.Popen([sys.executable, "server.py", target, port_file], **run) as server:
             try:
                 done = subprocess.run(
@@ -271,6 +273,44 @@ def test_footprint_programs_run_against_both_targets(tmp_path):
             finally:
                 if server.poll() is None:
                     server.kill()
+
+
+# Rows of `cg_annotate --auto=no --threshold=0` as valgrind 3.19+ prints them:
+# nine counts (a dot for none, most with a percentage), then file:function.
+_CG_ROWS = [
+    "1,000 (10.00%)  40 ( 1.00%)  .  300 ( 3.00%)  20 ( 2.00%)  .  100 ( 1.00%)  5 ( 0.50%)  .  "
+    "/tmp/python-build/Python-3.11.7/Python/ceval.c:_PyEval_EvalFrameDefault",
+    "500 ( 5.00%)  30 ( 0.75%)  1  100 ( 1.00%)  10 ( 1.00%)  .  50 ( 0.50%)  .  .  ???:ev_run",
+    "200 ( 2.00%)  7 ( 0.20%)  .  80 ( 0.80%)  3 ( 0.30%)  .  10 ( 0.10%)  .  .  "
+    "/work/main/build/cython/grpyc/framing.c:__pyx_f_5grpyc_7framing_next_frame",
+    "60 ( 0.60%)  2 ( 0.05%)  .  20 ( 0.20%)  1 ( 0.10%)  .  5 ( 0.05%)  .  .  "
+    "/tmp/build/greenlet/src/greenlet/TGreenlet.cpp:greenlet::Greenlet::g_switchstack()",
+]
+_CG_ANNOTATE = "\n".join(
+    [
+        "Ir  I1mr  ILmr  Dr  D1mr  DLmr  Dw  D1mw  DLmw  file:function",
+        "-" * 80,
+        *_CG_ROWS,
+    ]
+)
+
+
+def test_footprint_parts_sums_cg_annotate_rows_by_part(tmp_path, monkeypatch):
+    """`bench.footprint --parts` adds up cg_annotate's per-function rows by where
+    the code lives (dots are zeros; percentages and C++ signatures are skipped)."""
+    from bench import footprint
+
+    def fake_run(command, **_kwargs):
+        assert command[0] == "cg_annotate", command
+        return subprocess.CompletedProcess(command, 0, stdout=_CG_ANNOTATE, stderr="")
+
+    monkeypatch.setattr(footprint.subprocess, "run", fake_run)
+    parts = footprint._parts(str(tmp_path / "cachegrind.out"))
+    assert parts["CPython"]["Ir"] == 1000 and parts["CPython"]["I1mr"] == 40
+    assert parts["gevent, libev, other code without debug info"]["ILmr"] == 1
+    assert parts["grpyc compiled framing"]["D1mr"] == 3
+    assert parts["greenlet"]["Ir"] == 60
+    assert sum(part["Ir"] for part in parts.values()) == 1760
 
 
 def test_waitcost_measures_each_way_of_waiting():

@@ -18,7 +18,11 @@ from grpyc.messages import (
 )
 
 _ID_PACK = ("builtins.method", 140_230_123_456_789, 0)
-_CALL_ARGS = ((consts.LABEL_LOCAL_REF, _ID_PACK), (consts.LABEL_TUPLE, ((consts.LABEL_VALUE, 42),)), ())
+_CALL_ARGS = (
+    (consts.LABEL_LOCAL_REF, _ID_PACK),
+    (consts.LABEL_TUPLE, ((consts.LABEL_VALUE, 42),)),
+    (),
+)
 
 PAYLOADS: dict[str, bytes] = {
     "call request": bytes(encode_request(7, consts.HANDLE_CALL, _CALL_ARGS)),
