@@ -313,6 +313,19 @@ def test_footprint_parts_sums_cg_annotate_rows_by_part(tmp_path, monkeypatch):
     assert sum(part["Ir"] for part in parts.values()) == 1760
 
 
+def test_collapse_runs_both_servers_and_reports_each_side():
+    """`python -m bench.collapse` runs the server as it is and with the collapsed
+    request path (it answers calls: the client checks an echo), and reports the time
+    and each side's CPU per call."""
+    from bench.collapse import run_pair
+
+    for mode in ("layered", "collapsed"):
+        figures = run_pair(mode, count=300)
+        assert figures["server"] == mode, figures
+        assert figures["µs per call"] > 0, figures
+        assert figures["client user µs"] >= 0 and figures["server user µs"] >= 0, figures
+
+
 def test_waitcost_measures_each_way_of_waiting():
     """`python -m bench.waitcost` runs a ping-pong with each way of waiting on both
     sides (and grpyc's against a blocking peer) and reports its time, CPU and

@@ -1,0 +1,149 @@
+"""What the server's per-request layers cost a bound call: ``python -m bench.collapse``.
+
+    python -m bench.collapse [--rounds 4] [--count 20000]
+
+An experiment, not a mode of grpyc: the server runs either as it is, or
+with `Connection._dispatch` replaced by one function that answers a CALL
+request at once (decode, unbox, call, box, encode, write to the channel),
+skipping what every request passes through otherwise: the request's
+admission and byte budget, the hook that hands reading over when a
+handler blocks, the attribute policy's ``__call__`` check, the
+``serialize_requests`` turn, the exception answer and the writer (its
+queue, corking and send budget). Everything else (reading, the baton,
+framing, the codecs, the client) is unchanged. Rounds alternate the two
+servers; client and server share CPU 0, as in the suite. Each line gives
+the time per call and each side's user CPU per call.
+
+What it shows: how much of a round trip those layers are, i.e. what a
+fused per-request path could win at most (docs/benchmarks.md).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_SERVER = """
+import os, sys
+import grpyc as rpyc
+from grpyc import consts
+from grpyc.messages import decode_payload, encode_reply
+from grpyc.protocol import Connection
+from grpyc.server import OneShotServer
+
+if sys.argv[2] == "collapsed":
+    MSG_REQUEST, MSG_REPLY, HANDLE_CALL = consts.MSG_REQUEST, consts.MSG_REPLY, consts.HANDLE_CALL
+
+    def collapsed(self, data):
+        limits = (self._max_depth, self._max_decoded_size, self._pause)
+        msg, seq, body, size = decode_payload(data, *limits)
+        if msg == MSG_REQUEST and body[0] == HANDLE_CALL:
+            obj, args, _kwargs = self._boxer.unbox(body[1])
+            self._channel.send(encode_reply(seq, self._boxer.box(obj(*args))))
+        elif msg == MSG_REQUEST:
+            self._on_request(seq, body, size, 0)
+        elif msg == MSG_REPLY:
+            self._on_reply(seq, body)
+        else:
+            self._on_exception(seq, body)
+
+    Connection._dispatch = collapsed
+
+
+class S(rpyc.Service):
+    def exposed_echo(self, value):
+        return value
+
+    def exposed_user_cpu(self):
+        return os.times().user
+
+    def exposed_mode(self):
+        return "collapsed" if Connection._dispatch.__name__ == "collapsed" else "layered"
+
+
+server = OneShotServer(S, hostname="127.0.0.1", port=0)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(server.port))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+server.start()
+"""
+
+_CLIENT = """
+import json, os, sys, time
+import gevent
+gevent.get_hub()
+import grpyc as rpyc
+
+port_file, count = sys.argv[1], int(sys.argv[2])
+for _ in range(3000):
+    try:
+        conn = rpyc.connect("127.0.0.1", int(open(port_file).read()))
+        break
+    except (OSError, ValueError):
+        time.sleep(0.02)
+echo = conn.root.echo
+assert echo(42) == 42
+for _ in range(2000):
+    echo(42)
+server_before, client_before, began = conn.root.user_cpu(), os.times().user, time.perf_counter()
+for _ in range(count):
+    echo(42)
+elapsed, client_after = time.perf_counter() - began, os.times().user
+server_after = conn.root.user_cpu()
+mode = conn.root.mode()
+conn.close()
+print(json.dumps({
+    "server": mode,
+    "µs per call": round(elapsed / count * 1e6, 1),
+    "client user µs": round((client_after - client_before) / count * 1e6, 1),
+    "server user µs": round((server_after - server_before) / count * 1e6, 1),
+}))
+"""
+
+
+def run_pair(mode, count, cpu=0):
+    """One server (`mode`: "layered" or "collapsed") and one client on `cpu`: their figures."""
+    with tempfile.TemporaryDirectory() as scratch:
+        port_file = str(Path(scratch, "port"))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        pin = ["taskset", "-c", str(cpu)]
+        run = {"env": env, "text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        with subprocess.Popen(
+            [*pin, sys.executable, "-c", _SERVER, port_file, mode], **run
+        ) as server:
+            try:
+                client = subprocess.run(
+                    [*pin, sys.executable, "-c", _CLIENT, port_file, str(count)],
+                    timeout=300, check=False, **run,
+                )  # fmt: skip
+                if client.returncode != 0:
+                    raise RuntimeError(f"client failed:\n{client.stderr[-2000:]}")
+                server.wait(timeout=30)
+            finally:
+                if server.poll() is None:
+                    server.kill()
+    return json.loads(client.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--count", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"bench.collapse, {started}: {args.rounds} rounds of {args.count:,} bound calls")
+    for round_number in range(1, args.rounds + 1):
+        for mode in ("layered", "collapsed"):
+            figures = run_pair(mode, args.count)
+            line = json.dumps(figures, ensure_ascii=False)
+            print(f"round {round_number}  {mode:9}  {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
