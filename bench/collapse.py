@@ -1,6 +1,7 @@
 """What the server's per-request layers cost a bound call: ``python -m bench.collapse``.
 
-    python -m bench.collapse [--rounds 4] [--count 20000]
+    python -m bench.collapse [--rounds 4] [--count 20000] [--modes layered,collapsed]
+                             [--valgrind]
 
 An experiment, not a mode of grpyc: the server runs either as it is, or
 with `Connection._dispatch` replaced by one function that answers a CALL
@@ -12,7 +13,13 @@ handler blocks, the attribute policy's ``__call__`` check, the
 queue, corking and send budget). Everything else (reading, the baton,
 framing, the codecs, the client) is unchanged. Rounds alternate the two
 servers; client and server share CPU 0, as in the suite. Each line gives
-the time per call and each side's user CPU per call.
+the time per call and each side's user CPU per call. Two modes in between
+tell the layers apart: ``serve`` keeps the request's own code
+(`_serve_request`: the handler table, the policy check, the exception
+answer, the writer) and skips only `_on_request`, `submit`, the admission
+and the inline hook; ``writer`` also skips `_serve_request` but answers
+through the writer. ``--valgrind`` counts the server's instructions and
+L1 misses per call instead (`bench.footprint`'s caches, two runs).
 
 What it shows: how much of a round trip those layers are, i.e. what a
 fused per-request path could win at most (docs/benchmarks.md).
@@ -21,13 +28,17 @@ fused per-request path could win at most (docs/benchmarks.md).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import footprint
+
 ROOT = Path(__file__).resolve().parent.parent
+_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *footprint._CACHES]
 
 _SERVER = """
 import os, sys
@@ -37,22 +48,37 @@ from grpyc.messages import decode_payload, encode_reply
 from grpyc.protocol import Connection
 from grpyc.server import OneShotServer
 
-if sys.argv[2] == "collapsed":
-    MSG_REQUEST, MSG_REPLY, HANDLE_CALL = consts.MSG_REQUEST, consts.MSG_REPLY, consts.HANDLE_CALL
+MODE = sys.argv[2]
+MSG_REQUEST, MSG_REPLY, HANDLE_CALL = consts.MSG_REQUEST, consts.MSG_REPLY, consts.HANDLE_CALL
 
-    def collapsed(self, data):
-        limits = (self._max_depth, self._max_decoded_size, self._pause)
-        msg, seq, body, size = decode_payload(data, *limits)
-        if msg == MSG_REQUEST and body[0] == HANDLE_CALL:
-            obj, args, _kwargs = self._boxer.unbox(body[1])
-            self._channel.send(encode_reply(seq, self._boxer.box(obj(*args))))
-        elif msg == MSG_REQUEST:
-            self._on_request(seq, body, size, 0)
-        elif msg == MSG_REPLY:
-            self._on_reply(seq, body)
-        else:
-            self._on_exception(seq, body)
 
+def answer_call(self, seq, boxed_args):
+    # A CALL's answer, by as few layers as MODE keeps.
+    if MODE == "serve":  # the request's own code, without its admission and inline hook
+        self._serve_request(seq, HANDLE_CALL, boxed_args, 0)
+        return
+    obj, args, _kwargs = self._boxer.unbox(boxed_args)
+    answer = encode_reply(seq, self._boxer.box(obj(*args)))
+    if MODE == "writer":  # ... and without the handler's policy check and exception answer
+        self._hub.send(answer)
+    else:  # collapsed: ... and without the writer
+        self._channel.send(answer)
+
+
+def collapsed(self, data):
+    limits = (self._max_depth, self._max_decoded_size, self._pause)
+    msg, seq, body, size = decode_payload(data, *limits)
+    if msg == MSG_REQUEST and body[0] == HANDLE_CALL:
+        answer_call(self, seq, body[1])
+    elif msg == MSG_REQUEST:
+        self._on_request(seq, body, size, 0)
+    elif msg == MSG_REPLY:
+        self._on_reply(seq, body)
+    else:
+        self._on_exception(seq, body)
+
+
+if MODE != "layered":
     Connection._dispatch = collapsed
 
 
@@ -64,7 +90,7 @@ class S(rpyc.Service):
         return os.times().user
 
     def exposed_mode(self):
-        return "collapsed" if Connection._dispatch.__name__ == "collapsed" else "layered"
+        return MODE if Connection._dispatch.__name__ == "collapsed" else "layered"
 
 
 server = OneShotServer(S, hostname="127.0.0.1", port=0)
@@ -107,15 +133,20 @@ print(json.dumps({
 """
 
 
-def run_pair(mode, count, cpu=0):
-    """One server (`mode`: "layered" or "collapsed") and one client on `cpu`: their figures."""
+MODES = ("layered", "serve", "writer", "collapsed")
+
+
+def run_pair(mode, count, cpu=0, valgrind=False):
+    """One server in `mode` (of `MODES`) and one client on `cpu`: their figures,
+    with the server's valgrind report under ``"valgrind"`` if `valgrind`."""
     with tempfile.TemporaryDirectory() as scratch:
         port_file = str(Path(scratch, "port"))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         pin = ["taskset", "-c", str(cpu)]
+        tool = [*_VALGRIND, "--cachegrind-out-file=/dev/null"] if valgrind else []
         run = {"env": env, "text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         with subprocess.Popen(
-            [*pin, sys.executable, "-c", _SERVER, port_file, mode], **run
+            [*pin, *tool, sys.executable, "-c", _SERVER, port_file, mode], **run
         ) as server:
             try:
                 client = subprocess.run(
@@ -124,22 +155,48 @@ def run_pair(mode, count, cpu=0):
                 )  # fmt: skip
                 if client.returncode != 0:
                     raise RuntimeError(f"client failed:\n{client.stderr[-2000:]}")
-                server.wait(timeout=30)
+                report = server.communicate(timeout=120)[1]
             finally:
                 if server.poll() is None:
                     server.kill()
-    return json.loads(client.stdout.strip().splitlines()[-1])
+    figures = json.loads(client.stdout.strip().splitlines()[-1])
+    if valgrind:
+        figures["valgrind"] = footprint._parse(report)
+    return figures
+
+
+def valgrind_per_call(mode, few=200, more=1200):
+    """The server's instructions and L1 misses per bound call in `mode`: the
+    difference between a run of `more` timed calls and one of `few`."""
+    low = run_pair(mode, few, valgrind=True)["valgrind"]
+    high = run_pair(mode, more, valgrind=True)["valgrind"]
+    return {name: (high[name] - low[name]) // (more - few) for name in low}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--modes", default="layered,collapsed", help=f"of {','.join(MODES)}")
+    parser.add_argument("--valgrind", action="store_true", help="count, do not time")
     args = parser.parse_args(argv)
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown modes {unknown}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    if args.valgrind:
+        if shutil.which("valgrind") is None:
+            parser.exit(2, "bench.collapse: valgrind is not installed\n")
+        print(f"bench.collapse --valgrind, {started}: the server per bound call")
+        for mode in modes:
+            counts = valgrind_per_call(mode)
+            figures = "  ".join(f"{value:,} {name}" for name, value in counts.items())
+            print(f"{mode:9}  {figures}", flush=True)
+        return
     print(f"bench.collapse, {started}: {args.rounds} rounds of {args.count:,} bound calls")
     for round_number in range(1, args.rounds + 1):
-        for mode in ("layered", "collapsed"):
+        for mode in modes:
             figures = run_pair(mode, args.count)
             line = json.dumps(figures, ensure_ascii=False)
             print(f"round {round_number}  {mode:9}  {line}", flush=True)

@@ -314,12 +314,12 @@ def test_footprint_parts_sums_cg_annotate_rows_by_part(tmp_path, monkeypatch):
 
 
 def test_collapse_runs_both_servers_and_reports_each_side():
-    """`python -m bench.collapse` runs the server as it is and with the collapsed
-    request path (it answers calls: the client checks an echo), and reports the time
-    and each side's CPU per call."""
-    from bench.collapse import run_pair
+    """`python -m bench.collapse` runs the server as it is and with each collapsed
+    request path (each answers calls: the client checks an echo), and reports the
+    time and each side's CPU per call."""
+    from bench.collapse import MODES, run_pair
 
-    for mode in ("layered", "collapsed"):
+    for mode in MODES:
         figures = run_pair(mode, count=300)
         assert figures["server"] == mode, figures
         assert figures["µs per call"] > 0, figures
