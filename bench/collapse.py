@@ -11,8 +11,8 @@ admission and byte budget, the hook that hands reading over when a
 handler blocks, the attribute policy's ``__call__`` check, the
 ``serialize_requests`` turn, the exception answer and the writer (its
 queue, corking and send budget). Everything else (reading, the baton,
-framing, the codecs, the client) is unchanged. Rounds alternate the two
-servers; client and server share CPU 0, as in the suite. Each line gives
+framing, the codecs, the client) is unchanged. Each round runs the modes
+in turn; client and server share CPU 0, as in the suite. Each line gives
 the time per call and each side's user CPU per call. Two modes in between
 tell the layers apart: ``serve`` keeps the request's own code
 (`_serve_request`: the handler table, the policy check, the exception
