@@ -1,7 +1,7 @@
 """What the server's per-request layers cost a bound call: ``python -m bench.collapse``.
 
     python -m bench.collapse [--rounds 4] [--count 20000] [--modes layered,collapsed]
-                             [--valgrind]
+                             [--client-modes layered,direct] [--valgrind]
 
 An experiment, not a mode of grpyc: the server runs either as it is, or
 with `Connection._dispatch` replaced by one function that answers a CALL
@@ -20,6 +20,11 @@ answer, the writer) and skips only `_on_request`, `submit`, the admission
 and the inline hook; ``writer`` also skips `_serve_request` but answers
 through the writer. ``--valgrind`` counts the server's instructions and
 L1 misses per call instead (`bench.footprint`'s caches, two runs).
+``--client-modes layered,direct`` also times a client whose calls skip
+grpyc's caller path: a loop that encodes, writes to the channel, waits on
+an io watcher and decodes, with no baton, reply slot, writer, timeout,
+nested requests or other callers (what a caller fast lane could win at
+most).
 
 What it shows: how much of a round trip those layers are, i.e. what a
 fused per-request path could win at most (docs/benchmarks.md).
@@ -101,12 +106,14 @@ server.start()
 """
 
 _CLIENT = """
-import json, os, sys, time
+import itertools, json, os, sys, time
 import gevent
-gevent.get_hub()
 import grpyc as rpyc
+from grpyc import consts
+from grpyc.messages import decode_payload, encode_request
 
-port_file, count = sys.argv[1], int(sys.argv[2])
+hub = gevent.get_hub()
+port_file, count, client_mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for _ in range(3000):
     try:
         conn = rpyc.connect("127.0.0.1", int(open(port_file).read()))
@@ -117,15 +124,50 @@ echo = conn.root.echo
 assert echo(42) == 42
 for _ in range(2000):
     echo(42)
-server_before, client_before, began = conn.root.user_cpu(), os.times().user, time.perf_counter()
+
+
+def direct_loop():
+    # The caller's path cut to the bone: encode, write to the channel, wait on an
+    # io watcher, read, decode, unbox. No baton, reply slot, writer, timeout,
+    # nested requests or other callers: frames other than our reply are dropped.
+    channel, boxer, seqs = conn._channel, conn._boxer, itertools.count(1_000_000)
+    watcher = hub.loop.io(channel.fileno(), 1)
+
+    def call():
+        seq = next(seqs)
+        channel.send(encode_request(seq, consts.HANDLE_CALL, boxer.box((echo, (42,), ()))))
+        while True:
+            frame = channel.next_buffered()
+            if frame is None:
+                hub.wait(watcher)
+                channel.fill()
+                continue
+            _msg, got, body, _size = decode_payload(frame, 64, None, None)
+            if got == seq:
+                return boxer.unbox(body)
+
+    return call
+
+
+server_before = conn.root.user_cpu()
+baton = conn._hub._baton
+if client_mode == "direct":
+    baton.holder = gevent.getcurrent()  # the connection's own reading stays off meanwhile
+    call = direct_loop()
+    assert call() == 42
+else:
+    call = lambda: echo(42)
+client_before, began = os.times().user, time.perf_counter()
 for _ in range(count):
-    echo(42)
+    call()
 elapsed, client_after = time.perf_counter() - began, os.times().user
+baton.holder = None
 server_after = conn.root.user_cpu()
 mode = conn.root.mode()
 conn.close()
 print(json.dumps({
     "server": mode,
+    "client": client_mode,
     "µs per call": round(elapsed / count * 1e6, 1),
     "client user µs": round((client_after - client_before) / count * 1e6, 1),
     "server user µs": round((server_after - server_before) / count * 1e6, 1),
@@ -134,11 +176,13 @@ print(json.dumps({
 
 
 MODES = ("layered", "serve", "writer", "collapsed")
+CLIENT_MODES = ("layered", "direct")
 
 
-def run_pair(mode, count, cpu=0, valgrind=False):
-    """One server in `mode` (of `MODES`) and one client on `cpu`: their figures,
-    with the server's valgrind report under ``"valgrind"`` if `valgrind`."""
+def run_pair(mode, count, cpu=0, valgrind=False, client_mode="layered"):
+    """One server in `mode` (of `MODES`) and one client in `client_mode` (of
+    `CLIENT_MODES`) on `cpu`: their figures, with the server's valgrind report
+    under ``"valgrind"`` if `valgrind`."""
     with tempfile.TemporaryDirectory() as scratch:
         port_file = str(Path(scratch, "port"))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -150,7 +194,7 @@ def run_pair(mode, count, cpu=0, valgrind=False):
         ) as server:
             try:
                 client = subprocess.run(
-                    [*pin, sys.executable, "-c", _CLIENT, port_file, str(count)],
+                    [*pin, sys.executable, "-c", _CLIENT, port_file, str(count), client_mode],
                     timeout=300, check=False, **run,
                 )  # fmt: skip
                 if client.returncode != 0:
@@ -178,10 +222,16 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--modes", default="layered,collapsed", help=f"of {','.join(MODES)}")
+    parser.add_argument(
+        "--client-modes", default="layered", help=f"of {','.join(CLIENT_MODES)} (timed only)"
+    )
     parser.add_argument("--valgrind", action="store_true", help="count, do not time")
     args = parser.parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    unknown = [mode for mode in modes if mode not in MODES]
+    client_modes = [mode.strip() for mode in args.client_modes.split(",") if mode.strip()]
+    unknown = [m for m in modes if m not in MODES] + [
+        m for m in client_modes if m not in CLIENT_MODES
+    ]
     if unknown:
         parser.error(f"unknown modes {unknown}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -197,9 +247,10 @@ def main(argv=None):
     print(f"bench.collapse, {started}: {args.rounds} rounds of {args.count:,} bound calls")
     for round_number in range(1, args.rounds + 1):
         for mode in modes:
-            figures = run_pair(mode, args.count)
-            line = json.dumps(figures, ensure_ascii=False)
-            print(f"round {round_number}  {mode:9}  {line}", flush=True)
+            for client_mode in client_modes:
+                figures = run_pair(mode, args.count, client_mode=client_mode)
+                line = json.dumps(figures, ensure_ascii=False)
+                print(f"round {round_number}  {mode:9}  {client_mode:7}  {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -315,13 +315,14 @@ def test_footprint_parts_sums_cg_annotate_rows_by_part(tmp_path, monkeypatch):
 
 def test_collapse_runs_both_servers_and_reports_each_side():
     """`python -m bench.collapse` runs the server as it is and with each collapsed
-    request path (each answers calls: the client checks an echo), and reports the
-    time and each side's CPU per call."""
+    request path, and the client's direct loop (each answers calls: the client
+    checks an echo), and reports the time and each side's CPU per call."""
     from bench.collapse import MODES, run_pair
 
-    for mode in MODES:
-        figures = run_pair(mode, count=300)
-        assert figures["server"] == mode, figures
+    runs = [(mode, "layered") for mode in MODES] + [("layered", "direct")]
+    for mode, client_mode in runs:
+        figures = run_pair(mode, count=300, client_mode=client_mode)
+        assert (figures["server"], figures["client"]) == (mode, client_mode), figures
         assert figures["µs per call"] > 0, figures
         assert figures["client user µs"] >= 0 and figures["server user µs"] >= 0, figures
 
