@@ -1,7 +1,8 @@
 """What the server's per-request layers cost a bound call: ``python -m bench.collapse``.
 
     python -m bench.collapse [--rounds 4] [--count 20000] [--modes layered,collapsed]
-                             [--client-modes layered,direct] [--valgrind]
+                             [--client-modes layered,lane,hub,direct]
+                             [--valgrind server|client]
 
 An experiment, not a mode of grpyc: the server runs either as it is, or
 with `Connection._dispatch` replaced by one function that answers a CALL
@@ -18,13 +19,16 @@ tell the layers apart: ``serve`` keeps the request's own code
 (`_serve_request`: the handler table, the policy check, the exception
 answer, the writer) and skips only `_on_request`, `submit`, the admission
 and the inline hook; ``writer`` also skips `_serve_request` but answers
-through the writer. ``--valgrind`` counts the server's instructions and
-L1 misses per call instead (`bench.footprint`'s caches, two runs).
-``--client-modes layered,direct`` also times a client whose calls skip
-grpyc's caller path: a loop that encodes, writes to the channel, waits on
-an io watcher and decodes, with no baton, reply slot, writer, timeout,
-nested requests or other callers (what a caller fast lane could win at
-most).
+through the writer. ``--valgrind server|client`` counts that side's
+instructions and L1 misses per call instead (`bench.footprint`'s caches,
+two runs). ``--client-modes`` picks the clients: ``layered`` (as it is);
+``lane`` (`wait_reply` as one loop for a lone caller: take the baton, wait,
+hand each frame to the connection, pass the baton on); ``hub`` (the hub's
+send-and-wait replaced by the direct loop's, the proxy call and request
+encoding above it kept); ``direct`` (a loop that encodes, writes to the
+channel, waits on an io watcher and decodes, with no baton, reply slot,
+writer, timeout, nested requests or other callers: what a caller fast lane
+could win at most).
 
 What it shows: how much of a round trip those layers are, i.e. what a
 fused per-request path could win at most (docs/benchmarks.md).
@@ -149,19 +153,89 @@ def direct_loop():
     return call
 
 
+def hub_call_direct():
+    # The hub's send-and-wait replaced by the direct loop's; the proxy call, the
+    # request's boxing and encoding above it stay as they are.
+    channel, boxer = conn._channel, conn._boxer
+    watcher = hub.loop.io(channel.fileno(), 1)
+
+    def call(self, seq, payload, timeout):
+        channel.send(payload)
+        while True:
+            frame = channel.next_buffered()
+            if frame is None:
+                hub.wait(watcher)
+                channel.fill()
+                continue
+            _msg, got, body, _size = decode_payload(frame, 64, None, None)
+            if got == seq:
+                return (False, boxer.unbox(body), ())
+
+    return call
+
+
+def lane_wait_reply(original):
+    # `wait_reply` as one loop for a lone caller: it takes the baton, waits for
+    # bytes and hands every frame to the connection, then passes the baton on;
+    # anything else (a holder, followers, a nested call) takes the full path.
+    from grpyc._baton import READABLE
+
+    def wait_reply(self, slot, timeout):
+        baton, me, channel = self._baton, gevent.getcurrent(), self._channel
+        if slot.outcome is not None:
+            return slot.outcome
+        if (baton.holder is not None or baton.followers or self._nested_leads
+                or self._closed or channel.has_buffered_frame()):
+            return original(self, slot, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        baton.take(me, slot)
+        try:
+            while slot.outcome is None and baton.holder is me and not self._closed:
+                frame = channel.next_buffered()
+                if frame is None:
+                    if baton.followers:
+                        break
+                    if baton.wait_readable(me, False, deadline, slot) != READABLE:
+                        break
+                    channel.fill()
+                    continue
+                self.last_received = time.monotonic()
+                self._on_frame(frame)
+        finally:
+            if baton.holder is me:
+                baton.pass_on(self._closed)
+        if slot.outcome is None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return original(self, slot, left)
+        return slot.outcome
+
+    return wait_reply
+
+
 server_before = conn.root.user_cpu()
 baton = conn._hub._baton
+hub_class = type(conn._hub)
+saved = hub_class.call, hub_class.wait_reply
 if client_mode == "direct":
     baton.holder = gevent.getcurrent()  # the connection's own reading stays off meanwhile
     call = direct_loop()
-    assert call() == 42
+elif client_mode == "hub":
+    baton.holder = gevent.getcurrent()
+    hub_class.call = hub_call_direct()
+    call = lambda: echo(42)
+elif client_mode == "lane":
+    hub_class.wait_reply = lane_wait_reply(hub_class.wait_reply)
+    call = lambda: echo(42)
 else:
     call = lambda: echo(42)
+assert call() == 42
 client_before, began = os.times().user, time.perf_counter()
 for _ in range(count):
     call()
 elapsed, client_after = time.perf_counter() - began, os.times().user
-baton.holder = None
+hub_class.call, hub_class.wait_reply = saved
+if client_mode in ("direct", "hub"):
+    baton.holder = None
 server_after = conn.root.user_cpu()
 mode = conn.root.mode()
 conn.close()
@@ -176,26 +250,29 @@ print(json.dumps({
 
 
 MODES = ("layered", "serve", "writer", "collapsed")
-CLIENT_MODES = ("layered", "direct")
+CLIENT_MODES = ("layered", "lane", "hub", "direct")
 
 
-def run_pair(mode, count, cpu=0, valgrind=False, client_mode="layered"):
+def run_pair(mode, count, cpu=0, valgrind=None, client_mode="layered"):
     """One server in `mode` (of `MODES`) and one client in `client_mode` (of
-    `CLIENT_MODES`) on `cpu`: their figures, with the server's valgrind report
-    under ``"valgrind"`` if `valgrind`."""
+    `CLIENT_MODES`) on `cpu`: their figures, with the valgrind report of the side
+    `valgrind` names ("server" or "client", if any) under ``"valgrind"``."""
     with tempfile.TemporaryDirectory() as scratch:
         port_file = str(Path(scratch, "port"))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         pin = ["taskset", "-c", str(cpu)]
-        tool = [*_VALGRIND, "--cachegrind-out-file=/dev/null"] if valgrind else []
+        tool = [*_VALGRIND, "--cachegrind-out-file=/dev/null"]
+        server_tool = tool if valgrind == "server" else []
+        client_tool = tool if valgrind == "client" else []
         run = {"env": env, "text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         with subprocess.Popen(
-            [*pin, *tool, sys.executable, "-c", _SERVER, port_file, mode], **run
+            [*pin, *server_tool, sys.executable, "-c", _SERVER, port_file, mode], **run
         ) as server:
             try:
                 client = subprocess.run(
-                    [*pin, sys.executable, "-c", _CLIENT, port_file, str(count), client_mode],
-                    timeout=300, check=False, **run,
+                    [*pin, *client_tool, sys.executable, "-c", _CLIENT, port_file, str(count),
+                     client_mode],
+                    timeout=600, check=False, **run,
                 )  # fmt: skip
                 if client.returncode != 0:
                     raise RuntimeError(f"client failed:\n{client.stderr[-2000:]}")
@@ -205,15 +282,15 @@ def run_pair(mode, count, cpu=0, valgrind=False, client_mode="layered"):
                     server.kill()
     figures = json.loads(client.stdout.strip().splitlines()[-1])
     if valgrind:
-        figures["valgrind"] = footprint._parse(report)
+        figures["valgrind"] = footprint._parse(report if valgrind == "server" else client.stderr)
     return figures
 
 
-def valgrind_per_call(mode, few=200, more=1200):
-    """The server's instructions and L1 misses per bound call in `mode`: the
-    difference between a run of `more` timed calls and one of `few`."""
-    low = run_pair(mode, few, valgrind=True)["valgrind"]
-    high = run_pair(mode, more, valgrind=True)["valgrind"]
+def valgrind_per_call(mode, side="server", client_mode="layered", few=200, more=1200):
+    """One side's instructions and L1 misses per bound call: the difference
+    between a run of `more` timed calls and one of `few`."""
+    low = run_pair(mode, few, valgrind=side, client_mode=client_mode)["valgrind"]
+    high = run_pair(mode, more, valgrind=side, client_mode=client_mode)["valgrind"]
     return {name: (high[name] - low[name]) // (more - few) for name in low}
 
 
@@ -222,10 +299,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--modes", default="layered,collapsed", help=f"of {','.join(MODES)}")
+    parser.add_argument("--client-modes", default="layered", help=f"of {','.join(CLIENT_MODES)}")
     parser.add_argument(
-        "--client-modes", default="layered", help=f"of {','.join(CLIENT_MODES)} (timed only)"
+        "--valgrind",
+        choices=["server", "client"],
+        default=None,
+        help="count this side, do not time",
     )
-    parser.add_argument("--valgrind", action="store_true", help="count, do not time")
     args = parser.parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     client_modes = [mode.strip() for mode in args.client_modes.split(",") if mode.strip()]
@@ -238,11 +318,12 @@ def main(argv=None):
     if args.valgrind:
         if shutil.which("valgrind") is None:
             parser.exit(2, "bench.collapse: valgrind is not installed\n")
-        print(f"bench.collapse --valgrind, {started}: the server per bound call")
+        print(f"bench.collapse --valgrind {args.valgrind}, {started}: per bound call")
         for mode in modes:
-            counts = valgrind_per_call(mode)
-            figures = "  ".join(f"{value:,} {name}" for name, value in counts.items())
-            print(f"{mode:9}  {figures}", flush=True)
+            for client_mode in client_modes:
+                counts = valgrind_per_call(mode, args.valgrind, client_mode)
+                figures = "  ".join(f"{value:,} {name}" for name, value in counts.items())
+                print(f"{mode:9}  {client_mode:7}  {figures}", flush=True)
         return
     print(f"bench.collapse, {started}: {args.rounds} rounds of {args.count:,} bound calls")
     for round_number in range(1, args.rounds + 1):
