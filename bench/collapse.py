@@ -1,4 +1,4 @@
-"""What the server's per-request layers cost a bound call: ``python -m bench.collapse``.
+"""What grpyc's per-call layers cost a bound call, on each side: ``python -m bench.collapse``.
 
     python -m bench.collapse [--rounds 4] [--count 20000] [--modes layered,collapsed]
                              [--client-modes layered,lane,hub,direct]
@@ -30,8 +30,9 @@ channel, waits on an io watcher and decodes, with no baton, reply slot,
 writer, timeout, nested requests or other callers: what a caller fast lane
 could win at most).
 
-What it shows: how much of a round trip those layers are, i.e. what a
-fused per-request path could win at most (docs/benchmarks.md).
+What it shows: how much of a round trip those layers are on each side,
+i.e. what a fused per-request path or a caller fast lane could win at most
+(docs/benchmarks.md).
 """
 
 import argparse
