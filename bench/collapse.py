@@ -48,7 +48,6 @@ from pathlib import Path
 from bench import footprint
 
 ROOT = Path(__file__).resolve().parent.parent
-_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *footprint._CACHES]
 
 _SERVER = """
 import os, sys
@@ -131,25 +130,34 @@ for _ in range(2000):
     echo(42)
 
 
-def direct_loop():
-    # The caller's path cut to the bone: encode, write to the channel, wait on an
-    # io watcher, read, decode, unbox. No baton, reply slot, writer, timeout,
+channel, boxer = conn._channel, conn._boxer
+watcher = hub.loop.io(channel.fileno(), 1)  # started only by the loops below
+
+
+def send_and_read(seq, payload):
+    # The caller's path cut to the bone: write to the channel, wait on an io
+    # watcher, read, decode, unbox. No baton, reply slot, writer, timeout,
     # nested requests or other callers: frames other than our reply are dropped.
-    channel, boxer, seqs = conn._channel, conn._boxer, itertools.count(1_000_000)
-    watcher = hub.loop.io(channel.fileno(), 1)
+    channel.send(payload)
+    while True:
+        frame = channel.next_buffered()
+        if frame is None:
+            hub.wait(watcher)
+            channel.fill()
+            continue
+        _msg, got, body, _size = decode_payload(frame, 64, None, None)
+        if got == seq:
+            return boxer.unbox(body)
+
+
+def direct_loop():
+    # Bound calls that also skip the proxy: the request is boxed and encoded here.
+    seqs = itertools.count(1_000_000)
 
     def call():
         seq = next(seqs)
-        channel.send(encode_request(seq, consts.HANDLE_CALL, boxer.box((echo, (42,), ()))))
-        while True:
-            frame = channel.next_buffered()
-            if frame is None:
-                hub.wait(watcher)
-                channel.fill()
-                continue
-            _msg, got, body, _size = decode_payload(frame, 64, None, None)
-            if got == seq:
-                return boxer.unbox(body)
+        boxed = boxer.box((echo, (42,), ()))
+        return send_and_read(seq, encode_request(seq, consts.HANDLE_CALL, boxed))
 
     return call
 
@@ -157,20 +165,8 @@ def direct_loop():
 def hub_call_direct():
     # The hub's send-and-wait replaced by the direct loop's; the proxy call, the
     # request's boxing and encoding above it stay as they are.
-    channel, boxer = conn._channel, conn._boxer
-    watcher = hub.loop.io(channel.fileno(), 1)
-
     def call(self, seq, payload, timeout):
-        channel.send(payload)
-        while True:
-            frame = channel.next_buffered()
-            if frame is None:
-                hub.wait(watcher)
-                channel.fill()
-                continue
-            _msg, got, body, _size = decode_payload(frame, 64, None, None)
-            if got == seq:
-                return (False, boxer.unbox(body), ())
+        return (False, send_and_read(seq, payload), ())
 
     return call
 
@@ -262,7 +258,7 @@ def run_pair(mode, count, cpu=0, valgrind=None, client_mode="layered"):
         port_file = str(Path(scratch, "port"))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         pin = ["taskset", "-c", str(cpu)]
-        tool = [*_VALGRIND, "--cachegrind-out-file=/dev/null"]
+        tool = footprint.cachegrind("/dev/null")
         server_tool = tool if valgrind == "server" else []
         client_tool = tool if valgrind == "client" else []
         run = {"env": env, "text": True, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}

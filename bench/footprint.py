@@ -140,6 +140,12 @@ def programs(target):
     return (_FLOOR_SERVER, _FLOOR_CLIENT) if target == "floor" else (_SERVER, _CLIENT)
 
 
+def cachegrind(out_file):
+    """The valgrind command line (before the program's) that counts with our caches."""
+    return ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *_CACHES,
+            f"--cachegrind-out-file={out_file}"]  # fmt: skip
+
+
 def _wait_for(path, seconds=120.0):
     deadline = time.monotonic() + seconds
     while not os.path.exists(path):
@@ -154,13 +160,7 @@ def _count(args, calls, scratch):
     port_file = str(Path(scratch, f"port.{calls}"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out_file = str(Path(scratch, f"cachegrind.{calls}")) if args.parts else "/dev/null"
-    valgrind = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=yes",
-        *_CACHES,
-        f"--cachegrind-out-file={out_file}",
-    ]
+    valgrind = cachegrind(out_file)
     server = [sys.executable, "server.py", args.target, port_file]
     client = [sys.executable, "client.py", args.target, port_file, args.op, str(calls)]
     if args.side == "server":
