@@ -17,8 +17,8 @@ libev, greenlet, libc, each compiled grpyc module), from ``cg_annotate``.
 Why: per call, grpyc executes fewer instructions than stock rpyc on each
 side yet took as long. The misses say where the time went: code and data
 that no longer fit the L1 caches (docs/benchmarks.md). Across grpyc, stock
-rpyc and the floor, a side's CPU time per call follows its L1 misses far
-more closely than its instructions. Needs valgrind.
+rpyc and the floor, instructions are a poor guide to a side's CPU time per
+call; its L1 misses weigh more. Needs valgrind.
 """
 
 import argparse
