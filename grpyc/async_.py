@@ -25,8 +25,10 @@ from grpyc._runtime import ReplySlot
 __all__ = ["AsyncResult", "AsyncResultTimeout", "ResultRuntime"]
 
 
-class AsyncResultTimeout(TimeoutError):  # noqa: N818 - RPyC's name
-    """The result did not arrive before its expiry. RPyC-compatible name."""
+# The result did not arrive before its expiry. RPyC's name for the builtin
+# itself, as in stock rpyc: ``except AsyncResultTimeout`` catches any
+# TimeoutError there, and the raised exception's type is TimeoutError.
+AsyncResultTimeout = TimeoutError
 
 
 class ResultRuntime(Protocol):

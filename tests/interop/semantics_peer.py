@@ -48,6 +48,12 @@ def make_service(rpyc):
         def exposed_data(self):
             return [1, 2, 3]
 
+        def exposed_sleep_then(self, seconds, value):
+            import time
+
+            time.sleep(seconds)
+            return value
+
         def exposed_module(self):
             import unittest
 

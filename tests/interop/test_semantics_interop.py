@@ -163,6 +163,29 @@ def test_dispatch_sees_every_raw_message(servers):
         conn.close()
 
 
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_a_call_after_a_timed_out_call_gets_its_own_reply(servers, server):
+    """The late reply to a call that timed out comes just before the next
+    call's own (the server sleeps 1.0 s; the first call gives up at 0.6 s, the
+    second waits from then until 1.2 s): the next call returns its own value."""
+
+    def probe(client):
+        conn = connect(client, servers[server], sync_request_timeout=0.6)
+        try:
+            sleep_then = conn.root.sleep_then
+            return [
+                outcome(lambda: sleep_then(1.0, "late")),
+                outcome(lambda: sleep_then(0, "next")),
+                outcome(lambda: sleep_then(0, "after")),
+            ]
+        finally:
+            conn.close()
+
+    seen = {client: probe(client) for client in ("stock", "grpyc")}
+    assert seen["grpyc"] == seen["stock"]
+    assert seen["stock"] == [("raises", "TimeoutError"), ("value", "next"), ("value", "after")]
+
+
 def test_logger_none_logs_nothing_as_in_rpyc(servers, caplog):
     caplog.set_level(logging.DEBUG)
     conn = grpyc.connect("127.0.0.1", servers["stock"], config={"logger": None})
