@@ -111,6 +111,24 @@ class ReadBaton:
         holder = self.holder
         return holder is None or (holder is self.reader and self.reader_idle)
 
+    def take_alone(self, me: Any, slot: Any) -> bool:
+        """Take the baton for caller `me` (waiting for `slot`) if it is alone: the
+        baton is free or its reader idle, nobody follows, nothing is buffered, and
+        `me` is not the reader (whose waits the hub looks after). Else False."""
+        holder = self.holder
+        if (
+            (holder is not None and (holder is not self.reader or not self.reader_idle))
+            or me is self.reader
+            or self.followers
+            or self._channel.has_buffered_frame()
+        ):
+            return False
+        self.holder = me
+        self.holder_slot = slot
+        self.holder_waiting = False
+        self.reader_idle = False
+        return True
+
     def may_borrow(self) -> bool:
         """Whether a caller may borrow the baton from a caller waiting for bytes.
 
@@ -182,6 +200,25 @@ class ReadBaton:
         self.holder_waiting = True
         self.reader_idle = True
         self._start_watcher()
+
+    def put_down(self, closed: bool) -> None:
+        """`pass_on` for a caller that took the baton alone (`take_alone`): shorter
+        when the connection goes dormant again with its watcher still on."""
+        watcher = self._watcher
+        if (
+            closed
+            or self.followers
+            or self.reader is not None
+            or watcher is None
+            or not watcher.active
+            or self._channel.has_buffered_frame()
+            or self._channel.has_pending_input()
+        ):
+            self.pass_on(closed)
+            return
+        self.holder = None
+        self.holder_slot = None
+        self.holder_waiting = False
 
     def ask_back(self) -> None:
         """The hub's reader pool wants our reader, idle here, back: wake it with `RETIRE`."""

@@ -10,12 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from grpyc.config import Limits
 from grpyc.framing import Payload
 
-__all__ = ["ReplySlot", "Runtime"]
+__all__ = ["ChannelLike", "ReplySlot", "Runtime"]
+
+
+class ChannelLike(Protocol):
+    """What the runtime needs of a channel (`grpyc.channel.Channel` has it all)."""
+
+    def send(self, data: Payload) -> None: ...
+    def recv(self) -> bytes: ...
+    def next_buffered(self) -> bytes | None: ...
+    def fill(self) -> None: ...
+    def has_pending_input(self) -> bool: ...
+    def has_buffered_frame(self) -> bool: ...
+    def set_progress(self, progress: Callable[[], None] | None) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class ReplySlot:
@@ -52,6 +66,7 @@ class Runtime:
         "_closed_callbacks",
         "_on_closed",
         "_on_frame",
+        "_read_reply",
         "last_received",
         "logger",
         "name",
@@ -68,6 +83,7 @@ class Runtime:
         logger: logging.Logger,
         limits: Limits,
         take_deferred: Callable[[], list[bytes]] | None = None,
+        read_reply: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         """The runtime of one connection over `channel`.
 
@@ -77,6 +93,10 @@ class Runtime:
             name, logger: for the log lines of this connection.
             limits: the bounds the runtime enforces (`config.Limits`).
             take_deferred: returns the frames that wait to go out last (DELs).
+            read_reply: ``read_reply(payload, seq)``: the ``(is_exc, obj, unresolved)``
+                outcome if the frame is the reply to `seq` (left in `pending` for
+                its caller to take), else None, the frame handled as `on_frame`
+                would. A runtime may use it for a caller that reads its own reply.
         """
         self.name = name
         self.logger = logger
@@ -85,6 +105,7 @@ class Runtime:
         self.last_received = time.monotonic()
         self._channel = channel
         self._on_frame = on_frame
+        self._read_reply = read_reply
         self._on_closed = on_closed
         self._closed = False
         self._close_reason: BaseException | None = None

@@ -9,7 +9,8 @@ How it works (DESIGN.md, "The one idea" and "Reading: one reader at a time"):
   and then passes the baton on to the next waiting caller, or to the
   **background reader** (a greenlet of the hub's `ReaderPool`, which an
   idle connection does not hold), so the peer's requests are served at any
-  time. A reply read by its own caller costs no greenlet switch.
+  time. A reply read by its own caller costs no greenlet switch. How a
+  caller waits, and the *lane* of a caller alone, is `_callers`'s.
 - **Replies** land in `ReplySlot`s keyed by ``seq``; a caller waits only on
   its own slot, so nothing is stolen and nothing deadlocks, at any depth.
 - **Requests** run in handler greenlets within the limits of `_admission`,
@@ -33,8 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent import Greenlet, GreenletExit
@@ -44,9 +45,11 @@ from gevent.monkey import get_original
 from grpyc._admission import Admission
 from grpyc._baton import BATON, READABLE, RETIRE, ReadBaton
 from grpyc._blockhook import HOOK, can_carry_hook, resume_hook, suspend_hook
+from grpyc._callers import CallerWaits
 from grpyc._crossthread import ForeignThreadError, ThreadCall
+from grpyc._owned import OwnedGreenlets
 from grpyc._readers import PoolReader, ReaderPool, keeps_state
-from grpyc._runtime import ReplySlot, Runtime
+from grpyc._runtime import ChannelLike, ReplySlot
 from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
@@ -68,41 +71,21 @@ FAIR_FRAMES = 64
 _MAX_UNREPORTED = 1024
 
 
-class ChannelLike(Protocol):
-    """What the runtime needs of a channel (`grpyc.channel.Channel` has it all)."""
-
-    def send(self, data: Payload) -> None: ...
-    def recv(self) -> bytes: ...
-    def next_buffered(self) -> bytes | None: ...
-    def fill(self) -> None: ...
-    def has_pending_input(self) -> bool: ...
-    def has_buffered_frame(self) -> bool: ...
-    def set_progress(self, progress: Callable[[], None] | None) -> None: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
-
-
-class ConnectionHub(Runtime):
+class ConnectionHub(CallerWaits):
     """Reading baton, writer, handler greenlets and pending slots of one connection."""
 
     # Slots: a server holds thousands of these.
     __slots__ = (
-        "_admission",
-        "_baton",
         "_frames_unreported",
         "_gevent_hub",
         "_nested_leads",
         "_on_inline_block",
         "_owned",
-        "_pace",
         "_pinned",
         "_readers",
-        "_spared",
         "_thread_ident",
         "_timer",
         "_turn",
-        "_waits",
-        "_writer",
     )  # fmt: skip
 
     def _set_up(
@@ -120,8 +103,7 @@ class ConnectionHub(Runtime):
             spawn=self.spawn_owned,
             fail=self.shutdown,
         )
-        self._owned: set[Greenlet] = set()
-        self._spared: set[Any] = set()
+        self._owned = OwnedGreenlets(self.name, self.logger)
         self._frames_unreported = 0
         self._baton = ReadBaton(channel, self._gevent_hub)
         self._baton.on_batch_wake = self._writer.hold
@@ -201,49 +183,9 @@ class ConnectionHub(Runtime):
                     self._pinned = None
         self.wait_closed()
 
-    @contextlib.contextmanager
-    def sparing(self, glet: Any) -> Iterator[None]:
+    def sparing(self, glet: Any) -> contextlib.AbstractContextManager[None]:
         """Within this block, `shutdown` does not kill `glet` (e.g. a callback calling close())."""
-        self._spared.add(glet)
-        try:
-            yield
-        finally:
-            self._spared.discard(glet)
-
-    # ----------------------------------------------------------------- replies
-    def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
-        """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.
-
-        Returns:
-            The delivered ``(is_exc, obj, unresolved)``, or None on timeout.
-        """
-        if slot.outcome is None:
-            deadline = None
-            if timeout is not None:  # not max(): it parses its arguments the slow way
-                deadline = time.monotonic() + (timeout if timeout > 0 else 0.0)
-            me = gevent.getcurrent()
-            nested = self._admission.nested_wait(me)
-            try:
-                self._wait_for(slot, me, deadline, nested)
-            finally:
-                if nested:
-                    self._admission.nested_done()
-        return slot.outcome
-
-    def _wait_for(self, slot: ReplySlot, me: Any, deadline: float | None, is_handler: bool) -> None:
-        while slot.outcome is None and not self._closed:
-            baton = self._baton
-            if baton.holder is me or baton.may_take() or (is_handler and baton.may_borrow()):
-                baton.take(me, slot)
-                try:
-                    self._lead_nested(slot, deadline)
-                finally:
-                    if baton.holder is me and me is not baton.reader:
-                        baton.pass_on(self._closed)
-            elif not baton.follow(slot, me, deadline, lambda: self._closed):
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+        return self._owned.sparing(glet)
 
     # ----------------------------------------------------------------- reading
     def _read_loop(self, fill_first: bool = False) -> None:
@@ -297,17 +239,22 @@ class ConnectionHub(Runtime):
         self._nested_leads += 1
         try:
             self._lead(slot, deadline, me)
-        except (EOFError, OSError) as exc:
-            self.shutdown(exc if isinstance(exc, EOFError) else EOFError(f"connection lost: {exc}"))
-        except GreenletExit:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection; logged here
-            self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
-            self.shutdown(exc)
+        except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
+            self._fail_reading(exc)
         finally:
             self._nested_leads -= 1
             if suspended is not None:
                 resume_hook(me, suspended)
+
+    def _fail_reading(self, exc: Exception) -> None:
+        """Reading as a caller raised `exc`: the connection ends (a protocol error logged)."""
+        if isinstance(exc, EOFError):
+            self.shutdown(exc)
+        elif isinstance(exc, OSError):
+            self.shutdown(EOFError(f"connection lost: {exc}"))
+        else:
+            self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
+            self.shutdown(exc)
 
     def _lead(self, slot: ReplySlot | None, deadline: float | None, me: Any) -> None:
         """Handle frames while holding the baton.
@@ -360,16 +307,13 @@ class ConnectionHub(Runtime):
             del payload  # a big frame must not live on until the next one
             our_reply_in = not is_reader and slot.outcome is not None  # type: ignore[union-attr]
             if self._pace:
-                self._pace = False
                 if our_reply_in:
                     # We do not wait on the new handler (it may run long);
                     # it starts before whoever reads next.
+                    self._pace = False
                     return
-                # With nothing more to read yet, waiting for bytes lets the
-                # new handler run first anyway (callbacks before I/O).
-                if channel.has_buffered_frame() or channel.has_pending_input():
-                    self._yield(me)
-                    budget = FAIR_FRAMES
+                self._let_handler_start(me)
+                budget = FAIR_FRAMES
             if is_reader and not baton.followers and self._frames_unreported < _MAX_UNREPORTED:
                 self._frames_unreported += 1
             if self._waits.frame:
@@ -391,6 +335,14 @@ class ConnectionHub(Runtime):
                 writer.uncork(release_hold=True)
                 self._yield(me)
                 budget = FAIR_FRAMES
+
+    def _let_handler_start(self, me: Any) -> None:
+        # A request read here went to a new handler greenlet. With nothing more
+        # to read yet, waiting for bytes lets it run first anyway (callbacks
+        # before I/O); else it runs to its first wait before we read on.
+        self._pace = False
+        if self._channel.has_buffered_frame() or self._channel.has_pending_input():
+            self._yield(me)
 
     def pause(self) -> None:
         """Let other greenlets run a moment (long decodes do); the baton stays, no block."""
@@ -505,20 +457,7 @@ class ConnectionHub(Runtime):
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Spawn a helper greenlet that this hub kills on shutdown."""
-        glet = LeanGreenlet(self._run_owned, func, args)
-        self._owned.add(glet)
-        glet.start()
-        return glet
-
-    def _run_owned(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        try:
-            func(*args)
-        except GreenletExit:
-            pass  # killed at shutdown
-        except BaseException:
-            self.logger.exception("%s: error in background greenlet", self.name)
-        finally:
-            self._owned.discard(gevent.getcurrent())
+        return self._owned.spawn(func, *args)
 
     # ------------------------------------------------------------------ writer
     def send(self, payload: Payload) -> None:
@@ -588,11 +527,9 @@ class ConnectionHub(Runtime):
         self._writer.close()
         self._channel.close()
         handlers = self._admission.close()
-        ours = (*handlers, *self._owned, self._baton.reader)
-        doomed = [glet for glet in ours if glet not in self._spared]
+        doomed = self._owned.doomed((*handlers, self._baton.reader))
         # The kills land later: a pool reader must not be reading elsewhere by then.
         self._readers.retire(*(glet for glet in doomed if glet is not gevent.getcurrent()))
         kill_greenlets(doomed)
-        self._owned.clear()
         self._waits.close()
         self._run_on_closed(reason)

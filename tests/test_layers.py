@@ -23,8 +23,8 @@ LAYERS = {
     ],
     "io": ["stream", "_streambase", "_pipestream", "_namedpipe", "channel"],
     "runtime": [
-        "hub", "_runtime", "_admission", "_writer", "_baton", "_readers", "_crossthread",
-        "_blockhook", "_waitlists", "_threadhub", "async_", "lib",
+        "hub", "_callers", "_owned", "_runtime", "_admission", "_writer", "_baton", "_readers",
+        "_crossthread", "_blockhook", "_waitlists", "_threadhub", "async_", "lib",
     ],
     "core": [
         "protocol", "netref", "boxing", "_handlers", "_answering", "_serving",
