@@ -32,6 +32,11 @@ from grpyc.framing import Payload
 
 __all__ = ["CallerWaits"]
 
+# How the lane's first frame went (`CallerWaits._first_frame_alone`).
+_DONE = 0  # our reply came alone: the writer was left as the lane found it
+_GO_ON = 1  # the general way goes on from here, holding the baton
+_LEFT = 2  # the lane returned early (a borrower, a follower, the deadline, a close)
+
 
 class CallerWaits(Runtime):
     """`call` and `wait_reply` over a baton, a writer and a channel.
@@ -94,20 +99,20 @@ class CallerWaits(Runtime):
         the baton); a borrower, a follower, the deadline or a close (`wait_reply`).
         """
         baton = self._baton
-        channel = self._channel
+        step = _LEFT
         try:
-            if self._first_frame_alone(slot, seq, me, deadline) and baton.holder is me:
+            step = self._first_frame_alone(slot, seq, me, deadline)
+            if step == _GO_ON and baton.holder is me:
                 self._lead_nested(slot, deadline)  # it may lend the baton meanwhile
         finally:
             if baton.holder is me:
-                self._writer.uncork(release_hold=not channel.has_buffered_frame())
+                if step != _DONE:  # as `_lead` leaves the writer (`_DONE` did not touch it)
+                    self._writer.uncork(release_hold=not self._channel.has_buffered_frame())
                 baton.put_down(self._closed)
 
-    def _first_frame_alone(
-        self, slot: ReplySlot, seq: int, me: Any, deadline: float | None
-    ) -> bool:
-        """Wait for the first frame and hand it to the protocol; True if the
-        general way must go on from here (our reply not in, or more frames)."""
+    def _first_frame_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
+        """Wait for the first frame and hand it to the protocol: `_DONE` (our reply,
+        alone), `_GO_ON` (the general way goes on from here) or `_LEFT` (returned early)."""
         baton = self._baton
         channel = self._channel
         try:
@@ -115,9 +120,9 @@ class CallerWaits(Runtime):
             payload = None
             while payload is None:
                 if baton.holder is not me or baton.followers or self._closed:
-                    return False
+                    return _LEFT
                 if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                    return False
+                    return _LEFT
                 channel.fill()
                 payload = channel.next_buffered()
             self.last_received = time.monotonic()
@@ -135,10 +140,12 @@ class CallerWaits(Runtime):
                     self._let_handler_start(me)
                 else:
                     self._pace = False  # the new handler starts before whoever reads next
-            return (outcome is None or more) and not self._closed
+            if self._closed:
+                return _LEFT
+            return _GO_ON if outcome is None or more else _DONE
         except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
             self._fail_reading(exc)
-            return False
+            return _LEFT
 
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
         """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.
