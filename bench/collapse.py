@@ -1,7 +1,7 @@
 """What grpyc's per-call layers cost a bound call, on each side: ``python -m bench.collapse``.
 
     python -m bench.collapse [--rounds 4] [--count 20000] [--modes layered,collapsed]
-                             [--client-modes layered,lane,hub,direct]
+                             [--client-modes layered,hub,direct]
                              [--valgrind server|client]
 
 An experiment, not a mode of grpyc: the server runs either as it is, or
@@ -21,17 +21,16 @@ answer, the writer) and skips only `_on_request`, `submit`, the admission
 and the inline hook; ``writer`` also skips `_serve_request` but answers
 through the writer. ``--valgrind server|client`` counts that side's
 instructions and L1 misses per call instead (`bench.footprint`'s caches,
-two runs). ``--client-modes`` picks the clients: ``layered`` (as it is);
-``lane`` (`wait_reply` as one loop for a lone caller: take the baton, wait,
-hand each frame to the connection, pass the baton on); ``hub`` (the hub's
-send-and-wait replaced by the direct loop's, the proxy call and request
-encoding above it kept); ``direct`` (a loop that encodes, writes to the
-channel, waits on an io watcher and decodes, with no baton, reply slot,
-writer, timeout, nested requests or other callers: what a caller fast lane
-could win at most).
+two runs). ``--client-modes`` picks the clients: ``layered`` (as it is,
+the caller's lane included: `_callers`); ``hub`` (the hub's send-and-wait
+replaced by the direct loop's, the proxy call and request encoding above
+it kept); ``direct`` (a loop that encodes, writes to the channel, waits on
+an io watcher and decodes, with no baton, reply slot, writer, timeout,
+nested requests or other callers: what the caller's path could win at
+most).
 
 What it shows: how much of a round trip those layers are on each side,
-i.e. what a fused per-request path or a caller fast lane could win at most
+i.e. what a fused per-request path or a leaner caller's path could win at most
 (docs/benchmarks.md).
 """
 
@@ -171,57 +170,16 @@ def hub_call_direct():
     return call
 
 
-def lane_wait_reply(original):
-    # `wait_reply` as one loop for a lone caller: it takes the baton, waits for
-    # bytes and hands every frame to the connection, then passes the baton on;
-    # anything else (a holder, followers, a nested call) takes the full path.
-    from grpyc._baton import READABLE
-
-    def wait_reply(self, slot, timeout):
-        baton, me, channel = self._baton, gevent.getcurrent(), self._channel
-        if slot.outcome is not None:
-            return slot.outcome
-        if (baton.holder is not None or baton.followers or self._nested_leads
-                or self._closed or channel.has_buffered_frame()):
-            return original(self, slot, timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        baton.take(me, slot)
-        try:
-            while slot.outcome is None and baton.holder is me and not self._closed:
-                frame = channel.next_buffered()
-                if frame is None:
-                    if baton.followers:
-                        break
-                    if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                        break
-                    channel.fill()
-                    continue
-                self.last_received = time.monotonic()
-                self._on_frame(frame)
-        finally:
-            if baton.holder is me:
-                baton.pass_on(self._closed)
-        if slot.outcome is None:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return original(self, slot, left)
-        return slot.outcome
-
-    return wait_reply
-
-
 server_before = conn.root.user_cpu()
 baton = conn._hub._baton
 hub_class = type(conn._hub)
-saved = hub_class.call, hub_class.wait_reply
+saved = hub_class.call
 if client_mode == "direct":
     baton.holder = gevent.getcurrent()  # the connection's own reading stays off meanwhile
     call = direct_loop()
 elif client_mode == "hub":
     baton.holder = gevent.getcurrent()
     hub_class.call = hub_call_direct()
-    call = lambda: echo(42)
-elif client_mode == "lane":
-    hub_class.wait_reply = lane_wait_reply(hub_class.wait_reply)
     call = lambda: echo(42)
 else:
     call = lambda: echo(42)
@@ -230,7 +188,7 @@ client_before, began = os.times().user, time.perf_counter()
 for _ in range(count):
     call()
 elapsed, client_after = time.perf_counter() - began, os.times().user
-hub_class.call, hub_class.wait_reply = saved
+hub_class.call = saved
 if client_mode in ("direct", "hub"):
     baton.holder = None
 server_after = conn.root.user_cpu()
@@ -247,7 +205,7 @@ print(json.dumps({
 
 
 MODES = ("layered", "serve", "writer", "collapsed")
-CLIENT_MODES = ("layered", "lane", "hub", "direct")
+CLIENT_MODES = ("layered", "hub", "direct")
 
 
 def run_pair(mode, count, cpu=0, valgrind=None, client_mode="layered"):
