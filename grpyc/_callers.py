@@ -12,7 +12,7 @@ baton free or its reader idle, nobody following, nothing buffered, and the
 caller neither a handler nor the reader) takes the baton, waits for bytes
 and asks the protocol whether the first frame is its reply
 (``read_reply``), taking the outcome straight rather than through the
-dispatch and its slot: about 9 % of a bound call's instructions on the
+dispatch and its slot: about 10 % of a bound call's instructions on the
 client. Anything else goes the general way from where it is.
 """
 

@@ -1,0 +1,198 @@
+"""The caller's lane (`grpyc._callers`): a caller alone on a cooperative
+connection takes its reply straight from the protocol; anything else goes
+the general way. The peer is a raw channel answered by hand."""
+
+import time
+
+import gevent
+import pytest
+
+
+def _lone_client(**config):
+    """A grpyc client over a socketpair, the other end a raw channel we answer by hand."""
+    from grpyc.service import VoidService
+    from tests.conftest import _socketpair_channels
+
+    left, peer = _socketpair_channels()
+    return VoidService()._connect(left, config), peer
+
+
+def _spy_lane(client):
+    """Count the frames the hub's lane handed to the protocol, and the replies it took."""
+    seen = {"frames": 0, "replies": 0}
+    read_reply = client._hub._read_reply
+
+    def spy(payload, seq):
+        seen["frames"] += 1
+        outcome = read_reply(payload, seq)
+        seen["replies"] += outcome is not None
+        return outcome
+
+    client._hub._read_reply = spy
+    return seen
+
+
+def _answer_next_request(peer, reply_for):
+    """Read requests until one comes; send ``reply_for(seq)`` (a list of frames)."""
+    from grpyc import consts
+    from grpyc.messages import decode_message
+
+    def answer():
+        msg = None
+        while msg != consts.MSG_REQUEST:
+            msg, seq, _ = decode_message(peer.recv(), 64)
+        peer.send_many(reply_for(seq))
+
+    return gevent.spawn(answer)
+
+
+def test_a_lone_caller_takes_its_reply_straight_from_the_lane():
+    from grpyc import consts
+    from grpyc.messages import encode_reply
+
+    client, peer = _lone_client()
+    seen = _spy_lane(client)
+    try:
+        for round_ in range(3):
+            answering = _answer_next_request(
+                peer, lambda seq, r=round_: [encode_reply(seq, (consts.LABEL_VALUE, r))]
+            )
+            assert client.sync_request(consts.HANDLE_PING, "x") == round_
+            answering.get(timeout=2)
+        assert seen == {"frames": 3, "replies": 3}
+        assert client._hub.pending == {}
+        assert client._hub._baton.holder is None  # dormant again: a request finds a reader
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_a_request_before_the_reply_takes_the_general_path_and_runs():
+    """The peer calls us back before it answers: the lane hands the request on
+    (a handler runs it) and the caller still gets its own reply."""
+    from grpyc import consts
+    from grpyc.messages import decode_message, encode_reply, encode_request
+
+    client, peer = _lone_client()
+    seen = _spy_lane(client)
+    called = []
+    _, id_pack = client._box(lambda: called.append(gevent.getcurrent()) or "called")
+    call_it = (
+        consts.LABEL_TUPLE,
+        ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
+    )
+
+    def answer():
+        _, seq, _ = decode_message(peer.recv(), 64)
+        peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
+        msg, got, body = decode_message(peer.recv(), 64)
+        assert (msg, got, body) == (consts.MSG_REPLY, 7, (consts.LABEL_VALUE, "called"))
+        peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
+
+    answering = gevent.spawn(answer)
+    try:
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert called and called[0] is not gevent.getcurrent()  # in a handler
+        assert seen == {"frames": 1, "replies": 0}  # the request; the reply came the other way
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_a_malformed_reply_fails_its_caller_alone_as_in_the_general_path():
+    from grpyc import consts
+    from grpyc.messages import encode_reply
+    from grpyc.protocol import ProtocolError
+
+    client, peer = _lone_client()
+    seen = _spy_lane(client)
+    try:
+        answering = _answer_next_request(peer, lambda seq: [encode_reply(seq, ("no such label",))])
+        with pytest.raises(ProtocolError, match="malformed reply"):
+            client.sync_request(consts.HANDLE_PING, "x")
+        answering.get(timeout=2)
+        assert seen["replies"] == 1
+        answering = _answer_next_request(
+            peer, lambda seq: [encode_reply(seq, (consts.LABEL_VALUE, "fine"))]
+        )
+        assert client.sync_request(consts.HANDLE_PING, "x") == "fine"  # still open
+        answering.get(timeout=2)
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_a_lone_caller_sees_the_peer_close_and_a_bad_frame_close():
+    from grpyc import consts
+
+    client, peer = _lone_client()
+    try:
+        gevent.spawn_later(0.05, peer.close)
+        began = time.monotonic()
+        with pytest.raises(EOFError):
+            client.sync_request(consts.HANDLE_PING, "x")
+        assert time.monotonic() - began < 2
+        assert client.closed
+    finally:
+        client.close()
+    client, peer = _lone_client()
+    try:
+        answering = _answer_next_request(peer, lambda seq: [b"\xff not brine"])
+        with pytest.raises(EOFError):
+            client.sync_request(consts.HANDLE_PING, "x")
+        answering.get(timeout=2)
+        assert client.closed
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_a_lone_callers_timeout_drops_the_late_reply():
+    from grpyc import consts
+    from grpyc.async_ import AsyncResultTimeout
+    from grpyc.messages import decode_message, encode_reply
+
+    client, peer = _lone_client(sync_request_timeout=0.2)
+    try:
+        began = time.monotonic()
+        with pytest.raises(AsyncResultTimeout):
+            client.sync_request(consts.HANDLE_PING, "x")
+        assert 0.15 <= time.monotonic() - began < 2
+        _, late, _ = decode_message(peer.recv(), 64)
+        answering = _answer_next_request(
+            peer,
+            lambda seq: [
+                encode_reply(late, (consts.LABEL_VALUE, "late")),
+                encode_reply(seq, (consts.LABEL_VALUE, "ours")),
+            ],
+        )
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert client._hub.pending == {}
+    finally:
+        peer.close()
+        client.close()
+
+
+def test_a_second_caller_follows_the_lane_and_both_get_their_own_reply():
+    from grpyc import consts
+    from grpyc.messages import decode_message, encode_reply
+
+    client, peer = _lone_client()
+    try:
+        first = gevent.spawn(client.sync_request, consts.HANDLE_PING, "first")
+        second = gevent.spawn(client.sync_request, consts.HANDLE_PING, "second")
+        seqs = []
+        while len(seqs) < 2:
+            _, seq, _ = decode_message(peer.recv(), 64)
+            seqs.append((seq, ("first", "second")[len(seqs)]))
+        baton = client._hub._baton
+        assert baton.holder is first and list(baton.followers.values()) == [second]
+        for seq, value in reversed(seqs):  # the follower's reply first
+            peer.send(encode_reply(seq, (consts.LABEL_VALUE, value)))
+        assert first.get(timeout=2) == "first"
+        assert second.get(timeout=2) == "second"
+    finally:
+        peer.close()
+        client.close()
