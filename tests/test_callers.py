@@ -2,19 +2,31 @@
 connection takes its reply straight from the protocol; anything else goes
 the general way. The peer is a raw channel answered by hand."""
 
+import contextlib
 import time
 
 import gevent
 import pytest
 
+from grpyc import consts
+from grpyc.async_ import AsyncResultTimeout
+from grpyc.messages import decode_message, encode_reply, encode_request
+from grpyc.protocol import ProtocolError
+from grpyc.service import VoidService
+from tests.conftest import _socketpair_channels
 
-def _lone_client(**config):
-    """A grpyc client over a socketpair, the other end a raw channel we answer by hand."""
-    from grpyc.service import VoidService
-    from tests.conftest import _socketpair_channels
 
+@contextlib.contextmanager
+def lone_client(**config):
+    """A grpyc client over a socketpair, the other end a raw channel we answer
+    by hand: ``(client, peer)``, both closed afterwards."""
     left, peer = _socketpair_channels()
-    return VoidService()._connect(left, config), peer
+    client = VoidService()._connect(left, config)
+    try:
+        yield client, peer
+    finally:
+        peer.close()
+        client.close()
 
 
 def _spy_lane(client):
@@ -34,8 +46,6 @@ def _spy_lane(client):
 
 def _answer_next_request(peer, reply_for):
     """Read requests until one comes; send ``reply_for(seq)`` (a list of frames)."""
-    from grpyc import consts
-    from grpyc.messages import decode_message
 
     def answer():
         msg = None
@@ -47,12 +57,8 @@ def _answer_next_request(peer, reply_for):
 
 
 def test_a_lone_caller_takes_its_reply_straight_from_the_lane():
-    from grpyc import consts
-    from grpyc.messages import encode_reply
-
-    client, peer = _lone_client()
-    seen = _spy_lane(client)
-    try:
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
         for round_ in range(3):
             answering = _answer_next_request(
                 peer, lambda seq, r=round_: [encode_reply(seq, (consts.LABEL_VALUE, r))]
@@ -62,52 +68,37 @@ def test_a_lone_caller_takes_its_reply_straight_from_the_lane():
         assert seen == {"frames": 3, "replies": 3}
         assert client._hub.pending == {}
         assert client._hub._baton.holder is None  # dormant again: a request finds a reader
-    finally:
-        peer.close()
-        client.close()
 
 
 def test_a_request_before_the_reply_takes_the_general_path_and_runs():
     """The peer calls us back before it answers: the lane hands the request on
     (a handler runs it) and the caller still gets its own reply."""
-    from grpyc import consts
-    from grpyc.messages import decode_message, encode_reply, encode_request
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
+        called = []
+        _, id_pack = client._box(lambda: called.append(gevent.getcurrent()) or "called")
+        call_it = (
+            consts.LABEL_TUPLE,
+            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
+        )
 
-    client, peer = _lone_client()
-    seen = _spy_lane(client)
-    called = []
-    _, id_pack = client._box(lambda: called.append(gevent.getcurrent()) or "called")
-    call_it = (
-        consts.LABEL_TUPLE,
-        ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
-    )
+        def answer():
+            _, seq, _ = decode_message(peer.recv(), 64)
+            peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
+            msg, got, body = decode_message(peer.recv(), 64)
+            assert (msg, got, body) == (consts.MSG_REPLY, 7, (consts.LABEL_VALUE, "called"))
+            peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
 
-    def answer():
-        _, seq, _ = decode_message(peer.recv(), 64)
-        peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
-        msg, got, body = decode_message(peer.recv(), 64)
-        assert (msg, got, body) == (consts.MSG_REPLY, 7, (consts.LABEL_VALUE, "called"))
-        peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
-
-    answering = gevent.spawn(answer)
-    try:
+        answering = gevent.spawn(answer)
         assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
         answering.get(timeout=2)
         assert called and called[0] is not gevent.getcurrent()  # in a handler
         assert seen == {"frames": 1, "replies": 0}  # the request; the reply came the other way
-    finally:
-        peer.close()
-        client.close()
 
 
 def test_a_malformed_reply_fails_its_caller_alone_as_in_the_general_path():
-    from grpyc import consts
-    from grpyc.messages import encode_reply
-    from grpyc.protocol import ProtocolError
-
-    client, peer = _lone_client()
-    seen = _spy_lane(client)
-    try:
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
         answering = _answer_next_request(peer, lambda seq: [encode_reply(seq, ("no such label",))])
         with pytest.raises(ProtocolError, match="malformed reply"):
             client.sync_request(consts.HANDLE_PING, "x")
@@ -118,43 +109,26 @@ def test_a_malformed_reply_fails_its_caller_alone_as_in_the_general_path():
         )
         assert client.sync_request(consts.HANDLE_PING, "x") == "fine"  # still open
         answering.get(timeout=2)
-    finally:
-        peer.close()
-        client.close()
 
 
 def test_a_lone_caller_sees_the_peer_close_and_a_bad_frame_close():
-    from grpyc import consts
-
-    client, peer = _lone_client()
-    try:
+    with lone_client() as (client, peer):
         gevent.spawn_later(0.05, peer.close)
         began = time.monotonic()
         with pytest.raises(EOFError):
             client.sync_request(consts.HANDLE_PING, "x")
         assert time.monotonic() - began < 2
         assert client.closed
-    finally:
-        client.close()
-    client, peer = _lone_client()
-    try:
+    with lone_client() as (client, peer):
         answering = _answer_next_request(peer, lambda seq: [b"\xff not brine"])
         with pytest.raises(EOFError):
             client.sync_request(consts.HANDLE_PING, "x")
         answering.get(timeout=2)
         assert client.closed
-    finally:
-        peer.close()
-        client.close()
 
 
 def test_a_lone_callers_timeout_drops_the_late_reply():
-    from grpyc import consts
-    from grpyc.async_ import AsyncResultTimeout
-    from grpyc.messages import decode_message, encode_reply
-
-    client, peer = _lone_client(sync_request_timeout=0.2)
-    try:
+    with lone_client(sync_request_timeout=0.2) as (client, peer):
         began = time.monotonic()
         with pytest.raises(AsyncResultTimeout):
             client.sync_request(consts.HANDLE_PING, "x")
@@ -170,17 +144,10 @@ def test_a_lone_callers_timeout_drops_the_late_reply():
         assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
         answering.get(timeout=2)
         assert client._hub.pending == {}
-    finally:
-        peer.close()
-        client.close()
 
 
 def test_a_second_caller_follows_the_lane_and_both_get_their_own_reply():
-    from grpyc import consts
-    from grpyc.messages import decode_message, encode_reply
-
-    client, peer = _lone_client()
-    try:
+    with lone_client() as (client, peer):
         first = gevent.spawn(client.sync_request, consts.HANDLE_PING, "first")
         second = gevent.spawn(client.sync_request, consts.HANDLE_PING, "second")
         seqs = []
@@ -193,6 +160,3 @@ def test_a_second_caller_follows_the_lane_and_both_get_their_own_reply():
             peer.send(encode_reply(seq, (consts.LABEL_VALUE, value)))
         assert first.get(timeout=2) == "first"
         assert second.get(timeout=2) == "second"
-    finally:
-        peer.close()
-        client.close()
