@@ -6,6 +6,7 @@ gaps 2, 6, 7 and 8).
 """
 
 import inspect
+import json
 import logging
 import pickle
 import subprocess
@@ -184,6 +185,37 @@ def test_a_call_after_a_timed_out_call_gets_its_own_reply(servers, server):
     seen = {client: probe(client) for client in ("stock", "grpyc")}
     assert seen["grpyc"] == seen["stock"]
     assert seen["stock"] == [("raises", "TimeoutError"), ("value", "next"), ("value", "after")]
+
+
+_TIMED_OUT_PROBE_PATCHED = """
+from gevent import monkey
+
+monkey.patch_all()
+import json, sys
+import grpyc
+
+conn = grpyc.connect("127.0.0.1", int(sys.argv[1]), config={"sync_request_timeout": 0.6})
+seen = []
+for seconds, value in ((1.0, "late"), (0, "next"), (0, "after")):
+    try:
+        seen.append(["value", conn.root.sleep_then(seconds, value)])
+    except Exception as exc:
+        seen.append(["raises", type(exc).__name__])
+conn.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_a_call_after_a_timed_out_call_under_patch_all_gets_its_own_reply(servers, server):
+    """The same probe from a grpyc client in a process under patch_all(): it sees
+    what the stock client sees (the test above checks stock gives these)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMED_OUT_PROBE_PATCHED, str(servers[server])],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    seen = [tuple(pair) for pair in json.loads(done.stdout)]
+    assert seen == [("raises", "TimeoutError"), ("value", "next"), ("value", "after")]
 
 
 def test_logger_none_logs_nothing_as_in_rpyc(servers, caplog):
