@@ -13,7 +13,8 @@ caller neither a handler nor the reader) takes the baton, waits for bytes
 and asks the protocol whether the first frame is its reply
 (``read_reply``), taking the outcome straight rather than through the
 dispatch and its slot: about 10 % of a bound call's instructions on the
-client. Anything else goes the general way from where it is.
+client. Buffered frames that start nothing (the answer to a DEL it sent)
+it handles on the way; anything else goes the general way from where it is.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ __all__ = ["CallerWaits"]
 _DONE = 0  # our reply came alone: the writer was left as the lane found it
 _GO_ON = 1  # the general way goes on from here, holding the baton
 _LEFT = 2  # the lane returned early (a borrower, a follower, the deadline, a close)
+
+# Buffered frames the lane handles at most (then the general way, with its
+# fairness): the answer to a DEL we sent comes right behind our next reply.
+_LANE_FRAMES = 8
 
 
 class CallerWaits(Runtime):
@@ -91,12 +96,13 @@ class CallerWaits(Runtime):
             pending.pop(seq, None)
 
     def _read_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> None:
-        """The lane, holding the baton: wait for bytes, and if the first frame is our
-        reply and the only one, take it straight from the protocol (`read_reply`).
+        """The lane, holding the baton: wait for bytes, and if our reply is among the
+        frames that came, take it straight from the protocol (`read_reply`).
 
-        Anything else goes the general way from where it is: a frame that is not
-        our reply, more frames, a new handler to pace (`_lead_nested`, holding
-        the baton); a borrower, a follower, the deadline or a close (`wait_reply`).
+        Anything else goes the general way from where it is: no reply among
+        them, a new handler to pace, more than `_LANE_FRAMES` frames
+        (`_lead_nested`, holding the baton); a borrower, a follower, the
+        deadline or a close (`wait_reply`).
         """
         baton = self._baton
         step = _LEFT
@@ -111,8 +117,16 @@ class CallerWaits(Runtime):
                 baton.put_down(self._closed)
 
     def _first_frame_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
-        """Wait for the first frame and hand it to the protocol: `_DONE` (our reply,
-        alone), `_GO_ON` (the general way goes on from here) or `_LEFT` (returned early)."""
+        """Wait for the first frame and read what is buffered until our reply and
+        after it: `_DONE` (our reply is in, nothing left, the writer as the lane
+        found it), `_GO_ON` (the general way goes on from here) or `_LEFT`
+        (returned early).
+
+        Buffered frames that start nothing (the answer to a DEL we sent comes
+        right behind our reply) are handled here, up to `_LANE_FRAMES`; a frame
+        that starts a handler, or running out of buffered frames before our
+        reply, hands over to the general way.
+        """
         baton = self._baton
         channel = self._channel
         try:
@@ -127,22 +141,35 @@ class CallerWaits(Runtime):
                 payload = channel.next_buffered()
             self.last_received = time.monotonic()
             more: bool = channel.has_buffered_frame()
+            corked = more
             if more:
                 self._writer.cork(me)  # as `_handle_frames` does
-            outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
-            del payload
-            if outcome is not None:
-                slot.outcome = outcome
-            if self._waits.frame:
-                self._waits.wake(self._waits.frame)
-            if self._pace:
-                if outcome is None:
-                    self._let_handler_start(me)
-                else:
+            budget = _LANE_FRAMES
+            while True:
+                outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
+                del payload
+                if outcome is not None:
+                    slot.outcome = outcome
+                if self._waits.frame:
+                    self._waits.wake(self._waits.frame)
+                if self._pace:
+                    if slot.outcome is None:
+                        self._let_handler_start(me)
+                        return _GO_ON
                     self._pace = False  # the new handler starts before whoever reads next
-            if self._closed:
-                return _LEFT
-            return _GO_ON if outcome is None or more else _DONE
+                    more = False  # and what is buffered is the next reader's
+                if self._closed:
+                    return _LEFT
+                budget -= 1
+                if not more or not budget:
+                    break
+                payload = channel.next_buffered()
+                more = channel.has_buffered_frame()
+            if slot.outcome is None or more:
+                return _GO_ON
+            if corked:
+                self._writer.uncork(release_hold=not channel.has_buffered_frame())
+            return _DONE
         except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
             self._fail_reading(exc)
             return _LEFT

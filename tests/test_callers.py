@@ -10,6 +10,7 @@ import pytest
 
 from grpyc import consts
 from grpyc.async_ import AsyncResultTimeout
+from grpyc.hub import ConnectionHub
 from grpyc.messages import decode_message, encode_reply, encode_request
 from grpyc.protocol import ProtocolError
 from grpyc.service import VoidService
@@ -160,3 +161,84 @@ def test_a_second_caller_follows_the_lane_and_both_get_their_own_reply():
             peer.send(encode_reply(seq, (consts.LABEL_VALUE, value)))
         assert first.get(timeout=2) == "first"
         assert second.get(timeout=2) == "second"
+
+
+def _count_general_reads(monkeypatch):
+    """Count the times a caller went the general way while holding the baton."""
+    count = {"general": 0}
+    lead_nested = ConnectionHub._lead_nested
+
+    def spy(hub, slot, deadline):
+        count["general"] += 1
+        return lead_nested(hub, slot, deadline)
+
+    monkeypatch.setattr(ConnectionHub, "_lead_nested", spy)
+    return count
+
+
+def test_frames_behind_the_reply_that_start_nothing_stay_in_the_lane(monkeypatch):
+    """Answers to requests nobody waits for (a DEL's) come right behind the reply:
+    the lane handles them too, and the connection goes dormant after."""
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
+        general = _count_general_reads(monkeypatch)
+        answering = _answer_next_request(
+            peer,
+            lambda seq: [
+                encode_reply(seq, (consts.LABEL_VALUE, "ours")),
+                encode_reply(seq + 1000, (consts.LABEL_VALUE, None)),
+                encode_reply(seq + 1001, (consts.LABEL_VALUE, None)),
+            ],
+        )
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert seen == {"frames": 3, "replies": 1}
+        assert general == {"general": 0}
+        assert not client._channel.has_buffered_frame()
+        assert client._hub._baton.holder is None
+
+
+def test_a_flood_behind_the_reply_goes_the_general_way_after_the_lanes_share(monkeypatch):
+    flood = 20
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
+        general = _count_general_reads(monkeypatch)
+        answering = _answer_next_request(
+            peer,
+            lambda seq: (
+                [encode_reply(seq + 1000 + n, (consts.LABEL_VALUE, n)) for n in range(flood)]
+                + [encode_reply(seq, (consts.LABEL_VALUE, "ours"))]
+            ),
+        )
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert seen["frames"] < flood  # the lane's share; the rest through `_dispatch`
+        assert general == {"general": 1}
+        assert client._hub.pending == {}
+
+
+def test_a_request_behind_the_reply_runs_in_a_handler_and_is_answered():
+    with lone_client() as (client, peer):
+        seen = _spy_lane(client)
+        ran = []
+        _, id_pack = client._box(lambda: ran.append(gevent.getcurrent()) or "called")
+        call_it = (
+            consts.LABEL_TUPLE,
+            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
+        )
+        answering = _answer_next_request(
+            peer,
+            lambda seq: [
+                encode_reply(seq, (consts.LABEL_VALUE, "ours")),
+                encode_request(7, consts.HANDLE_CALL, call_it),
+            ],
+        )
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert decode_message(peer.recv(), 64) == (
+            consts.MSG_REPLY,
+            7,
+            (consts.LABEL_VALUE, "called"),
+        )
+        assert ran and ran[0] is not gevent.getcurrent()
+        assert seen["frames"] == 2
