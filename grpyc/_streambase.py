@@ -147,6 +147,15 @@ class Stream:
         """
         raise NotImplementedError
 
+    def read_ready(self, max_count: int) -> bytes:
+        """Up to ``max_count`` bytes that are there now; ``b""`` if none. Never waits.
+
+        A shortcut for a reader that expects more (a big frame's trailing
+        newline): ``b""`` is always a correct answer, and it is this default's.
+        An error or the stream's end is left to the next `read_some`.
+        """
+        return b""
+
     def read_into(self, buffer: memoryview) -> int:
         """Fill the start of ``buffer`` with at least one byte; return the count.
 

@@ -365,11 +365,25 @@ class Channel:
         try:
             lent = decoder.take_body(_LARGE_BODY)
             if lent is None:
-                data = self.stream.read_some(self._read_size)
+                asked = self._read_size
+                data = self.stream.read_some(asked)
                 self._read_size = _READ_SIZE if len(data) >= _SMALL_READ else _SMALL_READ
                 decoder.feed(data)
-            else:
-                decoder.put_body(self._read_large_body(*lent))
+                if len(data) < asked:
+                    return
+                # The read took all it asked for: more is there. A big body
+                # behind the header is read now, not after a trip through the
+                # hub for the readable event (one of three per big frame).
+                lent = decoder.take_body(_LARGE_BODY)
+                if lent is None:
+                    return
+            decoder.put_body(self._read_large_body(*lent))
+            # The frame's trailing newline came with its body: take it, and
+            # whatever followed, without waiting for another readable event.
+            rest = self.stream.read_ready(_READ_SIZE)
+            self._read_size = _READ_SIZE if len(rest) >= _SMALL_READ else _SMALL_READ
+            if rest:
+                decoder.feed(rest)
         except FrameError:
             self.stream.close()
             raise

@@ -460,10 +460,13 @@ class FrameDecoder:
         try:
             return self._next_frame()
         except FrameError as exc:
-            # A copy without the traceback, whose frames may hold big buffers.
-            self._error = FrameError(str(exc))
-            self._data, self._pos, self._body = b"", 0, None
+            self._keep_error(exc)
             raise
+
+    def _keep_error(self, exc: FrameError) -> None:
+        # A copy without the traceback, whose frames may hold big buffers.
+        self._error = FrameError(str(exc))
+        self._data, self._pos, self._body = b"", 0, None
 
     def _next_frame(self) -> bytes | None:
         if self._lent:
@@ -533,11 +536,21 @@ class FrameDecoder:
     def take_body(self, min_size: int = 0) -> tuple[memoryview, int] | None:
         """Hand the current frame's body to the caller to read, if worth it.
 
-        Only when a header has been read, its body of at least ``min_size``
-        bytes has not all arrived, and nothing else is buffered. Returns the
-        body bytes already received and the full body length; the caller
-        reads the rest and passes the whole body to `put_body`.
+        Only when its header is buffered (read here if `next_frame` has not),
+        its body of at least ``min_size`` bytes has not all arrived, and
+        nothing else is buffered. Returns the body bytes already received and
+        the full body length; the caller reads the rest and passes the whole
+        body to `put_body`.
+
+        Raises:
+            FrameError: the header is invalid (`next_frame` raises it again).
         """
+        if self._length < 0 and self._error is None:
+            try:
+                self._read_header()
+            except FrameError as exc:
+                self._keep_error(exc)
+                raise
         if self._lent or self._body is not None or self._length < min_size:
             return None
         available = len(self._data) - self._pos

@@ -399,6 +399,16 @@ class SocketStream(Stream):
         received: bytes = self._receive(self._sock.recv, max_count)
         return received
 
+    def read_ready(self, max_count: int) -> bytes:
+        raw = self._raw
+        if raw is None or self._closed:
+            return b""
+        try:
+            data: bytes = raw.recv(max_count)
+        except OSError:  # nothing there (BlockingIOError), or broken: `read_some` says which
+            return b""
+        return data  # at the end, b"": the next `read_some` reports it
+
     def read_into(self, buffer: memoryview) -> int:
         count: int = self._receive(self.sock.recv_into, buffer)
         return count

@@ -372,6 +372,27 @@ def test_taken_body_must_come_back_whole_and_before_more_input():
         decoder.put_body(b"\x01" * 20_000)
 
 
+def test_take_body_reads_the_header_itself():
+    """`Channel.fill` asks right after a read, before `next_frame` has seen the header."""
+    payload = b"\x01" * 50_000
+    decoder = FrameDecoder()
+    decoder.feed(frame_bytes(payload)[:1005])
+    prefix, length = decoder.take_body()
+    assert (bytes(prefix), length) == (payload[:1000], 50_000)
+    decoder.put_body(payload)
+    decoder.feed(b"\n")
+    assert drain(decoder) == [payload]
+
+
+def test_take_body_raises_a_bad_header_and_next_frame_raises_it_again():
+    decoder = FrameDecoder(max_frame_size=100)
+    decoder.feed(frame_bytes(b"\x01" * 200)[:50])
+    with pytest.raises(FrameError, match="100"):
+        decoder.take_body()
+    with pytest.raises(FrameError, match="100"):
+        decoder.next_frame()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=8))
 def test_arbitrary_bytes_give_frames_or_frame_error(data, cuts):
@@ -674,6 +695,37 @@ def test_pieces_go_out_as_they_are_unless_compressed():
     decoder = FrameDecoder()
     decoder.feed(compressed)
     assert decoder.next_frame() == bytes(text)
+
+
+def test_a_big_frame_all_there_is_read_by_one_fill(channels, monkeypatch):
+    """Header, body and trailing newline in one `fill`: a reader does not wait
+    for a second and a third readable event (a trip through the hub each)."""
+    monkeypatch.setattr(channel_module, "_LARGE_BODY", 10_000)  # fits the socketpair's buffer
+    sender, receiver = channels
+    big = b"\x02" + os.urandom(99_999)
+    sender.send(big)
+    sender.send(b"\x02next")
+    receiver.fill()
+    assert receiver.next_buffered() == big
+    assert receiver.next_buffered() == b"\x02next"  # it came with the newline
+    assert receiver.next_buffered() is None
+
+
+def test_a_big_frame_waits_for_its_trailer_and_checks_it(channels, monkeypatch):
+    monkeypatch.setattr(channel_module, "_LARGE_BODY", 10_000)
+    sender, receiver = channels
+    big = b"\x02" + os.urandom(49_999)
+    sender.stream.write(raw_frame(big, trailer=b""))
+    receiver.fill()
+    assert receiver.next_buffered() is None  # read all the body; the newline is not there
+    sender.stream.write(b"\n")
+    receiver.fill()
+    assert receiver.next_buffered() == big
+    sender.stream.write(raw_frame(big, trailer=b"X"))
+    receiver.fill()
+    with pytest.raises(FrameError, match="expected a newline"):
+        receiver.next_buffered()
+    assert receiver.closed
 
 
 def _spliced_pair(channels, payload):

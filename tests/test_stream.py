@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import gevent
@@ -636,3 +637,25 @@ def test_channel_round_trip_under_monkey_patching():
     )
     assert child.returncode == 0, child.stderr.decode()
     assert child.stdout == b"ok\n"
+
+
+def test_read_ready_returns_what_is_there_and_never_waits():
+    left, right = socket.socketpair()
+    writer, reader = SocketStream(left), SocketStream(right)
+    try:
+        began = time.monotonic()
+        assert reader.read_ready(10) == b""
+        assert time.monotonic() - began < 0.5
+        writer.write(b"hello")
+        assert reader.read_ready(3) == b"hel"
+        assert reader.read_ready(10) == b"lo"
+        writer.close()
+        assert reader.read_ready(10) == b""  # the end is for `read_some` to report
+        with pytest.raises(EOFError):
+            reader.read_some(10)
+    finally:
+        reader.close()
+
+
+def test_a_stream_without_a_shortcut_reads_nothing_ready():
+    assert Stream.read_ready(Stream(), 10) == b""
