@@ -10,11 +10,13 @@ reply is there, handing everything else over, then pass the baton on; or
 arriving meanwhile: the reply is the next frame. Such a caller (`call`: the
 baton free or its reader idle, nobody following, nothing buffered, and the
 caller neither a handler nor the reader) takes the baton, waits for bytes
-and asks the protocol whether the first frame is its reply
-(``read_reply``), taking the outcome straight rather than through the
-dispatch and its slot: about 10 % of a bound call's instructions on the
-client. Buffered frames that start nothing (the answer to a DEL it sent)
-it handles on the way; anything else goes the general way from where it is.
+and asks the protocol whether each frame is its reply (``read_reply``),
+taking the outcome straight rather than through the dispatch and its slot:
+about 10 % of a bound call's instructions on the client. Other frames it
+hands to the protocol on the way: the answer to a DEL it sent, the peer's
+callback (a handler runs it while the lane waits on). A borrower, a
+follower, the deadline, a close or `_LANE_FRAMES` frames without its reply
+send it the general way from where it is.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ _DONE = 0  # our reply came alone: the writer was left as the lane found it
 _GO_ON = 1  # the general way goes on from here, holding the baton
 _LEFT = 2  # the lane returned early (a borrower, a follower, the deadline, a close)
 
-# Buffered frames the lane handles at most (then the general way, with its
-# fairness): the answer to a DEL we sent comes right behind our next reply.
+# Frames the lane hands to the protocol at most (then the general way, with
+# its fairness): a callback's request and our reply, the answer to a DEL we
+# sent right behind it; a peer that floods us meets the general way soon.
 _LANE_FRAMES = 8
 
 
@@ -96,13 +99,13 @@ class CallerWaits(Runtime):
             pending.pop(seq, None)
 
     def _read_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> None:
-        """The lane, holding the baton: wait for bytes, and if our reply is among the
-        frames that came, take it straight from the protocol (`read_reply`).
+        """The lane, holding the baton: read frames until our reply, taking it
+        straight from the protocol (`read_reply`).
 
-        Anything else goes the general way from where it is: no reply among
-        them, a new handler to pace, more than `_LANE_FRAMES` frames
-        (`_lead_nested`, holding the baton); a borrower, a follower, the
-        deadline or a close (`wait_reply`).
+        The general way goes on from where it is after `_LANE_FRAMES` frames,
+        or with frames left behind our reply (`_lead_nested`, holding the
+        baton); after a borrower, a follower, the deadline or a close, from
+        `wait_reply`.
         """
         baton = self._baton
         step = _LEFT
@@ -117,35 +120,40 @@ class CallerWaits(Runtime):
                 baton.put_down(self._closed)
 
     def _first_frame_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
-        """Wait for the first frame and read what is buffered until our reply and
-        after it: `_DONE` (our reply is in, nothing left, the writer as the lane
-        found it), `_GO_ON` (the general way goes on from here) or `_LEFT`
-        (returned early).
+        """Read frames until our reply and what is buffered behind it: `_DONE`
+        (our reply is in, nothing left, the writer as the lane found it),
+        `_GO_ON` (the general way goes on from here) or `_LEFT` (returned early).
 
-        Buffered frames that start nothing (the answer to a DEL we sent comes
-        right behind our reply) are handled here, up to `_LANE_FRAMES`; a frame
-        that starts a handler, or running out of buffered frames before our
-        reply, hands over to the general way.
+        A request that starts a handler (a callback) gets its start as in the
+        general way, and the lane waits on for our reply; the answer to a DEL
+        we sent, behind our reply, is handled on the way. After `_LANE_FRAMES`
+        frames the general way takes over, with its fairness.
         """
         baton = self._baton
         channel = self._channel
+        writer = self._writer
         try:
-            self._writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
+            writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
+            corked = False
             payload = None
-            while payload is None:
-                if baton.holder is not me or baton.followers or self._closed:
-                    return _LEFT
-                if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                    return _LEFT
-                channel.fill()
-                payload = channel.next_buffered()
-            self.last_received = time.monotonic()
-            more: bool = channel.has_buffered_frame()
-            corked = more
-            if more:
-                self._writer.cork(me)  # as `_handle_frames` does
             budget = _LANE_FRAMES
             while True:
+                if payload is None:
+                    if corked:  # answers of the batch go out before we wait
+                        writer.uncork(release_hold=True)
+                        corked = False
+                    while payload is None:
+                        if baton.holder is not me or baton.followers or self._closed:
+                            return _LEFT
+                        if baton.wait_readable(me, False, deadline, slot) != READABLE:
+                            return _LEFT
+                        channel.fill()
+                        payload = channel.next_buffered()
+                    self.last_received = time.monotonic()
+                more: bool = channel.has_buffered_frame()
+                if more and not corked:
+                    writer.cork(me)  # as `_handle_frames` does
+                    corked = True
                 outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
                 del payload
                 if outcome is not None:
@@ -154,21 +162,21 @@ class CallerWaits(Runtime):
                     self._waits.wake(self._waits.frame)
                 if self._pace:
                     if slot.outcome is None:
-                        self._let_handler_start(me)
-                        return _GO_ON
-                    self._pace = False  # the new handler starts before whoever reads next
-                    more = False  # and what is buffered is the next reader's
+                        self._let_handler_start(me)  # it runs before we read on
+                        more = channel.has_buffered_frame()
+                    else:
+                        self._pace = False  # the new handler starts before whoever reads next
+                        more = False  # and what is buffered is the next reader's
                 if self._closed:
                     return _LEFT
                 budget -= 1
-                if not more or not budget:
+                if not budget or (not more and slot.outcome is not None):
                     break
-                payload = channel.next_buffered()
-                more = channel.has_buffered_frame()
+                payload = channel.next_buffered() if more else None
             if slot.outcome is None or more:
                 return _GO_ON
             if corked:
-                self._writer.uncork(release_hold=not channel.has_buffered_frame())
+                writer.uncork(release_hold=not channel.has_buffered_frame())
             return _DONE
         except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
             self._fail_reading(exc)

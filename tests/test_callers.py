@@ -71,9 +71,9 @@ def test_a_lone_caller_takes_its_reply_straight_from_the_lane():
         assert client._hub._baton.holder is None  # dormant again: a request finds a reader
 
 
-def test_a_request_before_the_reply_takes_the_general_path_and_runs():
-    """The peer calls us back before it answers: the lane hands the request on
-    (a handler runs it) and the caller still gets its own reply."""
+def test_a_request_before_the_reply_runs_in_a_handler_and_the_lane_waits_on():
+    """The peer calls us back before it answers: a handler runs the request
+    while the lane waits on, and takes the caller's own reply straight."""
     with lone_client() as (client, peer):
         seen = _spy_lane(client)
         called = []
@@ -94,7 +94,7 @@ def test_a_request_before_the_reply_takes_the_general_path_and_runs():
         assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
         answering.get(timeout=2)
         assert called and called[0] is not gevent.getcurrent()  # in a handler
-        assert seen == {"frames": 1, "replies": 0}  # the request; the reply came the other way
+        assert seen == {"frames": 2, "replies": 1}  # the request, then our reply
 
 
 def test_a_malformed_reply_fails_its_caller_alone_as_in_the_general_path():
@@ -242,3 +242,42 @@ def test_a_request_behind_the_reply_runs_in_a_handler_and_is_answered():
         )
         assert ran and ran[0] is not gevent.getcurrent()
         assert seen["frames"] == 2
+
+
+def test_a_callbacks_nested_call_borrows_the_baton_from_the_lane(monkeypatch):
+    """The handler running the peer's callback calls the peer itself while the
+    lane waits for bytes: it borrows the baton, gets its own reply, and the
+    lone caller still gets its own."""
+    with lone_client() as (client, peer):
+        general = _count_general_reads(monkeypatch)
+        nested = []
+
+        def callback():
+            nested.append(client.sync_request(consts.HANDLE_PING, "nested"))
+            return "called"
+
+        _, id_pack = client._box(callback)
+        call_it = (
+            consts.LABEL_TUPLE,
+            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
+        )
+
+        def answer():
+            _, seq, _ = decode_message(peer.recv(), 64)
+            peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
+            msg, inner, _ = decode_message(peer.recv(), 64)
+            assert msg == consts.MSG_REQUEST
+            peer.send(encode_reply(inner, (consts.LABEL_VALUE, "inner")))
+            assert decode_message(peer.recv(), 64) == (
+                consts.MSG_REPLY,
+                7,
+                (consts.LABEL_VALUE, "called"),
+            )
+            peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
+
+        answering = gevent.spawn(answer)
+        assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
+        answering.get(timeout=2)
+        assert nested == ["inner"]
+        assert client._hub.pending == {}
+        assert general == {"general": 1}  # having lent the baton, it reads on the general way
