@@ -545,7 +545,9 @@ class FrameDecoder:
         Raises:
             FrameError: the header is invalid (`next_frame` raises it again).
         """
-        if self._length < 0 and self._error is None:
+        if self._length < 0:  # `Channel.fill` asks right after a read
+            if self._error is not None or len(self._data) - self._pos < FRAME_HEADER.size:
+                return None  # (`next_frame` raises the error)
             try:
                 self._read_header()
             except FrameError as exc:
