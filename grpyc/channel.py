@@ -367,8 +367,11 @@ class Channel:
             if lent is None:
                 asked = self._read_size
                 data = self.stream.read_some(asked)
-                self._read_size = _READ_SIZE if len(data) >= _SMALL_READ else _SMALL_READ
                 decoder.feed(data)
+                if len(data) < _SMALL_READ:
+                    self._read_size = _SMALL_READ
+                    return
+                self._read_size = _READ_SIZE
                 if len(data) < asked:
                     return
                 # The read took all it asked for: more is there. A big body
