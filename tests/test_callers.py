@@ -57,6 +57,18 @@ def _answer_next_request(peer, reply_for):
     return gevent.spawn(answer)
 
 
+# What a `_callback_request` call answers when its function returns "called".
+_CALLED = (consts.MSG_REPLY, 7, (consts.LABEL_VALUE, "called"))
+
+
+def _callback_request(client, func):
+    """The peer's request (seq 7) to call `func`, which `client` boxed for it."""
+    _, id_pack = client._box(func)
+    callee = (consts.LABEL_LOCAL_REF, id_pack)
+    no_args = (consts.LABEL_TUPLE, ())
+    return encode_request(7, consts.HANDLE_CALL, (consts.LABEL_TUPLE, (callee, no_args, no_args)))
+
+
 def test_a_lone_caller_takes_its_reply_straight_from_the_lane():
     with lone_client() as (client, peer):
         seen = _spy_lane(client)
@@ -77,17 +89,12 @@ def test_a_request_before_the_reply_runs_in_a_handler_and_the_lane_waits_on():
     with lone_client() as (client, peer):
         seen = _spy_lane(client)
         called = []
-        _, id_pack = client._box(lambda: called.append(gevent.getcurrent()) or "called")
-        call_it = (
-            consts.LABEL_TUPLE,
-            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
-        )
+        call_it = _callback_request(client, lambda: called.append(gevent.getcurrent()) or "called")
 
         def answer():
             _, seq, _ = decode_message(peer.recv(), 64)
-            peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
-            msg, got, body = decode_message(peer.recv(), 64)
-            assert (msg, got, body) == (consts.MSG_REPLY, 7, (consts.LABEL_VALUE, "called"))
+            peer.send(call_it)
+            assert decode_message(peer.recv(), 64) == _CALLED
             peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
 
         answering = gevent.spawn(answer)
@@ -221,25 +228,17 @@ def test_a_request_behind_the_reply_runs_in_a_handler_and_is_answered():
     with lone_client() as (client, peer):
         seen = _spy_lane(client)
         ran = []
-        _, id_pack = client._box(lambda: ran.append(gevent.getcurrent()) or "called")
-        call_it = (
-            consts.LABEL_TUPLE,
-            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
-        )
+        call_it = _callback_request(client, lambda: ran.append(gevent.getcurrent()) or "called")
         answering = _answer_next_request(
             peer,
             lambda seq: [
                 encode_reply(seq, (consts.LABEL_VALUE, "ours")),
-                encode_request(7, consts.HANDLE_CALL, call_it),
+                call_it,
             ],
         )
         assert client.sync_request(consts.HANDLE_PING, "x") == "ours"
         answering.get(timeout=2)
-        assert decode_message(peer.recv(), 64) == (
-            consts.MSG_REPLY,
-            7,
-            (consts.LABEL_VALUE, "called"),
-        )
+        assert decode_message(peer.recv(), 64) == _CALLED
         assert ran and ran[0] is not gevent.getcurrent()
         assert seen["frames"] == 2
 
@@ -256,23 +255,15 @@ def test_a_callbacks_nested_call_borrows_the_baton_from_the_lane(monkeypatch):
             nested.append(client.sync_request(consts.HANDLE_PING, "nested"))
             return "called"
 
-        _, id_pack = client._box(callback)
-        call_it = (
-            consts.LABEL_TUPLE,
-            ((consts.LABEL_LOCAL_REF, id_pack), (consts.LABEL_TUPLE, ()), (consts.LABEL_TUPLE, ())),
-        )
+        call_it = _callback_request(client, callback)
 
         def answer():
             _, seq, _ = decode_message(peer.recv(), 64)
-            peer.send(encode_request(7, consts.HANDLE_CALL, call_it))
+            peer.send(call_it)
             msg, inner, _ = decode_message(peer.recv(), 64)
             assert msg == consts.MSG_REQUEST
             peer.send(encode_reply(inner, (consts.LABEL_VALUE, "inner")))
-            assert decode_message(peer.recv(), 64) == (
-                consts.MSG_REPLY,
-                7,
-                (consts.LABEL_VALUE, "called"),
-            )
+            assert decode_message(peer.recv(), 64) == _CALLED
             peer.send(encode_reply(seq, (consts.LABEL_VALUE, "ours")))
 
         answering = gevent.spawn(answer)
