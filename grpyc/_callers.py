@@ -167,7 +167,7 @@ class CallerWaits(Runtime):
                     else:
                         self._pace = False  # the new handler starts before whoever reads next
                         more = False  # and what is buffered is the next reader's
-                if self._closed:
+                if self._closed or baton.holder is not me:  # as `_handle_frames` checks
                     return _LEFT
                 budget -= 1
                 if not budget or (not more and slot.outcome is not None):
