@@ -113,7 +113,9 @@ class Command:
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {}), "PYTHONPATH": path},
+            # Python's faulthandler: SIGABRT makes the program print every
+            # thread's stack (`wait_for` sends it when a line does not come).
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {}), "PYTHONPATH": path},
             # Its own process group, so `stop` also ends workers and children.
             start_new_session=True,
         )
@@ -123,7 +125,18 @@ class Command:
         self._reader = self.err.reader
 
     def wait_for(self, pattern, start=0, timeout=10.0):
-        return self.err.wait_for(pattern, start, timeout)
+        """`Lines.wait_for` on stderr; if the line does not come, the failure also
+        shows where the program was (its stacks, from SIGABRT and faulthandler)."""
+        try:
+            return self.err.wait_for(pattern, start, timeout)
+        except pytest.fail.Exception as failed:
+            if self.proc.poll() is not None:
+                raise
+            seen = len(self.err.lines)
+            self.proc.send_signal(signal.SIGABRT)
+            self.err.reader.join(timeout=5)
+            stacks = "\n".join(self.err.lines[seen:])
+            pytest.fail(f"{failed}\nits stacks at SIGABRT:\n{stacks}")
 
     def port(self):
         found, _ = self.wait_for(LISTENING)
@@ -324,6 +337,13 @@ def test_a_second_signal_skips_the_rest_of_the_grace_period(command):
     assert time.monotonic() - began < 10
     assert isinstance(call.get(timeout=10), EOFError)
     server.wait_for(r"grace_period=30\.0 s is over: closing 1 connections")
+
+
+def test_a_line_that_does_not_come_fails_with_the_programs_stacks(command):
+    server = command("classic", "--port", "0")
+    server.port()
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)within 0.2 s.*stacks at SIGABRT.*File"):
+        server.wait_for("a line the server never writes", timeout=0.2)
 
 
 def test_unix_socket_option(command, tmp_path):
