@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+from gevent._hub_local import get_hub_if_exists
 
 __all__ = ["close_on_signals", "handling_signals"]
 
@@ -36,11 +37,13 @@ def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
     previous = {
         signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)
     }
-    waker = _HubWaker()
+    # A plain-threads program gets no hub from us (`_streambase.in_gevent`).
+    waker = _HubWaker() if get_hub_if_exists() is not None else None
     try:
         yield
     finally:
-        waker.close()
+        if waker is not None:
+            waker.close()
         for signum, old in previous.items():
             signal.signal(signum, signal.SIG_DFL if old is None else old)
 
@@ -64,7 +67,7 @@ class _HubWaker:
         os.set_blocking(self._write, False)
         self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         # Not a reference of the loop: it must not keep a hub with nothing else running.
-        self._watcher = gevent.get_hub().loop.io(self._read, 1, ref=False)
+        self._watcher = gevent.get_hub().loop.io(self._read, 1, ref=False)  # it exists
         self._watcher.start(self._drain)
 
     def _drain(self) -> None:

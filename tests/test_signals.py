@@ -50,3 +50,25 @@ def test_a_signal_another_thread_takes_runs_the_handler_at_once():
     ran_at, restored = done.stdout.splitlines()
     assert ran_at != "None" and float(ran_at) < 2.0
     assert restored == "-1 True"  # no wakeup fd left behind; the default handler is back
+
+
+_NO_HUB = textwrap.dedent(
+    """
+    import signal
+    from gevent._hub_local import get_hub_if_exists
+    from grpyc._signals import handling_signals
+
+    with handling_signals(lambda signum, frame: None):
+        pass
+    print(get_hub_if_exists() is None, signal.set_wakeup_fd(-1))
+    """
+)
+
+
+def test_a_thread_without_a_hub_gets_none_from_the_handlers():
+    """A plain-threads program stays one (`_streambase.in_gevent` asks for a hub)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_HUB], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "-1"]
