@@ -100,6 +100,10 @@ RPYC_CLASSIC = (sys.executable, "-c", "from grpyc.cli.rpyc_classic import main; 
 RPYC_REGISTRY = (sys.executable, "-c", "from grpyc.cli.rpyc_registry import main; main()")
 
 
+def _no_core_dumps():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 class Command:
     """A program (``python -m grpyc ARGS`` unless `program` says otherwise) in a
     subprocess; its stderr lines (and stdout lines, with `stdout`) are collected."""
@@ -118,6 +122,7 @@ class Command:
             env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {}), "PYTHONPATH": path},
             # Its own process group, so `stop` also ends workers and children.
             start_new_session=True,
+            preexec_fn=_no_core_dumps,  # SIGABRT (`wait_for`) must leave no core file behind
         )
         self.err = Lines(self.proc.stderr)
         self.out = Lines(self.proc.stdout) if stdout else None
