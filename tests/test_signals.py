@@ -37,17 +37,18 @@ _SIGNAL_TO_ANOTHER_THREAD = textwrap.dedent(
 )
 
 
-def test_a_signal_another_thread_takes_runs_the_handler_at_once():
-    """Without a wake-up the hub slept on until its own timer (5 s here)."""
+def _probe(code):
+    """The lines `code` prints, run in a Python process of its own."""
     done = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_TO_ANOTHER_THREAD],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
-    ran_at, restored = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+def test_a_signal_another_thread_takes_runs_the_handler_at_once():
+    """Without a wake-up the hub slept on until its own timer (5 s here)."""
+    ran_at, restored = _probe(_SIGNAL_TO_ANOTHER_THREAD)
     assert ran_at != "None" and float(ran_at) < 2.0
     assert restored == "-1 True"  # no wakeup fd left behind; the default handler is back
 
@@ -67,8 +68,4 @@ _NO_HUB = textwrap.dedent(
 
 def test_a_thread_without_a_hub_gets_none_from_the_handlers():
     """A plain-threads program stays one (`_streambase.in_gevent` asks for a hub)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _NO_HUB], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "-1"]
+    assert _probe(_NO_HUB) == ["True -1"]
