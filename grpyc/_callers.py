@@ -35,8 +35,8 @@ from grpyc.framing import Payload
 
 __all__ = ["CallerWaits"]
 
-# How the lane's first frame went (`CallerWaits._first_frame_alone`).
-_DONE = 0  # our reply came alone: the writer was left as the lane found it
+# How the lane's reading went (`CallerWaits._read_until_reply`).
+_DONE = 0  # our reply is in, nothing left buffered, the writer as the lane found it
 _GO_ON = 1  # the general way goes on from here, holding the baton
 _LEFT = 2  # the lane returned early (a borrower, a follower, the deadline, a close)
 
@@ -110,7 +110,7 @@ class CallerWaits(Runtime):
         baton = self._baton
         step = _LEFT
         try:
-            step = self._first_frame_alone(slot, seq, me, deadline)
+            step = self._read_until_reply(slot, seq, me, deadline)
             if step == _GO_ON and baton.holder is me:
                 self._lead_nested(slot, deadline)  # it may lend the baton meanwhile
         finally:
@@ -119,7 +119,7 @@ class CallerWaits(Runtime):
                     self._writer.uncork(release_hold=not self._channel.has_buffered_frame())
                 baton.put_down(self._closed)
 
-    def _first_frame_alone(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
+    def _read_until_reply(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
         """Read frames until our reply and what is buffered behind it: `_DONE`
         (our reply is in, nothing left, the writer as the lane found it),
         `_GO_ON` (the general way goes on from here) or `_LEFT` (returned early).
