@@ -349,6 +349,43 @@ def test_big_values_cross_both_ways_as_between_stock_peers(rpyc_server, grpyc_se
     assert grpyc_to_stock == stock_to_stock
 
 
+PATCHED_BIG_VALUES = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import grpyc.factory
+from tests.interop.test_connection_interop import _big_value_probe
+conn = grpyc.factory.connect("127.0.0.1", int(sys.argv[1]))
+print(_big_value_probe(conn))
+conn.close()
+"""
+
+
+def test_big_values_from_plain_threads_and_under_patch_all_as_from_stock(rpyc_server):
+    """A big frame is read in one fill on a gevent socket (`Stream.read_ready`) and
+    as before on a plain one: the stock client's outcomes either way."""
+
+    def grpyc_in_a_plain_thread():  # no hub in this thread: grpyc's plain-threads mode
+        conn = grpyc.factory.connect("127.0.0.1", rpyc_server)
+        try:
+            return _big_value_probe(conn)
+        finally:
+            conn.close()
+
+    assert in_os_thread(grpyc_in_a_plain_thread, timeout=60) == (True,) * 6
+    done = subprocess.run(
+        [sys.executable, "-c", PATCHED_BIG_VALUES, str(rpyc_server)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str((True,) * 6)
+
+
 def _timeout_after_a_call_probe(connect, pause):
     """(outcome, seconds) of a call that outlasts sync_request_timeout, made
     0.3 s after a quick call (whose deadline was earlier)."""
