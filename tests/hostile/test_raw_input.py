@@ -438,3 +438,20 @@ def test_a_big_frame_cut_short_inside_its_value_closes(server, raw_peers, caplog
     peer.send(frame(lying))
     assert_closed_for(peer, caplog, "undecodable message")
     assert_serves(server.port)
+
+
+def test_a_big_frame_cut_short_then_silence_is_dropped_by_idle_timeout(
+    make_server, raw_peers, caplog
+):
+    """Its body is read straight into its own buffer (`Channel.fill`): the wait for
+    the rest still ends at idle_timeout, and other clients are served meanwhile."""
+    caplog.set_level(logging.INFO, logger="grpyc")
+    server = make_server(idle_timeout=0.5)
+    peer = raw_peers(server.port)
+    assert peer.call(1, consts.HANDLE_PING, boxed((V, "first")))[2] == (V, "first")
+    big = frame(request(2, consts.HANDLE_PING, boxed((V, b"x" * (1 << 20)))))
+    peer.send(big[:100_000])
+    assert_serves(server.port)
+    assert peer.wait_closed(timeout=5)
+    assert any("idle_timeout=0.5" in record.getMessage() for record in caplog.records)
+    assert_serves(server.port)
