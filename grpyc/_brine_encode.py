@@ -22,6 +22,7 @@ __all__ = [
     "F8",
     "I1",
     "I4",
+    "SCALAR_TYPES",
     "SEPARATE_SIZE",
     "TAG_BYTES_L4",
     "TAG_EMPTY_TUPLE",
@@ -78,7 +79,8 @@ _IMM_BIAS = 0x50
 TAG_IMM_MIN = TAG_IMM_FIRST - _IMM_BIAS
 TAG_IMM_STOP = _IMM_END - _IMM_BIAS
 
-_SIMPLE_TYPES: Final = frozenset(
+# The types brine takes whole, without looking inside (exact types).
+SCALAR_TYPES: Final = frozenset(
     {NoneType, bool, int, float, complex, bytes, str, NotImplementedType, EllipsisType}
 )
 
@@ -454,14 +456,14 @@ def dumpable(obj: Any) -> bool:
     rpyc). Where stock rpyc raises RecursionError on deep nesting, this returns
     False past `DEFAULT_MAX_DEPTH` levels, the depth `dump` refuses.
     """
-    if type(obj) in _SIMPLE_TYPES:
+    if type(obj) in SCALAR_TYPES:
         return True
     # Nested containers are walked on an explicit stack, counted as `dump` counts them.
     parents: list[Iterator[Any]] = []
     items: Iterator[Any] = iter((obj,))
     while True:
         for item in items:
-            if type(item) in _SIMPLE_TYPES:
+            if type(item) in SCALAR_TYPES:
                 continue
             members = _members(item)
             if members is None:

@@ -38,6 +38,20 @@ __all__ = ["MAX_NAME_PACK_LENGTH", "Boxer", "ObjectTable", "ProxyTable"]
 
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 
+# `box`'s names, bound once: in the compiled module a global is one cached
+# lookup, an attribute of a module two.
+_dumpable = brine.dumpable
+_SCALAR_TYPES = brine.SCALAR_TYPES
+_LABEL_VALUE = consts.LABEL_VALUE
+_LABEL_TUPLE = consts.LABEL_TUPLE
+_LABEL_LOCAL_REF = consts.LABEL_LOCAL_REF
+_LABEL_REMOTE_REF = consts.LABEL_REMOTE_REF
+_BaseNetref = netref.BaseNetref
+# The slots' own getters (what `netref.connection_of` and `id_pack_of` call):
+# no Python frame per proxy boxed.
+_proxy_connection: Callable[[Any], Any] = vars(_BaseNetref)["____conn__"].__get__
+_proxy_id_pack: Callable[[Any], IdPack] = vars(_BaseNetref)["____id_pack__"].__get__
+
 # Longest class name a peer may use in an id pack. Real dotted class names
 # stay far below; a 16 MiB name would otherwise live as long as its proxy.
 MAX_NAME_PACK_LENGTH = 1024
@@ -230,13 +244,23 @@ class Boxer:
 
     def box(self, obj: Any) -> tuple[int, Any]:
         """The wire form of a local value (PROTOCOL.md section 4)."""
-        if brine.dumpable(obj):
-            return consts.LABEL_VALUE, obj
-        if type(obj) is tuple:
-            return consts.LABEL_TUPLE, tuple([self.box(item) for item in obj])
-        if isinstance(obj, netref.BaseNetref) and netref.connection_of(obj) is self._conn:
-            return consts.LABEL_LOCAL_REF, netref.id_pack_of(obj)
-        return consts.LABEL_REMOTE_REF, self.objects.add(obj)
+        # Every request boxes its arguments with a proxy first: the tests go
+        # by type, most frequent first, each at most once (a scalar is
+        # dumpable by its type; a proxy or an object never is).
+        kind = type(obj)
+        if kind in _SCALAR_TYPES:
+            return _LABEL_VALUE, obj
+        if kind is tuple:
+            if _dumpable(obj):
+                return _LABEL_VALUE, obj
+            box = self.box
+            return _LABEL_TUPLE, tuple([box(item) for item in obj])
+        if isinstance(obj, _BaseNetref):
+            if _proxy_connection(obj) is self._conn:
+                return _LABEL_LOCAL_REF, _proxy_id_pack(obj)
+        elif _dumpable(obj):  # a frozenset or slice of dumpable values
+            return _LABEL_VALUE, obj
+        return _LABEL_REMOTE_REF, self.objects.add(obj)
 
     def unbox(self, package: Any, unresolved: list[Any] | None = None) -> Any:
         """Rebuild a boxed value; never waits for the peer.

@@ -228,13 +228,18 @@ def test_public_names():
         [
             *("BrineError", "C16", "DEFAULT_MAX_DEPTH", "F8", "I1", "I4", "dump", "dumpable"),
             *("load", "load_measured", "DEFAULT_MAX_FROZENSET_ITEMS", "MAX_EQUAL_HASHES"),
-            *("PROGRESS_EVERY", "UNLIMITED_INT_DIGITS"),
+            *("PROGRESS_EVERY", "UNLIMITED_INT_DIGITS", "SCALAR_TYPES"),
             # big values kept apart (vectored writes, spliced reads)
             *("SEPARATE_SIZE", "SPLICE_SCAN", "big_value_at", "dump_pieces"),
         ]
     )
     assert issubclass(BrineError, ValueError)
     assert BrineError.__module__ == "grpyc.brine"
+    # The types taken whole: one value of each is dumpable, a container is not one.
+    samples = [None, True, 1, 1.5, 2j, b"b", "s", NotImplemented, ...]
+    assert {type(value) for value in samples} == brine.SCALAR_TYPES
+    assert all(brine.dumpable(value) for value in samples)
+    assert not {tuple, frozenset, slice} & brine.SCALAR_TYPES
     assert DEFAULT_MAX_DEPTH == 1000
 
 

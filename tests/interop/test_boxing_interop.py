@@ -1,0 +1,61 @@
+"""Boxing side by side: grpyc labels every kind of value as stock rpyc does."""
+
+import enum
+
+import pytest
+import rpyc
+
+from grpyc import consts
+
+
+class _Color(enum.IntEnum):
+    RED = 1
+
+
+def _shape(boxed):
+    """A box with its references blanked (object ids differ between the runs)."""
+    label, value = boxed
+    if label == consts.LABEL_TUPLE:
+        return label, tuple(_shape(item) for item in value)
+    if label in (consts.LABEL_LOCAL_REF, consts.LABEL_REMOTE_REF):
+        return label, "ref"
+    return label, value
+
+
+def _values(own_proxy, foreign_proxy):
+    thing = object()
+    return {
+        "int": 42,
+        "str": "s",
+        "None": None,
+        "nested tuple": (1, (2, "x"), ()),
+        "frozenset": frozenset({1, 2}),
+        "slice": slice(1, 2, 3),
+        "frozenset of an object": frozenset({thing}),
+        "slice of an object": slice(thing),
+        "object": thing,
+        "int subclass": _Color.RED,
+        "tuple with an object": (thing, 1, (2,)),
+        "own proxy": own_proxy,
+        "request arguments": (own_proxy, (42,), ()),
+        "foreign proxy": foreign_proxy,
+    }
+
+
+@pytest.fixture
+def stock_pair():
+    first, second = rpyc.classic.connect_thread(), rpyc.classic.connect_thread()
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_box_labels_every_kind_of_value_as_stock_does(make_pair, stock_pair):
+    _, grpyc_conn = make_pair()
+    _, other_grpyc_conn = make_pair()
+    stock_conn, other_stock_conn = stock_pair
+    grpyc_values = _values(grpyc_conn.root, other_grpyc_conn.root)
+    stock_values = _values(stock_conn.modules.os, other_stock_conn.modules.os)
+    for name, value in grpyc_values.items():
+        expected = _shape(stock_conn._box(stock_values[name]))
+        assert _shape(grpyc_conn._box(value)) == expected, name
