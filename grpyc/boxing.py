@@ -38,7 +38,7 @@ __all__ = ["MAX_NAME_PACK_LENGTH", "Boxer", "ObjectTable", "ProxyTable"]
 
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 
-# `box`'s names, bound once: in the compiled module a global is one cached
+# `box`'s and `unbox`'s names, bound once: in the compiled module a global is one cached
 # lookup, an attribute of a module two.
 _dumpable = brine.dumpable
 _SCALAR_TYPES = brine.SCALAR_TYPES
@@ -138,6 +138,8 @@ class ObjectTable:
 def _key(id_pack: Any) -> IdPack:
     if type(id_pack) is not tuple or len(id_pack) != 3:
         raise KeyError(f"invalid id pack {id_pack!r}")
+    if type(id_pack[0]) is str:
+        return id_pack  # equal to, and hashed as, the tuple built below
     return (str(id_pack[0]), id_pack[1], id_pack[2])
 
 
@@ -274,15 +276,16 @@ class Boxer:
         if type(package) is not tuple or len(package) != 2:
             raise ProtocolError(f"invalid box {package!r:.80}")
         label, value = package
-        if label == consts.LABEL_VALUE:
+        if label == _LABEL_VALUE:
             return value
-        if label == consts.LABEL_TUPLE:
+        if label == _LABEL_TUPLE:
             if type(value) is not tuple:
                 raise ProtocolError("tuple box does not hold a tuple")
-            return tuple([self.unbox(item, unresolved) for item in value])
-        if label == consts.LABEL_LOCAL_REF:
+            unbox = self.unbox
+            return tuple([unbox(item, unresolved) for item in value])
+        if label == _LABEL_LOCAL_REF:
             return self.objects.get(value)
-        if label == consts.LABEL_REMOTE_REF:
+        if label == _LABEL_REMOTE_REF:
             return self.proxies.proxy_for(self._conn, remote_id_pack(value), unresolved)
         raise ProtocolError(f"invalid box label {label!r}")
 
