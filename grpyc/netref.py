@@ -184,7 +184,9 @@ class BaseNetref(metaclass=NetrefMetaclass):
             conn = object.__getattribute__(self, "____conn__")
             if conn.local_method_lookup:
                 return _method_for(cls, name).__get__(self, cls)
-        return syncreq(self, consts.HANDLE_GETATTR, name)
+        # `syncreq` inlined: every remote attribute read comes this way.
+        conn = object.__getattribute__(self, "____conn__")
+        return conn.sync_request(consts.HANDLE_GETATTR, self, name)
 
     def __getattr__(self, name: str) -> Any:
         if name in DELETED_ATTRS:
@@ -296,7 +298,10 @@ def _make_method(name: str, doc: str | None) -> Callable[..., Any]:
     if name == "__call__":
 
         def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:
-            return syncreq(self, consts.HANDLE_CALL, args, tuple(kwargs.items()))
+            # `syncreq` inlined: every call of a proxy comes this way.
+            conn = object.__getattribute__(self, "____conn__")
+            keywords = tuple(kwargs.items()) if kwargs else ()
+            return conn.sync_request(consts.HANDLE_CALL, self, args, keywords)
     elif name == "__array__":
 
         def method(self: BaseNetref, *args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Boxing side by side: grpyc labels every kind of value as stock rpyc does."""
+"""Boxing and proxy requests side by side: grpyc does as stock rpyc does."""
 
 import enum
 
@@ -59,3 +59,31 @@ def test_box_labels_every_kind_of_value_as_stock_does(make_pair, stock_pair):
     for name, value in grpyc_values.items():
         expected = _shape(stock_conn._box(stock_values[name]))
         assert _shape(grpyc_conn._box(value)) == expected, name
+
+
+def _requests_seen(conn):
+    """The handlers of the requests a proxy of `conn` sends through ``conn.sync_request``."""
+    seen = []
+    plain = conn.sync_request
+
+    def recording(handler, *args):
+        seen.append(handler)
+        return plain(handler, *args)
+
+    conn.sync_request = recording
+    remote_os = conn.modules.os
+    seen.clear()
+    remote_os.getpid()  # a method: GETATTR, then CALL of the method's proxy
+    remote_os.sep  # an attribute: GETATTR
+    return seen
+
+
+def test_proxy_calls_and_reads_go_through_sync_request_as_in_stock(stock_pair):
+    # A wrapper or an override of `sync_request` sees every request a proxy sends.
+    from grpyc import classic
+
+    conn = classic.connect_thread()
+    try:
+        assert _requests_seen(conn) == _requests_seen(stock_pair[0])
+    finally:
+        conn.close()
