@@ -135,3 +135,39 @@ def test_the_quick_answer_covers_the_usual_reads():
     assert not _surely_absent(Plain, "exposed_x")  # a class: its metaclass counts
     assert not _surely_absent(ShadowedDict(), "exposed_x")  # no user code may run
     assert not _surely_absent(holder, "exposed_x")  # an instance dict of another type
+
+
+# ------------------------------------------------------------- get_id_pack
+def test_id_packs_are_stock_rpycs_for_every_kind_of_object():
+    import rpyc
+    from rpyc.lib import get_id_pack as stock_get_id_pack
+
+    from grpyc import classic
+    from grpyc._introspect import get_id_pack
+
+    stock_conn, grpyc_conn = rpyc.classic.connect_thread(), classic.connect_thread()
+    try:
+        objects = [
+            *(Plain().method, len, [], {}, Plain(), Plain, int, sys, types, Plain.method),
+            *(stock_conn.modules.os, grpyc_conn.modules.os, object(), (lambda: 1)),
+        ]
+        for obj in objects * 2:  # the second time from what the first one learnt
+            assert get_id_pack(obj) == stock_get_id_pack(obj), obj
+    finally:
+        stock_conn.close()
+        grpyc_conn.close()
+
+
+def test_a_renamed_class_gets_its_new_name_pack_as_in_stock():
+    from rpyc.lib import get_id_pack as stock_get_id_pack
+
+    from grpyc._introspect import get_id_pack
+
+    class Renamed:
+        pass
+
+    obj = Renamed()
+    assert get_id_pack(obj)[0].endswith(".Renamed")
+    Renamed.__name__ = "NewName"
+    assert get_id_pack(obj) == stock_get_id_pack(obj)
+    assert get_id_pack(obj)[0].endswith(".NewName")
