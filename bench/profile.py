@@ -8,10 +8,11 @@ client's whole run, then prints for each side the functions that cost most.
 
 - default, py-spy: ``py-spy record`` attached to both; *self* (the sampled
   frame itself) and *total* (the frame anywhere on the stack) as
-  percentages of that process's samples. Needs py-spy (``pip install
-  py-spy``) and the right to ptrace the children. On one CPU a sample in
-  ``send`` often means "preempted by the peer it just woke": use
-  ``--split-cpus`` to see each side's own CPU.
+  percentages of that process's samples. Needs py-spy (in the
+  ``bench`` extra: ``pip install -e '.[bench]'``) and the right to ptrace
+  the children. On one CPU a sample in ``send`` often means "preempted
+  by the peer it just woke": use ``--split-cpus`` to see each side's own
+  CPU.
 - ``--native``: py-spy with native frames (slower sampling: it stops the
   process per sample), then also the busy samples (not waiting in epoll or
   a lock) by the module of their innermost Python frame: where each side's
