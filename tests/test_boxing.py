@@ -3,6 +3,8 @@
 import gc
 import weakref
 
+import pytest
+
 from grpyc import netref
 from grpyc.boxing import ProxyTable
 
@@ -54,3 +56,18 @@ def test_clear_forgets_every_proxy():
     table.clear()
     assert table._proxies == {}
     assert table.proxy_for(conn, ID_PACK) is not keep
+
+
+def test_exported_objects_are_found_by_their_id_pack_only():
+    from grpyc.boxing import ObjectTable
+
+    table = ObjectTable(max_objects=8)
+    thing = object()
+    name, class_id, instance_id = table.add(thing)
+    assert table.get((name, class_id, instance_id)) is thing
+    # What a peer may send instead: another name, the name as bytes, a wrong shape.
+    well_shaped = [(name + "x", class_id, instance_id), (name.encode(), class_id, instance_id)]
+    for forged in [*well_shaped, (name, class_id), [name, class_id, instance_id], "a str"]:
+        with pytest.raises(KeyError):
+            table.get(forged)
+    assert [table.find(forged) for forged in well_shaped] == [None, None]
