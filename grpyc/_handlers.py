@@ -24,7 +24,8 @@ __all__ = ["RequestHandlers"]
 
 _IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: no attribute can be set on the type
 _MAX_KNOWN_PLAIN = 4096
-# Types found without an override whose classes can never gain one (builtins).
+_OVERRIDE_NAMES = ("_rpyc_getattr", "_rpyc_setattr", "_rpyc_delattr")
+# Types without any override whose classes can never gain one (builtins).
 _known_plain: set[type] = set()
 
 
@@ -47,6 +48,8 @@ def type_override(cls: type, name: str) -> Any:
         cls.__flags__ & _IMMUTABLE_TYPE
         and len(_known_plain) < _MAX_KNOWN_PLAIN
         and all(klass.__flags__ & _IMMUTABLE_TYPE for klass in cls.__mro__)
+        # Known plain for every override name, not only the one asked now.
+        and not any(other in klass.__dict__ for klass in cls.__mro__ for other in _OVERRIDE_NAMES)
     ):
         _known_plain.add(cls)
     return None
