@@ -1,6 +1,7 @@
 """Boxing and proxy requests side by side: grpyc does as stock rpyc does."""
 
 import enum
+from unittest import mock
 
 import pytest
 import rpyc
@@ -39,6 +40,8 @@ def _values(own_proxy, foreign_proxy):
         "own proxy": own_proxy,
         "request arguments": (own_proxy, (42,), ()),
         "foreign proxy": foreign_proxy,
+        # An object that claims a proxy's class (isinstance says yes): by reference.
+        "mock of a proxy": mock.Mock(spec=type(own_proxy)),
     }
 
 
