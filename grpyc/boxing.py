@@ -257,7 +257,7 @@ class Boxer:
                 return _LABEL_VALUE, obj
             box = self.box
             return _LABEL_TUPLE, tuple([box(item) for item in obj])
-        if issubclass(kind, _BaseNetref):  # by type: no object's __class__ is asked
+        if issubclass(kind, _BaseNetref):  # by type: a __class__ claiming a proxy class is no proxy
             if _proxy_connection(obj) is self._conn:
                 return _LABEL_LOCAL_REF, _proxy_id_pack(obj)
         elif _dumpable(obj):  # a frozenset or slice of dumpable values
