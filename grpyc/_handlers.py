@@ -17,42 +17,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 from grpyc import consts, netref
+from grpyc._introspect import class_hook
 from grpyc.lib import get_id_pack, get_methods
 from grpyc.policy import CMP_OPS, attr_name, check_attr
 
 __all__ = ["RequestHandlers"]
-
-_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: no attribute can be set on the type
-_MAX_KNOWN_PLAIN = 4096
-_OVERRIDE_NAMES = ("_rpyc_getattr", "_rpyc_setattr", "_rpyc_delattr")
-# Types without any override whose classes can never gain one (builtins).
-_known_plain: set[type] = set()
-
-
-def type_override(cls: type, name: str) -> Any:
-    """``getattr(cls, name, None)`` for an override name (``_rpyc_getattr``, ...).
-
-    Almost every type a request touches has none, and a class attribute
-    lookup that fails formats an AttributeError message inside CPython
-    (~2,300 instructions): without a metaclass of its own, the dicts of
-    the class's MRO answer exactly.
-    """
-    if cls in _known_plain:
-        return None
-    if type(cls) is not type:
-        return getattr(cls, name, None)  # a metaclass may provide it
-    for klass in cls.__mro__:
-        if name in klass.__dict__:
-            return getattr(cls, name, None)  # as before for a descriptor that raises
-    if (
-        cls.__flags__ & _IMMUTABLE_TYPE
-        and len(_known_plain) < _MAX_KNOWN_PLAIN
-        and all(klass.__flags__ & _IMMUTABLE_TYPE for klass in cls.__mro__)
-        # Known plain for every override name, not only the one asked now.
-        and not any(other in klass.__dict__ for klass in cls.__mro__ for other in _OVERRIDE_NAMES)
-    ):
-        _known_plain.add(cls)
-    return None
 
 
 class RequestHandlers:
@@ -103,7 +72,7 @@ class RequestHandlers:
     ) -> Any:
         if type(name) is not str:  # `attr_name` inlined: once per attribute request
             name = attr_name(name)
-        accessor = type_override(type(obj), overrider)
+        accessor = class_hook(type(obj), overrider)
         if accessor is None:
             return default(obj, check_attr(self._config, obj, name, perm), *args)
         return accessor(obj, name, *args)
@@ -114,7 +83,7 @@ class RequestHandlers:
         A ``_rpyc_getattr`` override decides if the object's type has one;
         otherwise the config policy does (when `plain_policy`).
         """
-        override = type_override(type(obj), "_rpyc_getattr")
+        override = class_hook(type(obj), "_rpyc_getattr")
         if override is not None:
             override(obj, name)
         elif plain_policy:
@@ -144,7 +113,7 @@ class RequestHandlers:
         # has its own policy must allow "__call__" through it.
         # `_require_allowed(obj, "__call__", plain_policy=False)` inlined: the
         # call of every callback and bound method comes this way.
-        override = type_override(type(obj), "_rpyc_getattr")
+        override = class_hook(type(obj), "_rpyc_getattr")
         if override is not None:
             override(obj, "__call__")
         if type(kwargs) is tuple and not kwargs:  # no keywords, as sent by every client

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from types import GetSetDescriptorType
 from typing import Any, cast
 
-__all__ = ["IdPack", "get_id_pack", "get_methods", "hasattr_static"]
+__all__ = ["HOOK_NAMES", "IdPack", "class_hook", "get_id_pack", "get_methods", "hasattr_static"]
 
 IdPack = tuple[str, int, int]
 
@@ -24,12 +24,43 @@ def _module_name_pack(module: Any) -> str:
 
 
 _IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: no attribute can be set on the type
-_MAX_NAME_PACKS = 4096
+_MAX_KNOWN = 4096
+# The class attributes a class may define to change how grpyc treats its
+# objects: RPyC's attribute accessors, and the id pack of a proxy.
+HOOK_NAMES = ("_rpyc_getattr", "_rpyc_setattr", "_rpyc_delattr", "____id_pack__")
+# Immutable classes (builtins: they cannot gain an attribute) that define no hook.
+_known_plain: set[type] = set()
 # Name packs of the immutable classes of objects sent by reference (bound
 # methods, functions, builtin containers: most of them). Such a class can be
 # neither renamed nor given a ``____id_pack__``, so its name pack is made
 # once, not per object (a failed class attribute lookup and a format, ~0.6 us).
 _name_packs: dict[type, str] = {}
+
+
+def class_hook(cls: type, name: str) -> Any:
+    """``getattr(cls, name, None)`` for one of `HOOK_NAMES`.
+
+    Almost every type asked has none, and a class attribute lookup that
+    fails formats an AttributeError message inside CPython (~2,300
+    instructions): without a metaclass of its own, the dicts of the class's
+    MRO answer exactly.
+    """
+    if cls in _known_plain:
+        return None
+    if type(cls) is not type:
+        return getattr(cls, name, None)  # a metaclass may provide it
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return getattr(cls, name, None)  # as getattr for a descriptor that raises
+    if (
+        cls.__flags__ & _IMMUTABLE_TYPE  # at once false for a class of the program's own
+        and _never_changes(cls)
+        and len(_known_plain) < _MAX_KNOWN
+        # Known plain for every hook, not only the one asked now.
+        and not any(hook in klass.__dict__ for klass in cls.__mro__ for hook in HOOK_NAMES)
+    ):
+        _known_plain.add(cls)
+    return None
 
 
 def get_id_pack(obj: Any) -> IdPack:
@@ -43,7 +74,7 @@ def get_id_pack(obj: Any) -> IdPack:
     name_pack = _name_packs.get(cls)
     if name_pack is not None:
         return (name_pack, id(cls), id(obj))
-    if _may_define(cls, "____id_pack__") and getattr(cls, "____id_pack__", None) is not None:
+    if class_hook(cls, "____id_pack__") is not None:
         return cast(IdPack, object.__getattribute__(obj, "____id_pack__"))
     if inspect.ismodule(obj):
         return (_module_name_pack(obj), id(cls), id(obj))
@@ -51,22 +82,11 @@ def get_id_pack(obj: Any) -> IdPack:
         return (f"{obj.__module__}.{obj.__name__}", id(obj), 0)
     # Every instance of `cls` is neither a module nor a class: only the name counts.
     name_pack = f"{cls.__module__}.{cls.__name__}"
-    # The flag first: a class of the program's own fails it, at once, on every call.
+    # The flag first: a class of the program's own fails it at once, on every call.
     immutable = cls.__flags__ & _IMMUTABLE_TYPE
-    if immutable and _never_changes(cls) and len(_name_packs) < _MAX_NAME_PACKS:
+    if immutable and _never_changes(cls) and len(_name_packs) < _MAX_KNOWN:
         _name_packs[cls] = name_pack
     return (name_pack, id(cls), id(obj))
-
-
-def _may_define(cls: type, name: str) -> bool:
-    """False only when ``getattr(cls, name)`` surely fails (a failed class
-    attribute lookup formats its AttributeError: ~0.3 us)."""
-    if type(cls) is not type:
-        return True  # a metaclass may provide it
-    for klass in cls.__mro__:  # noqa: SIM110 - any() of a generator: a closure per call
-        if name in klass.__dict__:
-            return True
-    return False
 
 
 def _never_changes(cls: type) -> bool:

@@ -180,12 +180,10 @@ class BaseNetref(metaclass=NetrefMetaclass):
         if name in ("__call__", "__array__"):
             return object.__getattribute__(self, name)
         cls = type(self)
-        if name in cls._routines:
-            conn = object.__getattribute__(self, "____conn__")
-            if conn.local_method_lookup:
-                return _method_for(cls, name).__get__(self, cls)
-        # `syncreq` inlined: every remote attribute read comes this way.
         conn = object.__getattribute__(self, "____conn__")
+        if name in cls._routines and conn.local_method_lookup:
+            return _method_for(cls, name).__get__(self, cls)
+        # `syncreq` inlined: every remote attribute read comes this way.
         return conn.sync_request(consts.HANDLE_GETATTR, self, name)
 
     def __getattr__(self, name: str) -> Any:

@@ -1,6 +1,6 @@
-"""grpyc._introspect.hasattr_static: the same answers as stock rpyc's, without its cost.
+"""grpyc._introspect: hasattr_static, get_id_pack and class_hook answer as stock rpyc does.
 
-The attribute policy asks it on nearly every attribute a peer reads; a quick
+The attribute policy asks hasattr_static on nearly every attribute a peer reads; a quick
 "surely absent" answer must never differ from ``inspect.getattr_static``'s.
 """
 
@@ -11,6 +11,7 @@ import types
 import pytest
 from rpyc.lib import hasattr_static as stock_hasattr_static
 
+from grpyc import _introspect
 from grpyc._introspect import _surely_absent, hasattr_static
 
 
@@ -171,3 +172,64 @@ def test_a_renamed_class_gets_its_new_name_pack_as_in_stock():
     Renamed.__name__ = "NewName"
     assert get_id_pack(obj) == stock_get_id_pack(obj)
     assert get_id_pack(obj)[0].endswith(".NewName")
+
+
+# ------------------------------------------------------------- class_hook
+# A type's own ``_rpyc_*`` accessors, found as stock finds them. Immutable
+# types (builtins) are remembered as having none; what is remembered must
+# hold for every hook, not only the one asked first.
+class SetterOnly:
+    """A type with its own ``_rpyc_setattr`` and no ``_rpyc_getattr``."""
+
+    def __init__(self):
+        self.seen = []
+
+    def _rpyc_setattr(self, name, value):
+        self.seen.append((name, value))
+
+
+@pytest.fixture
+def heap_types_count_as_immutable(monkeypatch):
+    # Py_TPFLAGS_BASETYPE (set on object and on classes of Python code) stands
+    # in for Py_TPFLAGS_IMMUTABLETYPE: Python code cannot make an immutable
+    # type, and these types must reach the cache.
+    monkeypatch.setattr(_introspect, "_IMMUTABLE_TYPE", 1 << 10)
+    monkeypatch.setattr(_introspect, "_known_plain", set())
+
+
+def test_a_type_asked_for_one_override_keeps_its_other_ones(heap_types_count_as_immutable):
+    assert _introspect.class_hook(SetterOnly, "_rpyc_getattr") is None
+    assert _introspect.class_hook(SetterOnly, "_rpyc_setattr") is SetterOnly._rpyc_setattr
+    assert SetterOnly not in _introspect._known_plain
+
+
+def test_a_type_without_overrides_is_remembered(heap_types_count_as_immutable):
+    class NoHooks:
+        pass
+
+    for name in _introspect.HOOK_NAMES:
+        assert _introspect.class_hook(NoHooks, name) is None
+    assert NoHooks in _introspect._known_plain
+
+
+def _set_after_a_read(conn):
+    """What a SetterOnly object on the other side of `conn` saw of a read then a write."""
+    obj = conn.modules[__name__].SetterOnly()
+    assert list(obj.seen) == []  # a GETATTR first: the type is looked at for _rpyc_getattr
+    obj.value = 5  # then SETATTR: the type's own setter takes it
+    return [tuple(item) for item in obj.seen]
+
+
+def test_setattr_after_getattr_goes_to_the_types_own_setter_as_in_stock(
+    heap_types_count_as_immutable,
+):
+    import rpyc
+
+    from grpyc import classic
+
+    grpyc_conn, stock_conn = classic.connect_thread(), rpyc.classic.connect_thread()
+    try:
+        assert _set_after_a_read(grpyc_conn) == _set_after_a_read(stock_conn) == [("value", 5)]
+    finally:
+        grpyc_conn.close()
+        stock_conn.close()
