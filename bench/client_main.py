@@ -105,7 +105,29 @@ def _run(target, args):
     )
     scenario = SCENARIOS[args.scenario]
     metrics = scenario(ctx, args.count) if args.scenario in ("S3", "S4") else scenario(ctx)
-    return metrics, ctx.notes
+    return metrics, ctx.notes + uncompiled_note(target)
+
+
+def uncompiled_note(target):
+    """A note when a grpyc target meant to be compiled ran modules from their source.
+
+    `grpyc._accel` runs a module from source when it was edited since the
+    build: a figure measured so is the pure-Python one, and says nothing
+    about the compiled build.
+    """
+    if target.module != "grpyc_target" or dict(target.env).get("GRPYC_PURE_PYTHON"):
+        return []
+    from grpyc import _accel
+
+    compiled = _accel.compiled_modules()
+    imported = [name for name in _accel.ACCELERATED if f"grpyc.{name}" in sys.modules]
+    from_source = [name for name in imported if name not in compiled]
+    if not from_source:
+        return []
+    return [
+        "ran from source, not compiled (edited since the build, or never built): "
+        + ", ".join(from_source)
+    ]
 
 
 if __name__ == "__main__":

@@ -412,3 +412,19 @@ def test_opcode_counts_are_per_call_and_name_the_functions():
     assert grpyc_server.get("_handlers.py:_handle_call", 0) >= 1, grpyc["server"]
     assert grpyc["server"][0] > floor_counts["server"][0]
     assert any(name.startswith("brine.py:") for _n, name in stock["server"][1]), stock
+
+
+def test_a_compiled_target_running_modules_from_source_is_noted(monkeypatch):
+    import grpyc.boxing  # noqa: F401 - imported, as in every client child
+    from bench.client_main import uncompiled_note
+    from bench.targets import TARGETS
+    from grpyc import _accel
+
+    monkeypatch.setattr(_accel, "compiled_modules", list)  # as if every one were stale
+    (note,) = uncompiled_note(TARGETS["grpyc"])
+    assert "ran from source" in note and "boxing" in note
+    assert uncompiled_note(TARGETS["grpyc-pure"]) == []  # pure Python on purpose
+    assert uncompiled_note(TARGETS["floor"]) == []
+    everything = list(_accel.ACCELERATED)
+    monkeypatch.setattr(_accel, "compiled_modules", lambda: everything)
+    assert uncompiled_note(TARGETS["grpyc"]) == []
