@@ -1,4 +1,6 @@
-"""Id packs and method lists of local objects: pure introspection (`grpyc.lib` re-exports).
+"""Id packs, class hooks and method lists of local objects: pure introspection.
+
+`grpyc.lib` re-exports the id packs and method lists.
 
 Nothing here touches a connection, a socket or gevent.
 """
