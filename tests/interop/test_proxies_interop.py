@@ -1,12 +1,17 @@
 """Boxing and proxy requests side by side: grpyc does as stock rpyc does."""
 
 import enum
+import os
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
 import rpyc
 
+import grpyc.factory
 from grpyc import consts
+from tests.interop.conftest import ROOT, in_os_thread
 
 
 class _Color(enum.IntEnum):
@@ -90,3 +95,56 @@ def test_proxy_calls_and_reads_go_through_sync_request_as_in_stock(stock_pair):
         assert _requests_seen(conn) == _requests_seen(stock_pair[0])
     finally:
         conn.close()
+
+
+def _reference_probe(conn):
+    """What a client makes of values that cross by reference and by value, both ways."""
+    root = conn.root
+    remote_list = root.make_list(1, 2)
+    thing = root.make_thing(5)
+    return (
+        root.echo((1, (2, "x"), frozenset({3}), slice(1, 2))),
+        root.add(1, b=2, c=3),
+        root.call(lambda *numbers: sum(numbers), 1, 2, 3),  # a function goes by reference
+        thing.exposed_get(),
+        root.echo(remote_list) is remote_list,  # the server's own object comes back as it
+        root.length((remote_list, 3)),  # a tuple holding a proxy: by reference, inside
+        root.call(len, [1, 2, 3]),  # a builtin and a local list, by reference
+        sorted(root.make_dict(a=1).keys()),
+    )
+
+
+PATCHED_REFERENCE_PROBE = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import grpyc.factory
+from tests.interop.test_proxies_interop import _reference_probe
+conn = grpyc.factory.connect("127.0.0.1", int(sys.argv[1]))
+print(repr(_reference_probe(conn)))
+conn.close()
+"""
+
+
+def test_references_cross_from_plain_threads_and_under_patch_all_as_from_stock(rpyc_server):
+    def probe_with(connect):
+        conn = connect("127.0.0.1", rpyc_server)
+        try:
+            return _reference_probe(conn)
+        finally:
+            conn.close()
+
+    stock = in_os_thread(probe_with, rpyc.connect, timeout=60)
+    assert stock[1:] == (6, 6, 5, True, 2, 3, ["a"])  # what stock makes of it
+    assert in_os_thread(probe_with, grpyc.factory.connect, timeout=60) == stock
+    done = subprocess.run(
+        [sys.executable, "-c", PATCHED_REFERENCE_PROBE, str(rpyc_server)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == repr(stock)
