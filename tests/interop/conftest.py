@@ -48,3 +48,19 @@ def rpyc_server():
 def in_os_thread(func, *args, timeout=20):
     """Run blocking stock-rpyc code in a real OS thread; the hub keeps running."""
     return gevent.get_hub().threadpool.spawn(func, *args).get(timeout=timeout)
+
+
+def run_script(script, *args, timeout=60):
+    """Run a Python `script` with `args` in a child process (the repository on its
+    path; a script may ``monkey.patch_all()`` first); its stdout, once it exited with 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

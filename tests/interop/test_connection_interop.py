@@ -1,10 +1,7 @@
 """grpyc <-> stock rpyc 6.0.2 over TCP, both directions."""
 
 import gc
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import gevent
@@ -13,7 +10,7 @@ import rpyc
 
 import grpyc.factory
 from grpyc.service import Service
-from tests.interop.conftest import ROOT, in_os_thread, start_rpyc_server, stop_process
+from tests.interop.conftest import in_os_thread, run_script, start_rpyc_server, stop_process
 
 
 @pytest.fixture
@@ -128,17 +125,8 @@ conn.close()
 
 def test_the_dels_and_proxy_probes_agree_with_stock_under_patch_all(rpyc_server):
     """The two probes above in a process under `gevent.monkey.patch_all()`."""
-    done = subprocess.run(
-        [sys.executable, "-c", PATCHED_PROBES, str(rpyc_server)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["0", "0", "(True,", "True,", "'__main__.Thing')"]
+    output = run_script(PATCHED_PROBES, rpyc_server)
+    assert output.split() == ["0", "0", "(True,", "True,", "'__main__.Thing')"]
 
 
 def test_nested_callbacks_with_rpyc_server(to_rpyc):
@@ -373,17 +361,7 @@ def test_big_values_from_plain_threads_and_under_patch_all_as_from_stock(rpyc_se
             conn.close()
 
     assert in_os_thread(grpyc_in_a_plain_thread, timeout=60) == (True,) * 6
-    done = subprocess.run(
-        [sys.executable, "-c", PATCHED_BIG_VALUES, str(rpyc_server)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == str((True,) * 6)
+    assert run_script(PATCHED_BIG_VALUES, rpyc_server).strip() == str((True,) * 6)
 
 
 def _timeout_after_a_call_probe(connect, pause):

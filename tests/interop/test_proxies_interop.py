@@ -1,9 +1,6 @@
 """Boxing and proxy requests side by side: grpyc does as stock rpyc does."""
 
 import enum
-import os
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -11,7 +8,7 @@ import rpyc
 
 import grpyc.factory
 from grpyc import consts
-from tests.interop.conftest import ROOT, in_os_thread
+from tests.interop.conftest import in_os_thread, run_script
 
 
 class _Color(enum.IntEnum):
@@ -137,14 +134,4 @@ def test_references_cross_from_plain_threads_and_under_patch_all_as_from_stock(r
     stock = in_os_thread(probe_with, rpyc.connect, timeout=60)
     assert stock[1:] == (6, 6, 5, True, 2, 3, ["a"])  # what stock makes of it
     assert in_os_thread(probe_with, grpyc.factory.connect, timeout=60) == stock
-    done = subprocess.run(
-        [sys.executable, "-c", PATCHED_REFERENCE_PROBE, str(rpyc_server)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == repr(stock)
+    assert run_script(PATCHED_REFERENCE_PROBE, rpyc_server).strip() == repr(stock)
