@@ -142,14 +142,9 @@ class CallerWaits(Runtime):
                     if corked:  # answers of the batch go out before we wait
                         writer.uncork(release_hold=True)
                         corked = False
-                    while payload is None:
-                        if baton.holder is not me or baton.followers or self._closed:
-                            return _LEFT
-                        if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                            return _LEFT
-                        channel.fill()
-                        payload = channel.next_buffered()
-                    self.last_received = time.monotonic()
+                    payload = self._wait_for_frame(me, deadline, slot)
+                    if payload is None:
+                        return _LEFT
                 more: bool = channel.has_buffered_frame()
                 if more and not corked:
                     writer.cork(me)  # as `_handle_frames` does
@@ -181,6 +176,22 @@ class CallerWaits(Runtime):
         except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
             self._fail_reading(exc)
             return _LEFT
+
+    def _wait_for_frame(self, me: Any, deadline: float | None, slot: ReplySlot) -> Any:
+        """The lane's next frame, waited for; None when the lane must leave (a
+        borrower, a follower, the deadline, a close)."""
+        baton = self._baton
+        channel = self._channel
+        payload = None
+        while payload is None:
+            if baton.holder is not me or baton.followers or self._closed:
+                return None
+            if baton.wait_readable(me, False, deadline, slot) != READABLE:
+                return None
+            channel.fill()
+            payload = channel.next_buffered()
+        self.last_received = time.monotonic()
+        return payload
 
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
         """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.
