@@ -39,6 +39,7 @@ from grpyc.framing import (
     deflate,
     encode_frame,
     inflate,
+    join_small_frames,
 )
 
 if TYPE_CHECKING:
@@ -251,7 +252,12 @@ class Channel:
             EOFError: the stream is closed or broke while writing.
             ValueError: as `send`, or ``ids`` is not as long as ``payloads``.
         """
-        if ids is not None and len(ids) != len(payloads):
+        if ids is None and not self.thread_ids:
+            joined = join_small_frames(payloads, self._compress)
+            if joined is not None:  # the usual batch: a few small frames
+                self.stream.write(joined)
+                return
+        elif ids is not None and len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids for {len(payloads)} payloads")
         buffers: list[BytesLike] = []
         small: list[BytesLike] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST
 
@@ -41,6 +41,7 @@ __all__ = [
     "deflate",
     "encode_frame",
     "inflate",
+    "join_small_frames",
 ]
 
 BytesLike = bytes | bytearray | memoryview
@@ -286,6 +287,25 @@ def deflate(payload: Payload, compress: CompressMode) -> tuple[Payload, bool]:
     if len(packed) >= keep_below:
         return payload, False
     return packed, True
+
+
+def join_small_frames(payloads: Sequence[Payload], compress: CompressMode) -> bytes | None:
+    """The frames of `payloads` as one buffer, if every payload is a small
+    ``bytes`` (one `encode_frame` would write whole and never compress); else None.
+
+    A reply and the answers to DELs that go along with it are written so:
+    one call for all of them, not an `encode_frame` and a list each.
+    """
+    if compress not in _COMPRESS_MODES:
+        return None
+    parts = []
+    for payload in payloads:
+        if type(payload) is not bytes or len(payload) > COMPRESSION_THRESHOLD:
+            return None
+        parts.append(FRAME_HEADER.pack(len(payload), 0))
+        parts.append(payload)
+        parts.append(FLUSHER)
+    return b"".join(parts)
 
 
 def encode_frame(

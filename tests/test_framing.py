@@ -23,6 +23,7 @@ from grpyc.framing import (
     FrameError,
     check_message,
     encode_frame,
+    join_small_frames,
 )
 
 
@@ -182,6 +183,29 @@ def test_small_bytes_frames_encode_as_the_general_path_does(compress, size):
     assert b"".join(fast) == b"".join(general)
     if size <= COMPRESSION_THRESHOLD:
         assert fast == [FRAME_HEADER.pack(size, 0) + payload + b"\n"]
+
+
+@pytest.mark.parametrize("compress", [True, False, "auto"])
+def test_small_frames_join_as_encode_frame_writes_them(compress):
+    payloads = [b"\x01", b"\x02" + b"a" * 200, b"\x01" + b"b" * (COMPRESSION_THRESHOLD - 1)]
+    joined = join_small_frames(payloads, compress)
+    assert joined == b"".join(b"".join(encode_frame(p, compress)) for p in payloads)
+    decoder = FrameDecoder()
+    decoder.feed(joined)
+    assert drain(decoder) == payloads
+
+
+@pytest.mark.parametrize(
+    ("payloads", "compress"),
+    [
+        ([b"\x01", b"\x02" * (COMPRESSION_THRESHOLD + 1)], False),  # may compress: encode_frame
+        ([b"\x01", bytearray(b"\x02")], False),  # not bytes: the general path
+        ([b"\x01", memoryview(b"\x02")], False),
+        ([b"\x01"], "yes"),  # a bad mode is encode_frame's to refuse
+    ],
+)
+def test_small_frames_join_only_small_bytes(payloads, compress):
+    assert join_small_frames(payloads, compress) is None
 
 
 @pytest.mark.parametrize("compress", ["yes", None, 2])
