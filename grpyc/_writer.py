@@ -131,6 +131,8 @@ class Writer:
         self._cork_owner = None
         if self._outbox and not self._held and not self.writing and not self.closed:
             self.flush()
+        elif self._later:
+            self.schedule_deferred_flush()  # deferred while corked, and nothing took them
         if release_hold and self._held:
             self.release_hold()
 
@@ -167,7 +169,7 @@ class Writer:
         from a hub callback. Never blocks or switches."""
         if self._cork_owner is not None:
             self._cork_owner = None
-            if self._outbox:
+            if self._outbox or self._later:
                 self.schedule_flush()
 
     def enqueue(self, payload: Payload) -> None:
@@ -187,7 +189,11 @@ class Writer:
         self._later.append(payload)
         self._deferred_bytes += len(payload)
         self._check_budget()
-        self.schedule_deferred_flush()
+        if self._cork_owner is None:
+            self.schedule_deferred_flush()
+        # Else a reader answers a batch (the DEL came with a request, as from
+        # a client calling in a loop): `uncork` writes it with the batch's
+        # answers, or schedules the flush if the batch had none.
 
     def note_deferred(self, size: int) -> None:
         """`size` more bytes wait in deferred frames (DELs); they count against the budget."""

@@ -431,6 +431,26 @@ def test_a_dels_answer_goes_with_the_next_frame(pair):
     assert wait_until(lambda: not client._hub._writer._later, timeout=2)
 
 
+def test_answers_to_a_batch_of_dels_alone_are_written_by_the_deferred_flush(pair):
+    """DELs that arrive together, with no request behind them, are answered
+    while the reader has its writer corked for the batch: the answers still
+    go out, with the deferred flush (no frame of ours comes to carry them)."""
+    from grpyc._writer import DEFERRED_FLUSH_DELAY
+
+    server, client = pair
+    make_thing = client.root.make_thing  # held: no DEL of its own
+    things = [make_thing(i) for i in range(3)]
+    exported = len(server._local_objects)
+    writes = _count_writes(server)
+    del things
+    gc.collect()  # three DELs, one write from the client's deferred flush
+    started = time.monotonic()
+    assert wait_until(lambda: len(server._local_objects) == exported - 3, timeout=5)
+    assert wait_until(lambda: sum(writes) == 3, timeout=5)  # the three answers
+    assert time.monotonic() - started < DEFERRED_FLUSH_DELAY + 1
+    assert not server._hub._writer._later
+
+
 def test_a_dels_answer_waits_for_nothing_outside_gevent():
     """A connection of plain threads has no timer to bound the wait: it answers at once."""
     from grpyc._threadhub import ThreadHub
