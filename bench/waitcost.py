@@ -1,6 +1,6 @@
 """What a process's way of waiting costs a round trip: ``python -m bench.waitcost``.
 
-    python -m bench.waitcost [--count 20000] [--rounds 2]
+    python -m bench.waitcost [--count 20000] [--rounds 2] [--fork]
 
 A 24-byte ping-pong between two processes on one CPU, with no RPC code at
 all, for each way of waiting for the next message on both sides:
@@ -18,6 +18,11 @@ For each style it prints the time per round trip, each side's user and
 system CPU per round trip (the client's from ``os.times()``, the server's
 from /proc/PID/stat) and the context switches and page faults of both,
 beside what one wait through the hub costs in a warm loop in one process.
+
+``--fork`` runs each pair a second time with the server forked from the
+client: the two processes then share every page neither wrote since the
+fork. Whatever gets cheaper so is the cost of each process finding its own
+memory evicted by the other one on the shared CPU, not of the wait itself.
 """
 
 import argparse
@@ -71,13 +76,19 @@ def _endpoint(style, sock):
     return sock.send, recv
 
 
-def serve(style, cpu):
-    """Server child: echo one connection's messages until it closes."""
-    os.sched_setaffinity(0, {cpu})
+def _listener():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    print(listener.getsockname()[1], flush=True)
+    return listener
+
+
+def serve(style, cpu, listener=None):
+    """Server child: echo one connection's messages until it closes."""
+    os.sched_setaffinity(0, {cpu})
+    if listener is None:
+        listener = _listener()
+        print(listener.getsockname()[1], flush=True)
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send, recv = _endpoint(style, conn)
@@ -139,6 +150,31 @@ def in_process_hub_wait(count):
     return (time.perf_counter() - began) / count * 1e6
 
 
+def ping_forked(server_style, client_style, count, cpu):
+    """Client child that forks its server: both processes share every page
+    neither has written since (code objects, interned names, ...)."""
+    listener = _listener()
+    server_pid = os.fork()
+    if server_pid == 0:
+        try:
+            serve(server_style, cpu, listener)
+        finally:
+            os._exit(0)
+    try:
+        ping(client_style, listener.getsockname()[1], server_pid, count, cpu)
+    finally:
+        os.kill(server_pid, 9)
+        os.waitpid(server_pid, 0)
+
+
+def run_forked(server_style, client_style, count, cpu=0):
+    """`run_pair` with the server forked from the client child (`ping_forked`)."""
+    command = [sys.executable, "-m", "bench.waitcost", "--forked", server_style]
+    command += ["--ping", client_style, "--count", str(count), "--cpu", str(cpu)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(done.stdout)
+
+
 def run_pair(server_style, client_style, count, cpu=0):
     """One server child and one client child; the client's figures."""
     command = [sys.executable, "-m", "bench.waitcost"]
@@ -169,9 +205,18 @@ def main(argv=None):
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--forked", choices=STYLES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fork",
+        action="store_true",
+        help="also run each pair with the server forked from the client (shared pages)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.cpu)
+        return
+    if args.forked:
+        ping_forked(args.forked, args.ping, args.count, args.cpu)
         return
     if args.ping:
         ping(args.ping, args.port, args.server_pid, args.count, args.cpu)
@@ -183,6 +228,9 @@ def main(argv=None):
             figures = run_pair(server_style, client_style, args.count)
             pair = f"server {server_style:13s} client {client_style:13s}"
             print(pair, json.dumps(figures, ensure_ascii=False), flush=True)
+            if args.fork:
+                figures = run_forked(server_style, client_style, args.count)
+                print(pair, "forked", json.dumps(figures, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":

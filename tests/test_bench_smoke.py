@@ -344,6 +344,19 @@ def test_waitcost_measures_each_way_of_waiting():
             assert figures[side] >= 0, pair
 
 
+def test_waitcost_forks_the_server_when_asked():
+    """`--fork` runs each pair again with the server forked from the client
+    child: the same figures, from a server that shares the client's pages."""
+    from bench.waitcost import run_forked
+
+    for server_style, client_style in [("blocking", "blocking"), ("hub", "hub")]:
+        figures = run_forked(server_style, client_style, count=200)
+        pair = (server_style, client_style, figures)
+        assert figures["µs per round trip"] > 0, pair
+        # Counted from /proc of both processes, the forked server's included.
+        assert figures["context switches"] >= 1.0, pair
+
+
 def test_cpu_pairs_one_targets_client_with_anothers_server():
     """`python -m bench.cpu --targets CLIENT/SERVER` starts the server of the
     second target and runs the first one's client against it."""
