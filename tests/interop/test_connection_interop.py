@@ -293,6 +293,57 @@ def test_grpyc_server_closes_rpyc_client(grpyc_server):
     assert in_os_thread(closed_seen, conn) == "eof"
 
 
+def _dels_answered(port):
+    """A stock client drops 30 proxies at once (a DEL each, written as they die)
+    and then only reads: how many of its requests still wait for an answer
+    (stock keeps them in `_request_callbacks`) once the answers had time to come."""
+    conn = rpyc.connect("127.0.0.1", port)
+    try:
+        make_thing = conn.root.make_thing
+        things = [make_thing(i) for i in range(30)]
+        del things
+        gc.collect()
+        for _ in range(200):  # bounded: ~2 s
+            conn.poll_all(0.01)  # reads what came, sends nothing
+            if not conn._request_callbacks:
+                return 0
+        return len(conn._request_callbacks)
+    finally:
+        conn.close()
+
+
+def test_a_stock_clients_dels_are_answered_by_a_grpyc_server_as_by_a_stock_one(
+    rpyc_server, grpyc_server
+):
+    """The DELs come in a batch and nothing else follows them: a grpyc server
+    answers them all on its own (its deferred flush), as a stock server does."""
+    assert in_os_thread(_dels_answered, rpyc_server) == 0
+    assert in_os_thread(_dels_answered, grpyc_server.port) == 0
+
+
+PATCHED_DELS = """
+from gevent import monkey
+monkey.patch_all()
+import sys, gevent
+from grpyc.server import Server
+from tests.services import TestService
+from tests.interop.test_connection_interop import _dels_answered
+server = Server(TestService, hostname="127.0.0.1", port=0)
+server.listen()
+gevent.spawn(server.start)
+threadpool = gevent.get_hub().threadpool
+ours = threadpool.spawn(_dels_answered, server.port).get(timeout=20)
+stocks = threadpool.spawn(_dels_answered, int(sys.argv[1])).get(timeout=20)
+print(ours, stocks)
+server.close()
+"""
+
+
+def test_a_patched_grpyc_server_answers_a_stock_clients_dels_as_a_stock_one(rpyc_server):
+    """The probe above with the grpyc server in a process under `patch_all()`."""
+    assert run_script(PATCHED_DELS, rpyc_server).split() == ["0", "0"]
+
+
 # ------------------------------------------- big values, both ways (S4 path)
 def _big_values():
     rng = __import__("random").Random(4)
