@@ -521,3 +521,51 @@ def test_steering_exceptions_from_the_peer_arrive_as_plain_exceptions():
     assert isinstance(exc, Exception)
     assert type(exc).__name__ == "greenlet.GreenletExit"
     assert is_from_peer(exc)
+
+
+# -------------------------------------- DELs in batches with nothing behind them
+def test_batches_of_dels_are_answered_without_a_request_behind_them(
+    server_process, raw_peers, victim
+):
+    """A peer takes 500 references to the root (GETROOT each), then drops them
+    in one write of 500 DELs with nothing after it, twenty times: the server
+    answers every DEL on its own (its deferred flush: the batch had no answer
+    of ours to carry them), within a second, and another client is not held up."""
+    process = server_process()
+    client = victim(process.port)
+    client.call_once()
+    peer = raw_peers(process.port)
+    root = peer.root_id_pack()
+    worker = gevent.spawn(client.call_for, 2)
+    baseline = process.status_kib("VmRSS")
+    per_batch, seq, slowest = 500, 1, 0.0
+    for _ in range(20):
+        peer.send(
+            b"".join(
+                frame(request(seq + n, consts.HANDLE_GETROOT, boxed())) for n in range(per_batch)
+            )
+        )
+        assert all(peer.recv_message()[0] == consts.MSG_REPLY for _ in range(per_batch))
+        seq += per_batch
+        dropped = boxed((L, root), (V, 1))
+        started = time.monotonic()
+        peer.send(
+            b"".join(frame(request(seq + n, consts.HANDLE_DEL, dropped)) for n in range(per_batch))
+        )
+        answers = [peer.recv_message() for _ in range(per_batch)]
+        slowest = max(slowest, time.monotonic() - started)
+        assert [(msg, body) for msg, _, body in answers] == [
+            (consts.MSG_REPLY, (V, None))
+        ] * per_batch
+        seq += per_batch
+    worker.get(timeout=30)
+    assert_serves(process.port)
+    grown_mib = (process.status_kib("VmRSS") - baseline) / KIB
+    print(
+        f"\n20 x {per_batch} DELs with nothing behind: all answered, the slowest batch in"
+        f" {slowest * 1000:.0f} ms; RSS +{grown_mib:.1f} MiB;"
+        f" victim worst {client.worst * 1000:.0f} ms"
+    )
+    assert slowest < 1, slowest
+    assert client.worst < 1, client.worst
+    assert grown_mib < 50, grown_mib
