@@ -298,7 +298,7 @@ def join_small_frames(payloads: Sequence[Payload], compress: CompressMode) -> by
     """
     if compress not in _COMPRESS_MODES:
         return None
-    parts = []
+    parts: list[bytes] = []
     for payload in payloads:
         if type(payload) is not bytes or len(payload) > COMPRESSION_THRESHOLD:
             return None
