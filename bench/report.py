@@ -22,6 +22,7 @@ from bench.scenarios import metric as metric_info
 GRPYC, PATCHED, RPYC, FLOOR = "grpyc", "grpyc-patched", "rpyc-threaded", "floor"
 PURE = "grpyc-pure"  # the same grpyc with GRPYC_PURE_PYTHON=1
 BASE, BASE_PATCHED = "grpyc-base", "grpyc-base-patched"  # --baseline: an older checkout
+THREADS = "grpyc-threads"  # grpyc's client in plain OS threads (opt-in: --targets)
 DOC_BEGIN = "<!-- bench-results:begin -->"
 DOC_END = "<!-- bench-results:end -->"
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -97,6 +98,8 @@ def render_table(run):
     extra = []
     if GRPYC in targets and RPYC in targets:
         extra.append(("grpyc / rpyc-threaded", GRPYC, RPYC))
+    if THREADS in targets and RPYC in targets:
+        extra.append(("threads / rpyc-threaded", THREADS, RPYC))
     if GRPYC in targets and FLOOR in targets:
         extra.append(("grpyc / floor", GRPYC, FLOOR))
     if GRPYC in targets and PATCHED in targets:

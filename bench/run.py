@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.targets import BASELINE_TARGETS, TARGETS
+from bench.targets import BASELINE_TARGETS, OPT_IN_TARGETS, TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_ORDER = ["S1", "S2", "S3", "S4", "S5", "S6", "B"]
@@ -106,7 +106,8 @@ def parse_args(argv):
             raise SystemExit(f"--baseline {baseline}: no grpyc package there")
         os.environ[_BASELINE_VARIABLE] = str(baseline)
     known = [name for name in TARGETS if args.baseline or name not in BASELINE_TARGETS]
-    args.target_names = _pick(args.targets, known, "target")
+    default = [name for name in known if name not in OPT_IN_TARGETS]
+    args.target_names = _pick(args.targets, known, "target", default)
     args.reps = args.reps or (2 if args.quick else 5)
     args.duration = args.duration or (0.1 if args.quick else 0.5)
     s3_counts = args.s3 or ("200" if args.quick else "2000,10000")
@@ -125,9 +126,9 @@ def parse_args(argv):
     return args
 
 
-def _pick(text, known, what):
+def _pick(text, known, what, default=None):
     if not text:
-        return list(known)
+        return list(known if default is None else default)
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in chosen if item not in known]
     if unknown:

@@ -45,6 +45,20 @@ def test_quick_run_measures_grpyc_rpyc_and_the_floor(tmp_path):
     assert "python -m bench --quick --reps 1 --only S1,S5,B" in markdown
 
 
+def test_grpyc_in_plain_threads_runs_when_named_beside_stocks_threads(tmp_path):
+    """`grpyc-threads` (grpyc's client without gevent, callers in OS threads) is
+    not in a default run; named, it runs and is compared with rpyc-threaded."""
+    from bench.run import parse_args
+
+    assert "grpyc-threads" not in parse_args(["--quick"]).target_names
+    run = _quick_run(tmp_path, 1, "S1,S2", "grpyc-threads,rpyc-threaded", timeout=60)
+    assert run["errors"] == []
+    figures = run["results"]["grpyc-threads"]
+    assert figures["S1.bound_echo"][0] > 0 and figures["S2.calls"][0] > 0, figures
+    assert figures["S2.errors"] == [0], figures
+    assert "threads / rpyc-threaded" in (tmp_path / "results.md").read_text()
+
+
 def test_s5_runs_as_many_rounds_as_reps(tmp_path):
     """S5's median is over `--reps` pairs of processes, as S1's (it was at most 3)."""
     figures = _quick_run(tmp_path, 4, "S5", "floor", timeout=60)["results"]["floor"]

@@ -70,3 +70,14 @@ BASELINE_TARGETS = {
     ),
 }  # fmt: skip
 TARGETS.update(BASELINE_TARGETS)
+
+# Run only when named in ``--targets``: grpyc's client without gevent, its
+# callers plain OS threads (a program written for stock rpyc's threads), against
+# a grpyc server. Compare it with rpyc-threaded, whose client runs so too.
+OPT_IN_TARGETS = {
+    "grpyc-threads": Target(
+        "grpyc-threads", "grpyc_target", "grpyc, callers in OS threads", patched=False,
+        threads=True,
+    ),
+}  # fmt: skip
+TARGETS.update(OPT_IN_TARGETS)
