@@ -39,6 +39,15 @@ __all__ = ["ThreadHub"]
 _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _start_thread: Callable[..., Any] = get_original("_thread", "start_new_thread")
 _Condition: Any = get_original("threading", "Condition")
+_thread_local: Any = get_original("_thread", "_local")
+
+# Levels of a callback chain one OS thread runs before the next level moves to
+# a thread of its own. A level costs ~12 frames of the recursion limit (1000),
+# and a greenlet started deep in a thread is as deep as its starter (greenlet 3
+# on Python 3.11): in one thread a chain fails near 80 levels, as stock's does
+# near 87. A fresh thread starts from nothing, so the chain goes on.
+_LEVELS_PER_THREAD = 32
+_levels = _thread_local()  # `depth`: the jobs this thread runs inside each other
 
 
 class _Sleeper:
@@ -270,9 +279,17 @@ class ThreadHub(Runtime):
         with self._state:
             self._running += 1
         try:
-            # A fresh greenlet starts with a fresh recursion depth: a callback
-            # chain of any depth runs, each level on its own stack.
-            greenlet.greenlet(func).switch(*args)
+            depth = getattr(_levels, "depth", 0)
+            if depth >= _LEVELS_PER_THREAD:
+                _run_in_new_thread(func, args)  # see `_LEVELS_PER_THREAD`
+                return
+            _levels.depth = depth + 1
+            try:
+                # Each job is a greenlet of its own: its identity tells a
+                # handler's nested call apart (`serialize_requests`' turn).
+                greenlet.greenlet(func).switch(*args)
+            finally:
+                _levels.depth = depth
         finally:
             with self._state:
                 self._running -= 1
@@ -391,6 +408,27 @@ def _remaining(deadline: float | None) -> float:
     if deadline is None:
         return -1
     return max(0.0, deadline - time.monotonic())
+
+
+def _run_in_new_thread(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run the job ``func(*args)`` in a new OS thread and wait for it here;
+    what it raises is raised here, as if it had run in this thread."""
+    finished = _allocate_lock()
+    finished.acquire()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            greenlet.greenlet(func).switch(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the waiting thread
+            failure.append(exc)
+        finally:
+            finished.release()
+
+    _start_thread(run, ())
+    finished.acquire()
+    if failure:
+        raise failure[0]
 
 
 def _poll_timeout(deadline: float | None) -> float | None:

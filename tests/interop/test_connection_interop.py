@@ -293,6 +293,35 @@ def test_grpyc_server_closes_rpyc_client(grpyc_server):
     assert in_os_thread(closed_seen, conn) == "eof"
 
 
+def _callback_chain(connect, port, depth):
+    """A chain of `depth` nested callbacks from the calling (plain) thread:
+    bounce(d) calls back cb(d-1), which calls bounce(d-1), ...; the depth
+    reached, or the name of what stopped it."""
+    conn = connect("127.0.0.1", port)
+    try:
+        bounce = conn.root.bounce
+
+        def callback(level):
+            return bounce(callback, level)
+
+        try:
+            return bounce(callback, depth)
+        except RecursionError as exc:
+            return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_a_callback_chain_from_a_plain_thread_goes_deeper_than_stocks(grpyc_server):
+    """From a plain OS thread, stock's client runs out of recursion near 87
+    levels; grpyc's goes on (docs/semantics.md). Short chains: the same."""
+    port = grpyc_server.port
+    assert in_os_thread(_callback_chain, rpyc.connect, port, 40) == 40
+    assert in_os_thread(_callback_chain, grpyc.factory.connect, port, 40) == 40
+    assert in_os_thread(_callback_chain, rpyc.connect, port, 300) == "RecursionError"
+    assert in_os_thread(_callback_chain, grpyc.factory.connect, port, 300, timeout=60) == 300
+
+
 def _dels_answered(port):
     """A stock client drops 30 proxies at once (a DEL each, written as they die)
     and then only reads: how many of its requests still wait for an answer
