@@ -47,6 +47,11 @@ _thread_local: Any = get_original("_thread", "_local")
 # on Python 3.11): in one thread a chain fails near 80 levels, as stock's does
 # near 87. A fresh thread starts from nothing, so the chain goes on.
 _LEVELS_PER_THREAD = 32
+# At most this many such threads at once per connection (~2,000 levels, as
+# deep as the gevent runtime goes): a peer that keeps answering a callback
+# with another callback must not make us start threads without end. Past
+# it, levels stay in their thread and meet the recursion limit there.
+_MAX_CHAIN_THREADS = 64
 _levels = _thread_local()  # `depth`: the jobs this thread runs inside each other
 
 
@@ -79,6 +84,7 @@ class ThreadHub(Runtime):
         self._sleepers: list[_Sleeper] = []
         self._job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
         self._running = 0
+        self._chain_threads = 0  # threads running a deep level of a chain (`_run_job`)
         self._send_lock = _allocate_lock()
         self._outbox: list[Payload] = []
         self._deferred_bytes = 0
@@ -280,8 +286,12 @@ class ThreadHub(Runtime):
             self._running += 1
         try:
             depth = getattr(_levels, "depth", 0)
-            if depth >= _LEVELS_PER_THREAD:
-                _run_in_new_thread(func, args)  # see `_LEVELS_PER_THREAD`
+            if depth >= _LEVELS_PER_THREAD and self._chain_thread_taken():
+                try:
+                    _run_in_new_thread(func, args)  # see `_LEVELS_PER_THREAD`
+                finally:
+                    with self._state:
+                        self._chain_threads -= 1
                 return
             _levels.depth = depth + 1
             try:
@@ -294,6 +304,14 @@ class ThreadHub(Runtime):
             with self._state:
                 self._running -= 1
                 self._state.notify_all()
+
+    def _chain_thread_taken(self) -> bool:
+        """Whether one more thread may run a deep level of a chain (`_MAX_CHAIN_THREADS`)."""
+        with self._state:
+            if self._chain_threads >= _MAX_CHAIN_THREADS:
+                return False
+            self._chain_threads += 1
+            return True
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` in a new daemon thread; errors go to the log."""

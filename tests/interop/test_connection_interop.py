@@ -1,6 +1,7 @@
 """grpyc <-> stock rpyc 6.0.2 over TCP, both directions."""
 
 import gc
+import os
 import signal
 import time
 
@@ -320,6 +321,40 @@ def test_a_callback_chain_from_a_plain_thread_goes_deeper_than_stocks(grpyc_serv
     assert in_os_thread(_callback_chain, grpyc.factory.connect, port, 40) == 40
     assert in_os_thread(_callback_chain, rpyc.connect, port, 300) == "RecursionError"
     assert in_os_thread(_callback_chain, grpyc.factory.connect, port, 300, timeout=60) == 300
+
+
+def test_a_chain_from_a_plain_thread_starts_a_bounded_number_of_threads(grpyc_server, monkeypatch):
+    """A peer that answers every callback with another one cannot make a plain
+    thread start threads without end: past `_MAX_CHAIN_THREADS` the levels stay
+    in their thread (where the recursion limit ends a chain, as in stock)."""
+    from grpyc import _threadhub
+
+    def os_threads():
+        return len(os.listdir("/proc/self/task"))  # `threading` does not see raw threads
+
+    monkeypatch.setattr(_threadhub, "_LEVELS_PER_THREAD", 8)
+    monkeypatch.setattr(_threadhub, "_MAX_CHAIN_THREADS", 2)
+    threads_seen = []
+
+    def chain(depth):
+        conn = grpyc.factory.connect("127.0.0.1", grpyc_server.port)
+        try:
+            bounce = conn.root.bounce
+
+            def callback(level):
+                threads_seen.append(os_threads())
+                return bounce(callback, level)
+
+            return bounce(callback, depth)
+        finally:
+            conn.close()
+
+    # 8 levels in the calling thread, 8 in each of the two others, the other 36
+    # in the last one (without the cap: 7 threads). Deeper, the last thread
+    # meets the recursion limit (slow to unwind here, so not run).
+    assert in_os_thread(chain, 60) == 60
+    base = threads_seen[0]  # at the first level: no thread of the chain yet
+    assert max(threads_seen) - base <= 2, (base, max(threads_seen))
 
 
 def _dels_answered(port):
