@@ -285,28 +285,34 @@ class ThreadHub(Runtime):
         with self._state:
             self._running += 1
         try:
-            depth = getattr(_levels, "depth", 0)
-            if depth >= _LEVELS_PER_THREAD and self._chain_thread_taken():
-                try:
-                    _run_in_new_thread(func, args)  # see `_LEVELS_PER_THREAD`
-                finally:
-                    with self._state:
-                        self._chain_threads -= 1
-                return
-            _levels.depth = depth + 1
-            try:
-                # Each job is a greenlet of its own: its identity tells a
-                # handler's nested call apart (`serialize_requests`' turn).
-                greenlet.greenlet(func).switch(*args)
-            finally:
-                _levels.depth = depth
+            self._run_level(func, args)
         finally:
             with self._state:
                 self._running -= 1
                 self._state.notify_all()
 
-    def _chain_thread_taken(self) -> bool:
-        """Whether one more thread may run a deep level of a chain (`_MAX_CHAIN_THREADS`)."""
+    def _run_level(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run a job, one level of a callback chain: in this thread, or in a new
+        one once this thread runs `_LEVELS_PER_THREAD` levels inside each other."""
+        depth = getattr(_levels, "depth", 0)
+        if depth >= _LEVELS_PER_THREAD and self._reserve_chain_thread():
+            try:
+                _run_in_new_thread(func, args)
+            finally:
+                with self._state:
+                    self._chain_threads -= 1
+            return
+        _levels.depth = depth + 1
+        try:
+            # Each job is a greenlet of its own: its identity tells a handler's
+            # nested call apart (`serialize_requests`' turn).
+            greenlet.greenlet(func).switch(*args)
+        finally:
+            _levels.depth = depth
+
+    def _reserve_chain_thread(self) -> bool:
+        """Count one more thread running a deep level of a chain, unless
+        `_MAX_CHAIN_THREADS` already do (then False)."""
         with self._state:
             if self._chain_threads >= _MAX_CHAIN_THREADS:
                 return False
