@@ -84,7 +84,7 @@ class ThreadHub(Runtime):
         self._sleepers: list[_Sleeper] = []
         self._job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
         self._running = 0
-        self._chain_threads = 0  # threads running a deep level of a chain (`_run_job`)
+        self._chain_threads = 0  # threads running a deep level of a chain (`_run_level`)
         self._send_lock = _allocate_lock()
         self._outbox: list[Payload] = []
         self._deferred_bytes = 0
