@@ -294,15 +294,17 @@ def test_grpyc_server_closes_rpyc_client(grpyc_server):
     assert in_os_thread(closed_seen, conn) == "eof"
 
 
-def _callback_chain(connect, port, depth):
+def _callback_chain(connect, port, depth, on_level=None):
     """A chain of `depth` nested callbacks from the calling (plain) thread:
     bounce(d) calls back cb(d-1), which calls bounce(d-1), ...; the depth
-    reached, or the name of what stopped it."""
+    reached, or the name of what stopped it. `on_level()` runs at each level."""
     conn = connect("127.0.0.1", port)
     try:
         bounce = conn.root.bounce
 
         def callback(level):
+            if on_level is not None:
+                on_level()
             return bounce(callback, level)
 
         try:
@@ -336,23 +338,14 @@ def test_a_chain_from_a_plain_thread_starts_a_bounded_number_of_threads(grpyc_se
     monkeypatch.setattr(_threadhub, "_MAX_CHAIN_THREADS", 2)
     threads_seen = []
 
-    def chain(depth):
-        conn = grpyc.factory.connect("127.0.0.1", grpyc_server.port)
-        try:
-            bounce = conn.root.bounce
-
-            def callback(level):
-                threads_seen.append(os_threads())
-                return bounce(callback, level)
-
-            return bounce(callback, depth)
-        finally:
-            conn.close()
+    def count_threads():
+        threads_seen.append(os_threads())
 
     # 8 levels in the calling thread, 8 in each of the two others, the other 36
     # in the last one (without the cap: 7 threads). Deeper, the last thread
     # meets the recursion limit (slow to unwind here, so not run).
-    assert in_os_thread(chain, 60) == 60
+    port = grpyc_server.port
+    assert in_os_thread(_callback_chain, grpyc.factory.connect, port, 60, count_threads) == 60
     base = threads_seen[0]  # at the first level: no thread of the chain yet
     assert max(threads_seen) - base <= 2, (base, max(threads_seen))
 
