@@ -419,6 +419,43 @@ def test_fresh_scenarios_take_turns_across_targets():
     assert large and "rpyc-threaded" not in large
 
 
+def test_s3_times_its_calls_with_the_set_ups_objects_collected_and_frozen(monkeypatch):
+    """S3's timed calls start with no garbage of the set-up left and its objects
+    frozen, for every target: which full collection fell into the timed phase
+    depended on the counters a set-up left, and one with ~2,000 threads waiting
+    for the GIL stalls for tens of seconds (docs/benchmarks.md)."""
+    import gc
+    import types
+
+    from bench import scenarios
+    from bench.runtime import ThreadRuntime
+
+    seen = {}
+
+    def timed_calls(ctx, calls, duration, join_cap):
+        seen["frozen"] = gc.get_freeze_count()
+        seen["garbage"] = gc.collect()
+        return 1.0, [], 0, 0
+
+    def make_garbage(conn):
+        cycle = [conn]
+        cycle.append(cycle)  # freed only by a collection
+        return lambda: None
+
+    ctx = types.SimpleNamespace(
+        runtime=ThreadRuntime(), server_pid=os.getpid(), duration=0.0, note=print,
+        connect=object, client=types.SimpleNamespace(bound_echo=make_garbage),
+    )  # fmt: skip
+    monkeypatch.setattr(scenarios, "run_callers", timed_calls)
+    try:
+        figures = scenarios.s3_many_connections(ctx, 50)
+    finally:
+        gc.unfreeze()
+    assert figures["S3.50.held"] == [50]
+    assert seen["frozen"] > 0
+    assert seen["garbage"] == 0
+
+
 def test_opcode_counts_are_per_call_and_name_the_functions():
     """`python -m bench.opcodes` counts each side's Python opcodes per call from
     two sessions' difference; grpyc's server runs its request path (more than
