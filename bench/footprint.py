@@ -1,7 +1,7 @@
 """Instructions and L1 cache misses per call on one side: ``python -m bench.footprint``.
 
     python -m bench.footprint [--op bound|attr|root|callback] [--side server|client]
-                              [--target grpyc|rpyc|floor] [--parts]
+                              [--target grpyc|rpyc|floor] [--parts] [--functions N]
 
 `bench.instructions` counts both sides in one process; this runs the
 server and the client as two processes, as the benchmark suite does, and
@@ -12,7 +12,9 @@ lines, what the machines here have). Each count is taken twice, for
 call. `--target rpyc` runs stock rpyc's OneShotServer and client instead;
 `--target floor` the one-reader floor's echo round trip (whatever the op).
 `--parts` also splits the counts by where the code lives (CPython, gevent and
-libev, greenlet, libc, each compiled grpyc module), from ``cg_annotate``.
+libev, greenlet, libc, each compiled grpyc module), from ``cg_annotate``;
+`--functions N` lists the N functions (C functions: Python code counts in
+the eval loop) that run the most instructions per call.
 
 Why: per call, grpyc executes fewer instructions than stock rpyc on each
 side yet took as long. The misses say where the time went: code and data
@@ -156,10 +158,11 @@ def _wait_for(path, seconds=120.0):
 
 def _count(args, calls, scratch):
     """valgrind's totals for the measured side of one run of `calls` calls,
-    and (with `args.parts`) the same counts by part of the code."""
+    and (with `--parts` or `--functions`) the same counts by function."""
     port_file = str(Path(scratch, f"port.{calls}"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out_file = str(Path(scratch, f"cachegrind.{calls}")) if args.parts else "/dev/null"
+    by_function = args.parts or args.functions
+    out_file = str(Path(scratch, f"cachegrind.{calls}")) if by_function else "/dev/null"
     valgrind = cachegrind(out_file)
     server = [sys.executable, "server.py", args.target, port_file]
     client = [sys.executable, "client.py", args.target, port_file, args.op, str(calls)]
@@ -178,7 +181,7 @@ def _count(args, calls, scratch):
             if server_proc.poll() is None:
                 server_proc.kill()
     report = server_err if args.side == "server" else client_proc.stderr
-    return _parse(report), (_parts(out_file) if args.parts else {})
+    return _parse(report), (_locations(out_file) if by_function else {})
 
 
 def _parse(report):
@@ -218,11 +221,26 @@ def _part_of(location):
 
 def _parts(out_file):
     """``{part: {event: count}}`` of one cachegrind output file."""
+    return _grouped(_locations(out_file), _part_of)
+
+
+def _grouped(locations, key):
+    """``{key(location): {event: count}}``: the counts of `locations` added up by key."""
+    groups = {}
+    for location, counts in locations.items():
+        totals = groups.setdefault(key(location), {})
+        for event, value in counts.items():
+            totals[event] = totals.get(event, 0) + value
+    return groups
+
+
+def _locations(out_file):
+    """``{"file:function": {event: count}}`` of one cachegrind output file."""
     report = subprocess.run(
         ["cg_annotate", "--auto=no", "--threshold=0", out_file],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    parts = {}
+    locations = {}
     listing = False
     for line in report.splitlines():
         if "file:function" in line:
@@ -234,30 +252,31 @@ def _parts(out_file):
         counts = fields[: len(_EVENTS)]
         if not all(c == "." or c.replace(",", "").isdigit() for c in counts):
             continue
-        totals = parts.setdefault(_part_of(" ".join(fields[len(_EVENTS) :])), {})
+        totals = locations.setdefault(" ".join(fields[len(_EVENTS) :]), {})
         for event, count in zip(_EVENTS, counts, strict=True):
             value = 0 if count == "." else int(count.replace(",", ""))
             totals[event] = totals.get(event, 0) + value
-    return parts
+    return locations
 
 
 def per_call(args):
-    """``(totals, parts)`` per call: valgrind's totals, and by part with `args.parts`."""
+    """``(totals, by_function)`` per call: valgrind's totals, and with `--parts` or
+    `--functions` the counts of each ``file:function`` (shown names, per call)."""
     server, client = programs(args.target)
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, "server.py").write_text(server)
         Path(scratch, "client.py").write_text(client)
-        few, few_parts = _count(args, _FEW, scratch)
-        more, more_parts = _count(args, _FEW + _MORE, scratch)
+        few, few_functions = _count(args, _FEW, scratch)
+        more, more_functions = _count(args, _FEW + _MORE, scratch)
     totals = {name: (more[name] - few[name]) // _MORE for name in few}
-    parts = {}
-    for part in set(few_parts) | set(more_parts):
-        before, after = few_parts.get(part, {}), more_parts.get(part, {})
-        parts[part] = {
+    by_function = {}
+    for location in set(few_functions) | set(more_functions):
+        before, after = few_functions.get(location, {}), more_functions.get(location, {})
+        by_function[location] = {
             name: (after.get(event, 0) - before.get(event, 0)) / _MORE
             for name, event in _SHOWN.items()
         }
-    return totals, parts
+    return totals, by_function
 
 
 def main(argv=None):
@@ -266,16 +285,32 @@ def main(argv=None):
     parser.add_argument("--side", choices=["server", "client"], default="server")
     parser.add_argument("--target", choices=["grpyc", "rpyc", "floor"], default="grpyc")
     parser.add_argument("--parts", action="store_true", help="also split the counts by part")
+    parser.add_argument(
+        "--functions", type=int, default=0, metavar="N",
+        help="also list the N functions with the most instructions per call",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.exit(2, "bench.footprint: valgrind is not installed\n")
-    counts, parts = per_call(args)
+    counts, by_function = per_call(args)
     figures = "  ".join(f"{value:,} {name}" for name, value in counts.items())
     print(f"{args.target} {args.side} {args.op}: {figures} per call")
-    for part, numbers in sorted(parts.items(), key=lambda item: -item[1]["I1 misses"]):
-        if any(abs(value) >= 1 for value in numbers.values()):
-            row = "  ".join(f"{value:8,.0f} {name}" for name, value in numbers.items())
-            print(f"  {row}  {part}")
+    if args.parts:
+        parts = _grouped(by_function, _part_of)
+        for part, numbers in sorted(parts.items(), key=lambda item: -item[1]["I1 misses"]):
+            _print_row(numbers, part)
+    if args.functions:
+        print(f"  the {args.functions} functions with the most instructions per call:")
+        busiest = sorted(by_function.items(), key=lambda item: -item[1]["instructions"])
+        for location, numbers in busiest[: args.functions]:
+            path, _, function = location.partition(":")
+            _print_row(numbers, f"{Path(path).name}:{function}")
+
+
+def _print_row(numbers, label):
+    if any(abs(value) >= 1 for value in numbers.values()):
+        row = "  ".join(f"{value:8,.0f} {name}" for name, value in numbers.items())
+        print(f"  {row}  {label}")
 
 
 if __name__ == "__main__":

@@ -327,6 +327,26 @@ def test_footprint_parts_sums_cg_annotate_rows_by_part(tmp_path, monkeypatch):
     assert sum(part["Ir"] for part in parts.values()) == 1760
 
 
+def test_footprint_functions_lists_the_busiest_functions_per_call(monkeypatch, capsys):
+    """`bench.footprint --functions N` prints the N functions that ran the most
+    instructions per call: the difference of the two runs' rows over `_MORE`."""
+    from bench import footprint
+
+    few = {"ceval.c:eval": {"Ir": 1000}, "???:ev_run": {"Ir": 500}, "a.c:f": {"Ir": 10}}
+    more = {"ceval.c:eval": {"Ir": 1000 + 7 * footprint._MORE},
+            "???:ev_run": {"Ir": 500 + 9 * footprint._MORE},
+            "a.c:f": {"Ir": 10 + footprint._MORE}}  # fmt: skip
+    runs = iter([({"instructions": 0, "I1 misses": 0, "D1 misses": 0}, few),
+                 ({"instructions": 0, "I1 misses": 0, "D1 misses": 0}, more)])  # fmt: skip
+    monkeypatch.setattr(footprint, "_count", lambda args, calls, scratch: next(runs))
+    monkeypatch.setattr(footprint.shutil, "which", lambda name: "/usr/bin/valgrind")
+    footprint.main(["--functions", "2"])
+    listed = capsys.readouterr().out.splitlines()[2:]
+    assert len(listed) == 2
+    assert listed[0].split()[0] == "9" and listed[0].endswith("???:ev_run")
+    assert listed[1].split()[0] == "7" and listed[1].endswith("ceval.c:eval")
+
+
 def test_collapse_runs_both_servers_and_reports_each_side():
     """`python -m bench.collapse` runs the server as it is and with each collapsed
     request path, and the client's direct loop (each answers calls: the client
