@@ -279,6 +279,12 @@ def per_call(args):
     return totals, by_function
 
 
+def _print_row(numbers, label):
+    if any(abs(value) >= 1 for value in numbers.values()):
+        row = "  ".join(f"{value:8,.0f} {name}" for name, value in numbers.items())
+        print(f"  {row}  {label}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op", choices=["bound", "attr", "root", "callback"], default="bound")
@@ -305,12 +311,6 @@ def main(argv=None):
         for location, numbers in busiest[: args.functions]:
             path, _, function = location.partition(":")
             _print_row(numbers, f"{Path(path).name}:{function}")
-
-
-def _print_row(numbers, label):
-    if any(abs(value) >= 1 for value in numbers.values()):
-        row = "  ".join(f"{value:8,.0f} {name}" for name, value in numbers.items())
-        print(f"  {row}  {label}")
 
 
 if __name__ == "__main__":
