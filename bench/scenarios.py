@@ -294,9 +294,10 @@ def _settle_collector():
     the set-up leaves, not on the library. With thousands of OS threads on
     the client's CPU, one is a stall of CPython's, not of a library: the
     collecting thread holds the GIL while the others, waking every 5 ms to
-    ask for it, take the CPU (a full collection of stock's client took 50 s
-    and 111 s, with its counters set as grpyc's set-up left them; 44 ms with
-    the objects frozen). Every target gets the same, before the same phase.
+    ask for it, take the CPU (a full collection of stock's client took 9.6 s
+    to 111 s, with its counters set as grpyc's set-up left them, 44-111 ms
+    with the objects frozen: ``python -m bench.gcstall``). Every target gets
+    the same, before the same phase.
     """
     gc.collect()
     gc.freeze()

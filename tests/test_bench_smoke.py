@@ -476,6 +476,22 @@ def test_s3_times_its_calls_with_the_set_ups_objects_collected_and_frozen(monkey
     assert seen["garbage"] == 0
 
 
+def test_gcstall_reports_calls_and_the_clients_collections():
+    """`python -m bench.gcstall` runs both clients against a grpyc server from
+    plain threads and logs the collections during the calls (a small run: the
+    stall itself needs ~2,000 threads, docs/benchmarks.md)."""
+    for client in ("grpyc", "rpyc"):
+        cmd = [sys.executable, "-m", "bench.gcstall", "--client", client, "--threads", "8",
+               "--seconds", "0.3", "--bump", "2", "--freeze"]  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        assert figures["client"] == client and figures["connections"] == 8
+        assert figures["calls/s"] > 0 and figures["errors"] == 0
+        assert figures["gc counts before"][2] == 2  # frozen (count 0), then two bumps
+        assert figures["callers still running"] == 0
+
+
 def test_opcode_counts_are_per_call_and_name_the_functions():
     """`python -m bench.opcodes` counts each side's Python opcodes per call from
     two sessions' difference; grpyc's server runs its request path (more than

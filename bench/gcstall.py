@@ -1,0 +1,185 @@
+"""A full collection among thousands of OS threads: ``python -m bench.gcstall``.
+
+    python -m bench.gcstall [--client grpyc|rpyc] [--server grpyc|rpyc-threaded]
+                            [--threads 2000] [--seconds 2] [--bump N] [--freeze]
+                            [--split-cpus]
+
+The client (grpyc from plain OS threads, or stock rpyc) makes `--threads`
+connections to the server, each with its first call in a thread of its own,
+then calls from one thread per connection, all at once, for `--seconds`;
+server and client share one CPU unless `--split-cpus`. It prints one JSON
+line: calls/s, the slowest call, errors, and each collection of the
+garbage collector in the client during the calls (generation, ms).
+
+Why: with ~2,000 threads waiting for the GIL on one CPU, a full collection
+(generation 2) in the client runs for tens of seconds: the collecting thread
+holds the GIL, the others wake every 5 ms (the switch interval) to ask for it
+and take the CPU, the server's with it. Whether a full collection starts
+during the calls depends on the collector's counters when they begin:
+`--bump N` runs N generation-1 collections first, which raises the
+generation-2 count as a set-up may leave it; `--freeze` runs
+``gc.collect()`` and ``gc.freeze()`` first (what the suite's S3 does). See
+docs/benchmarks.md ("grpyc-threads").
+"""
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+
+_JOIN_CAP = 150.0  # seconds the callers get to finish after the stop: a stall ends
+
+
+def _connect_function(client):
+    if client == "grpyc":
+        from grpyc.factory import connect  # no gevent hub here: the plain-threads runtime
+
+        return connect
+    from rpyc import connect
+
+    return connect
+
+
+def _prepared_calls(connect, port, count):
+    """`count` bound ``echo`` methods, each fetched and called once in a thread of its own."""
+    echos = [None] * count
+
+    def prepare(index, conn):
+        echo = conn.root.echo
+        echo(1)
+        echos[index] = echo
+
+    threads = []
+    for index in range(count):
+        thread = threading.Thread(target=prepare, args=(index, connect("127.0.0.1", port)))
+        thread.daemon = True
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(60)
+    return [echo for echo in echos if echo is not None]
+
+
+def _collections_during(run):
+    """``(run(), [(generation, ms), ...])``: the collections while `run` ran."""
+    log, began = [], [0.0]
+
+    def note(phase, info):
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            log.append((info["generation"], round((time.perf_counter() - began[0]) * 1000, 1)))
+
+    gc.callbacks.append(note)
+    try:
+        return run(), log
+    finally:
+        gc.callbacks.remove(note)
+
+
+def _call_at_once(echos, seconds):
+    """Each of `echos` called in a loop by a thread of its own for `seconds`."""
+    stop, start = [False], threading.Event()
+    counts, worst, errors = [0] * len(echos), [0.0] * len(echos), []
+
+    def work(index):
+        echo, clock = echos[index], time.monotonic
+        start.wait()
+        while not stop[0]:
+            began = clock()
+            try:
+                echo(index)
+            except Exception as exc:  # noqa: BLE001 - counted; this caller stops
+                errors.append(type(exc).__name__)
+                return
+            worst[index] = max(worst[index], clock() - began)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(echos))]
+    for thread in threads:
+        thread.start()
+    began = time.monotonic()
+    start.set()
+    time.sleep(seconds)
+    stop[0] = True
+    deadline = time.monotonic() + _JOIN_CAP
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    elapsed = time.monotonic() - began
+    return {
+        "calls/s": round(sum(counts) / elapsed),
+        "elapsed s": round(elapsed, 1),
+        "slowest call s": round(max(worst, default=0.0), 2),
+        "errors": len(errors),
+        "callers still running": sum(thread.is_alive() for thread in threads),
+    }
+
+
+def _child(argv):
+    """The client child: ``--child CLIENT PORT THREADS SECONDS BUMP FREEZE CPU``."""
+    client, port, threads, seconds, bump, freeze, cpu = argv
+    from bench.proc import die_with_parent, pin_to_cpu, raise_nofile_limit
+
+    die_with_parent()
+    pin_to_cpu(int(cpu))
+    raise_nofile_limit()
+    echos = _prepared_calls(_connect_function(client), int(port), int(threads))
+    if freeze == "1":
+        gc.collect()
+        gc.freeze()
+    for _ in range(int(bump)):
+        gc.collect(1)
+    counts_before = gc.get_count()
+    figures, collections = _collections_during(lambda: _call_at_once(echos, float(seconds)))
+    figures.update({
+        "client": client, "connections": len(echos),
+        "gc counts before": list(counts_before),
+        "full collections ms": [ms for generation, ms in collections if generation == 2],
+        "younger collections": sum(1 for generation, _ in collections if generation < 2),
+    })  # fmt: skip
+    print(json.dumps(figures))
+    sys.stdout.flush()
+    os._exit(0)  # callers still stalled are daemon threads: do not wait for them
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.gcstall")
+    parser.add_argument("--client", choices=["grpyc", "rpyc"], default="rpyc")
+    parser.add_argument("--server", choices=["grpyc", "rpyc-threaded"], default="grpyc")
+    parser.add_argument("--threads", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--bump", type=int, default=0, metavar="N")
+    parser.add_argument("--freeze", action="store_true")
+    parser.add_argument("--split-cpus", action="store_true")
+    args = parser.parse_args(argv)
+    server_cpu, client_cpu = choose_cpus(args.split_cpus)
+    server = None
+    with tempfile.TemporaryFile() as log:
+        try:
+            server, port = _start_server(args.server, server_cpu, log)
+            cmd = [sys.executable, "-m", "bench.gcstall", "--child", args.client, str(port)]
+            cmd += [str(args.threads), str(args.seconds), str(args.bump)]
+            cmd += ["1" if args.freeze else "0", str(client_cpu)]
+            done = subprocess.run(
+                cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
+                timeout=args.seconds + _JOIN_CAP + 180,
+            )  # fmt: skip
+            print(done.stdout.strip() or done.stderr.strip()[-800:])
+            return done.returncode
+        finally:
+            _stop(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
