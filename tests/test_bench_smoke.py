@@ -492,6 +492,27 @@ def test_gcstall_reports_calls_and_the_clients_collections():
         assert figures["callers still running"] == 0
 
 
+def test_gccount_counts_what_each_call_leaves_to_the_collector():
+    """`python -m bench.gccount` reports the generation-0 count's rise and the
+    cyclic garbage per call; a call that makes a cycle each time shows both."""
+    from bench import gccount
+
+    def leaves_a_cycle():
+        cycle = []
+        cycle.append(cycle)
+
+    rise, garbage = gccount.per_call(leaves_a_cycle, 200)
+    assert garbage == 1.0 and rise >= 1.0
+    rise, garbage = gccount.per_call(lambda: None, 200)
+    assert garbage == 0.0 and rise < 0.1
+
+    cmd = [sys.executable, "-m", "bench.gccount", "--runtime", "threads", "--calls", "50"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["cyclic garbage per call"] < 0.5  # a grpyc call makes no cycle
+
+
 def test_opcode_counts_are_per_call_and_name_the_functions():
     """`python -m bench.opcodes` counts each side's Python opcodes per call from
     two sessions' difference; grpyc's server runs its request path (more than
