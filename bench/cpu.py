@@ -24,8 +24,7 @@ import time
 
 from bench.proc import cpu_times
 from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
-
-_OPS = {"bound": "bound_echo", "root": "root_echo", "callback": "callback", "attr": "attr_read"}
+from bench.targets import OPERATIONS
 
 
 def measure(target_name, op, seconds, port, server_pid):
@@ -34,7 +33,7 @@ def measure(target_name, op, seconds, port, server_pid):
 
     client = TARGETS[target_name].load().make_client()
     conn = client.connect("127.0.0.1", port)
-    call = getattr(client, _OPS[op])(conn)
+    call = getattr(client, OPERATIONS[op])(conn)
     for _ in range(200):  # warm-up
         call()
     count = 0
@@ -92,7 +91,7 @@ def main(argv=None):
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.cpu")
     parser.add_argument("--targets", default="floor,grpyc,rpyc-threaded")
-    parser.add_argument("--op", choices=sorted(_OPS), default="bound")
+    parser.add_argument("--op", choices=sorted(OPERATIONS), default="bound")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--split-cpus", action="store_true")
     args = parser.parse_args(argv)

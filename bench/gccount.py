@@ -23,27 +23,20 @@ import sys
 import tempfile
 
 from bench.run import _start_server, _stop, choose_cpus
+from bench.targets import OPERATIONS, TARGETS
 
 _WARM_UP = 300
+_CLIENT_TARGETS = {"grpyc": "grpyc", "rpyc": "rpyc-threaded"}
 
 
-def _client_ops(client, runtime, port):
-    """``{op: callable}`` making one call of each kind on a new connection."""
+def _one_call(client_name, runtime, op, port):
+    """A callable making one `op` call on a new connection of `client_name`'s client."""
     if runtime == "gevent":
         import gevent
 
         gevent.get_hub()
-    if client == "grpyc":
-        from grpyc.factory import connect
-    else:
-        from rpyc import connect
-    conn = connect("127.0.0.1", port)
-    echo, thing = conn.root.echo, conn.root.make_thing()
-    return {
-        "bound": lambda: echo(42),
-        "attr": lambda: thing.value,
-        "root": lambda: conn.root.echo(42),
-    }
+    client = TARGETS[_CLIENT_TARGETS[client_name]].load().make_client()
+    return getattr(client, OPERATIONS[op])(client.connect("127.0.0.1", port))
 
 
 def per_call(call, calls):
@@ -74,7 +67,7 @@ def main(argv=None):
     with tempfile.TemporaryFile() as log:
         try:
             server, port = _start_server("grpyc", choose_cpus(False)[0], log)
-            call = _client_ops(args.client, args.runtime, port)[args.op]
+            call = _one_call(args.client, args.runtime, args.op, port)
             allocated, garbage = per_call(call, args.calls)
         finally:
             _stop(server)

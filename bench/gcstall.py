@@ -33,32 +33,25 @@ import threading
 import time
 
 from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+from bench.targets import TARGETS
 
 _JOIN_CAP = 150.0  # seconds the callers get to finish after the stop: a stall ends
+_CLIENT_TARGETS = {"grpyc": "grpyc-threads", "rpyc": "rpyc-threaded"}  # OS threads, no hub
 
 
-def _connect_function(client):
-    if client == "grpyc":
-        from grpyc.factory import connect  # no gevent hub here: the plain-threads runtime
-
-        return connect
-    from rpyc import connect
-
-    return connect
-
-
-def _prepared_calls(connect, port, count):
-    """`count` bound ``echo`` methods, each fetched and called once in a thread of its own."""
+def _prepared_calls(client, port, count):
+    """`count` bound ``echo`` calls, each fetched and made once in a thread of its own."""
     echos = [None] * count
 
     def prepare(index, conn):
-        echo = conn.root.echo
-        echo(1)
+        echo = client.bound_echo(conn)
+        echo()
         echos[index] = echo
 
     threads = []
     for index in range(count):
-        thread = threading.Thread(target=prepare, args=(index, connect("127.0.0.1", port)))
+        conn = client.connect("127.0.0.1", port)
+        thread = threading.Thread(target=prepare, args=(index, conn))
         thread.daemon = True
         thread.start()
         threads.append(thread)
@@ -95,7 +88,7 @@ def _call_at_once(echos, seconds):
         while not stop[0]:
             began = clock()
             try:
-                echo(index)
+                echo()
             except Exception as exc:  # noqa: BLE001 - counted; this caller stops
                 errors.append(type(exc).__name__)
                 return
@@ -130,7 +123,8 @@ def _child(argv):
     die_with_parent()
     pin_to_cpu(int(cpu))
     raise_nofile_limit()
-    echos = _prepared_calls(_connect_function(client), int(port), int(threads))
+    bench_client = TARGETS[_CLIENT_TARGETS[client]].load().make_client()
+    echos = _prepared_calls(bench_client, int(port), int(threads))
     if freeze == "1":
         gc.collect()
         gc.freeze()

@@ -11,6 +11,11 @@ anything else is imported.
 from dataclasses import dataclass
 from importlib import import_module
 
+# The client method that makes one call of each kind (`bench.cpu --op`, `bench.gccount --op`).
+OPERATIONS = {
+    "bound": "bound_echo", "root": "root_echo", "callback": "callback", "attr": "attr_read",
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Target:
