@@ -31,8 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+from bench.runtime import ThreadRuntime
+from bench.scenarios import run_callers
 from bench.targets import TARGETS
 
 _JOIN_CAP = 150.0  # seconds the callers get to finish after the stop: a stall ends
@@ -78,41 +81,20 @@ def _collections_during(run):
 
 
 def _call_at_once(echos, seconds):
-    """Each of `echos` called in a loop by a thread of its own for `seconds`."""
-    stop, start = [False], threading.Event()
-    counts, worst, errors = [0] * len(echos), [0.0] * len(echos), []
-
-    def work(index):
-        echo, clock = echos[index], time.monotonic
-        start.wait()
-        while not stop[0]:
-            began = clock()
-            try:
-                echo()
-            except Exception as exc:  # noqa: BLE001 - counted; this caller stops
-                errors.append(type(exc).__name__)
-                return
-            worst[index] = max(worst[index], clock() - began)
-            counts[index] += 1
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(echos))]
-    for thread in threads:
-        thread.start()
-    began = time.monotonic()
-    start.set()
-    time.sleep(seconds)
-    stop[0] = True
-    deadline = time.monotonic() + _JOIN_CAP
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    elapsed = time.monotonic() - began
+    """Each of `echos` called in a loop by a thread of its own for `seconds`
+    (the suite's `run_callers`, on OS threads)."""
+    ctx = types.SimpleNamespace(runtime=ThreadRuntime(), note=_note)
+    rate, latencies, errors, hung = run_callers(ctx, echos, seconds, _JOIN_CAP)
     return {
-        "calls/s": round(sum(counts) / elapsed),
-        "elapsed s": round(elapsed, 1),
-        "slowest call s": round(max(worst, default=0.0), 2),
-        "errors": len(errors),
-        "callers still running": sum(thread.is_alive() for thread in threads),
+        "calls/s": round(rate),
+        "slowest call s": round(max(latencies, default=0.0), 2),
+        "errors": errors,
+        "callers still running": hung,
     }
+
+
+def _note(text):
+    print(text, file=sys.stderr)
 
 
 def _child(argv):
