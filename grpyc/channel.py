@@ -385,6 +385,11 @@ class Channel:
                 # hub for the readable event (one of three per big frame).
                 lent = decoder.take_body(_LARGE_BODY)
                 if lent is None:
+                    if asked == _SMALL_READ:
+                        # A frame a little bigger than a small read (a ping, a
+                        # traceback): its rest came with it. Read it now, not
+                        # after another wait (a hub turn or a poll each side).
+                        decoder.feed(self.stream.read_ready(_READ_SIZE))
                     return
             decoder.put_body(self._read_large_body(*lent))
             # The frame's trailing newline came with its body: take it, and

@@ -124,6 +124,7 @@ def _cooperative(sock: Any) -> Any:
 
 
 _NOTHING_PENDING: Callable[[], int] = False.__bool__
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # not on Windows
 
 
 def _raw_socket(sock: Any) -> Any:
@@ -284,6 +285,9 @@ class SocketStream(Stream):
     def sock(self, sock: Any) -> None:
         self._sock = sock
         self._raw = _raw_socket(sock)
+        # A plain blocking socket (the plain-threads runtime) can still be read
+        # without waiting: recv() with MSG_DONTWAIT, where the platform has it.
+        self._dontwait = type(sock) is _BlockingSocket and _MSG_DONTWAIT != 0
         # Whether bytes are buffered above the descriptor (TLS), so a read
         # will not wait: the socket's own pending(), else a C callable that
         # answers False. It runs on every wait: no Python frame. Looked up
@@ -400,11 +404,15 @@ class SocketStream(Stream):
         return received
 
     def read_ready(self, max_count: int) -> bytes:
-        raw = self._raw
-        if raw is None or self._closed:
+        if self._closed:
             return b""
+        raw, flags = self._raw, 0
+        if raw is None:
+            if not self._dontwait:
+                return b""  # TLS: its own buffer is `has_pending`'s to report
+            raw, flags = self._sock, _MSG_DONTWAIT  # a plain thread's blocking socket
         try:
-            data: bytes = raw.recv(max_count)
+            data: bytes = raw.recv(max_count, flags)
         except OSError:  # nothing there (BlockingIOError), or broken: `read_some` says which
             return b""
         return data  # at the end, b"": the next `read_some` reports it

@@ -4,6 +4,7 @@ import itertools
 import os
 import random
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -709,6 +710,45 @@ def test_a_big_frame_all_there_is_read_by_one_fill(channels, monkeypatch):
     assert receiver.next_buffered() == big
     assert receiver.next_buffered() == b"\x02next"  # it came with the newline
     assert receiver.next_buffered() is None
+
+
+def _frame_past_a_small_read(sender, receiver):
+    """A frame bigger than a small read (448 bytes), sent after a small one."""
+    sender.send(b"\x02small")
+    receiver.fill()  # a small frame: the next read asks for 448 bytes again
+    assert receiver.next_buffered() == b"\x02small"
+    frame = b"\x02" + b"p" * 600  # a ping is ~540 bytes, a traceback more
+    sender.send(frame)
+    return frame
+
+
+def test_a_frame_past_a_small_read_is_read_by_one_fill(channels):
+    """Its rest is read at once, not after another readable event (a hub
+    turn, or a poll, on each side of every such round trip)."""
+    sender, receiver = channels
+    frame = _frame_past_a_small_read(sender, receiver)
+    receiver.fill()
+    assert receiver.next_buffered() == frame
+
+
+def test_a_plain_threads_channel_reads_a_frame_past_a_small_read_by_one_fill():
+    left, right = socket.socketpair()
+    outcome = []
+
+    def plain_thread():  # no gevent hub here: blocking sockets, MSG_DONTWAIT
+        sender, receiver = Channel(SocketStream(left)), Channel(SocketStream(right))
+        try:
+            frame = _frame_past_a_small_read(sender, receiver)
+            receiver.fill()
+            outcome.append(receiver.next_buffered() == frame)
+        finally:
+            sender.close()
+            receiver.close()
+
+    thread = threading.Thread(target=plain_thread)
+    thread.start()
+    thread.join(10)
+    assert outcome == [True]
 
 
 def test_a_big_frame_waits_for_its_trailer_and_checks_it(channels, monkeypatch):

@@ -657,5 +657,26 @@ def test_read_ready_returns_what_is_there_and_never_waits():
         reader.close()
 
 
+def test_a_plain_threads_stream_reads_what_is_there_without_waiting_too():
+    """The blocking socket of a thread outside gevent: MSG_DONTWAIT, never a wait."""
+    left, right = stdlib_socket.socketpair()
+    writer, reader = _plain_stream(left), _plain_stream(right)
+    try:
+        assert reader._dontwait is True and reader._raw is None
+        began = time.monotonic()
+        assert reader.read_ready(10) == b""
+        assert time.monotonic() - began < 0.5
+        writer.write(b"hello")
+        assert reader.read_ready(3) == b"hel"
+        assert reader.read_ready(10) == b"lo"
+        assert reader.sock.gettimeout() is None  # still a blocking socket for its reads
+        writer.close()
+        assert reader.read_ready(10) == b""
+        with pytest.raises(EOFError):
+            reader.read_some(10)
+    finally:
+        reader.close()
+
+
 def test_a_stream_without_a_shortcut_reads_nothing_ready():
     assert Stream.read_ready(Stream(), 10) == b""
