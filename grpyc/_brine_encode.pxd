@@ -19,3 +19,4 @@ cdef bint _put_small_bytes(bytearray out, bytes raw) except -1
 
 cdef bint _SMALL_PASS
 cdef int _SMALL_DEPTH
+cdef Py_ssize_t _SMALL_BYTES

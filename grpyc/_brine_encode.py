@@ -306,11 +306,15 @@ SEPARATE_SIZE: Final = 64 * 1024
 # recursive pass into a bytearray costs half of `_dump_container`'s loop (a
 # call request: 0.6 us, 1.4 through the loop); run as Python it costs more,
 # so the pure-Python build skips it. It takes only what it encodes exactly as
-# the loop does (str and bytes under 256 bytes, ints of under 256 digits,
-# tuples of under 256 items nested under _SMALL_DEPTH deep, None, bools) and
-# leaves anything else, and every error, to the loop.
+# the loop does (str and bytes under _SMALL_BYTES bytes, ints of under 256
+# digits, tuples of under 256 items nested under _SMALL_DEPTH deep, None,
+# bools) and leaves anything else, and every error, to the loop.
 _SMALL_PASS: Final = not __file__.endswith(".py")
 _SMALL_DEPTH: Final = 32
+# A str or bytes of a few KiB (a ping, a traceback, a line of text) costs the
+# loop ~25 us more a message on a shared CPU than this pass (bench.cpu --op
+# medium); a bigger one is rare and may be a piece of its own (SEPARATE_SIZE).
+_SMALL_BYTES: Final = 4096
 
 
 def _dump_small(container: tuple[Any, ...], prefix: bytes) -> bytes | None:
@@ -373,8 +377,8 @@ def _put_small(out: bytearray, value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is str:
-        if len(value) >= 256:
-            return False  # 256 bytes or more: not worth encoding twice
+        if len(value) >= _SMALL_BYTES:
+            return False  # its bytes are too: not worth encoding twice
         out.append(0x08)  # _STR, then its bytes
         try:
             raw = value.encode()
@@ -401,6 +405,12 @@ def _put_small_bytes(out: bytearray, raw: bytes) -> bool:
     elif size < 256:
         out.append(0x0E)  # _BYTES_L1
         out.append(size)
+    elif size < _SMALL_BYTES:
+        out.append(0x0F)  # TAG_BYTES_L4, then the size big-endian (under 2**16)
+        out.append(0)
+        out.append(0)
+        out.append(size >> 8)
+        out.append(size & 0xFF)
     else:
         return False
     out += raw

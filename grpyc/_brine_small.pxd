@@ -28,6 +28,9 @@ cdef object _small_str(_SmallReader reader, Py_ssize_t pos)
 @cython.locals(data=bytes, size=Py_ssize_t, end=Py_ssize_t)
 cdef object _small_bytes(_SmallReader reader, int tag, Py_ssize_t pos)
 
+@cython.locals(data=bytes)
+cdef Py_ssize_t _small_size_l4(_SmallReader reader, Py_ssize_t pos)
+
 @cython.locals(negative=cython.bint, value=cython.longlong, digit=cython.int)
 cdef object _small_int_digits(bytes data, Py_ssize_t pos, Py_ssize_t end)
 

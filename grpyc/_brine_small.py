@@ -20,11 +20,14 @@ from grpyc._brine_limits import BYTES_SIZE, INT_SIZES, RECURSIVE_LEVELS, SLOT_SI
 __all__ = ["SMALL_INPUT", "decode_small"]
 
 # Inputs up to this many bytes try `decode_small` first. Its charge can never
-# reach a `progress` call (a byte makes at most a 1-tuple, 48 bytes).
-# It pays only compiled (typed by _brine_small.pxd: 0.82 us for a call
-# request, 2.6 through the table); run as Python it is 2.5x slower than the
-# table, so the pure-Python build leaves every input to the table (0).
-SMALL_INPUT: Final = 0 if __file__.endswith(".py") else 1024
+# reach a `progress` call (a byte makes at most a 1-tuple, 48 bytes: 4,096
+# bytes at most 196,608, under PROGRESS_EVERY). Big enough for a message
+# carrying a str of a few KiB (a ping's 520 characters, a traceback), which
+# the table decodes at ~25 us more a message on a shared CPU (bench.cpu --op
+# medium). It pays only compiled (typed by _brine_small.pxd: 0.82 us for a
+# call request, 2.6 through the table); run as Python it is 2.5x slower than
+# the table, so the pure-Python build leaves every input to the table (0).
+SMALL_INPUT: Final = 0 if __file__.endswith(".py") else 4096
 _SMALL_SKIP: Final = object()  # what `_small_value` returns when `decode` must take over
 # Up to this many chars (sign included), an int is parsed without a bytes slice.
 _SMALL_INT_DIGITS: Final = 18
@@ -89,7 +92,7 @@ def _small_value(reader: _SmallReader, depth: int) -> Any:
         return _small_int(reader, pos)
     if tag == 0x08:
         return _small_str(reader, pos)
-    if 0x0A <= tag <= 0x0E:
+    if 0x0A <= tag <= 0x0F:
         return _small_bytes(reader, tag, pos)
     return _SMALL_SKIP
 
@@ -185,6 +188,9 @@ def _small_str(reader: _SmallReader, pos: int) -> Any:
         pos += 1
     elif tag == 0x01:
         size = 0
+    elif tag == 0x0F:
+        size = _small_size_l4(reader, pos)
+        pos += 4
     else:
         return _SMALL_SKIP
     end = pos + size
@@ -209,6 +215,9 @@ def _small_bytes(reader: _SmallReader, tag: int, pos: int) -> Any:
             return _SMALL_SKIP
         size = data[pos]
         pos += 1
+    elif tag == 0x0F:
+        size = _small_size_l4(reader, pos)
+        pos += 4
     else:
         size = tag - 0x09
     end = pos + size
@@ -218,3 +227,12 @@ def _small_bytes(reader: _SmallReader, tag: int, pos: int) -> Any:
         reader.cost += _S_BYTES_SIZE + size
     reader.pos = end
     return data[pos:end]
+
+
+def _small_size_l4(reader: _SmallReader, pos: int) -> int:
+    """The 4-byte big-endian length at data[pos:] (TAG_BYTES_L4, a str of 256
+    bytes or more); past the input, a size that makes the value end past it."""
+    if pos + 4 > reader.end:
+        return reader.end  # pos + 4 + this > end: the caller skips
+    data = reader.data
+    return (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]

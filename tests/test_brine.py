@@ -834,6 +834,7 @@ SMALL_SCALARS = st.one_of(
     st.integers(min_value=-(10**70), max_value=10**70),
     st.integers(min_value=-300, max_value=300),
     st.text(max_size=40),
+    st.text(min_size=250, max_size=1200),  # 4-byte lengths
     st.binary(max_size=300),
     st.floats(allow_nan=False),
     st.just(...),
@@ -900,9 +901,25 @@ def test_rpc_messages_take_the_one_pass_decoder():
 
 
 def test_the_one_pass_decoder_leaves_what_it_does_not_take():
-    for value in (1.5, 3j, frozenset({1}), slice(1, 2), 10**70, "x" * 300, b"y" * 300):
+    for value in (1.5, 3j, frozenset({1}), slice(1, 2), 10**70):
         assert decode_small(dump((1, value)), 0, DEFAULT_MAX_DEPTH) is None
     assert decode_small(dump(((((1,),),),)), 0, 3) is None  # too deep: the table raises
+
+
+@pytest.mark.parametrize("size", [255, 256, 300, 1000, 4000])
+def test_messages_with_a_str_or_bytes_of_a_few_kib_take_the_one_pass_decoder(size):
+    """A ping's 520 characters, a traceback: 4-byte lengths, up to `SMALL_INPUT`."""
+    for value in ("x" * size, b"y" * size, "é" * (size // 2), ("a", b"b" * size, None)):
+        data = dump((17, (1, value)))
+        assert len(data) <= SMALL_INPUT
+        assert assert_small_agrees(data, DEFAULT_MAX_DEPTH)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 100])
+def test_a_str_or_bytes_cut_inside_its_4_byte_length_or_body_is_left_to_the_table(cut):
+    for value in ("x" * 300, b"y" * 300):
+        data = dump((1, value))
+        assert assert_small_agrees(data[: 3 + cut], 32) is False  # BrineError from the table
 
 
 def test_small_inputs_keep_max_decoded_size_exact():

@@ -113,10 +113,16 @@ def test_any_dumpable_value_crosses_both_ways(value):
 
 # ------------------------------------- the one-pass encoder of small tuples
 
-# Around every bound of the one-pass encoder: 256 bytes, digits and items, 32 levels.
+# Around every bound of the one-pass encoder: 256 and 4,096 bytes, 256 digits
+# and items, 32 levels.
 SMALL_EDGES = [
     ("s" * 255, "s" * 256, "é" * 127, "é" * 128, "", "x"),
     (b"b" * 255, b"b" * 256, b"", b"1234", b"12345"),
+    ("s" * 4095, b"b" * 4095, "é" * 2047, "€" * 1365),
+    ("s" * 4096,),
+    (b"b" * 4096,),
+    ("é" * 2048,),  # 4,096 bytes of UTF-8 in 2,048 characters
+    ("é" * 4095,),  # under 4,096 characters, 8,190 bytes
     (10**254, 10**255, -(10**254), -49, -48, 159, 160, True, False, None),
     tuple(range(255)),
     tuple(range(256)),
