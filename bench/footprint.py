@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.targets import OPERATIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 _FEW, _MORE = 200, 1000
 _CACHES = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64"]
@@ -82,8 +84,10 @@ echo, thing, call = conn.root.echo, conn.root.make_thing(), conn.root.call
 def callback():
     return 1
 
+medium = "m" * 1000  # as bench.targets.rpc_client.MEDIUM_TEXT
 ops = {"bound": lambda: echo(42), "attr": lambda: thing.value,
-       "root": lambda: conn.root.echo(42), "callback": lambda: call(callback)}
+       "root": lambda: conn.root.echo(42), "callback": lambda: call(callback),
+       "medium": lambda: echo(medium), "ping": conn.ping}
 run = ops[op]
 for _ in range(300):
     run()
@@ -287,7 +291,7 @@ def _print_row(numbers, label):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", choices=["bound", "attr", "root", "callback"], default="bound")
+    parser.add_argument("--op", choices=sorted(OPERATIONS), default="bound")
     parser.add_argument("--side", choices=["server", "client"], default="server")
     parser.add_argument("--target", choices=["grpyc", "rpyc", "floor"], default="grpyc")
     parser.add_argument("--parts", action="store_true", help="also split the counts by part")

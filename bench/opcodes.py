@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench import footprint
 from bench.footprint import _FEW, _MORE, _wait_for
+from bench.targets import OPERATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +125,7 @@ def per_call(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", choices=["bound", "attr", "root", "callback"], default="bound")
+    parser.add_argument("--op", choices=sorted(OPERATIONS), default="bound")
     parser.add_argument("--target", choices=["grpyc", "rpyc", "floor"], default="grpyc")
     parser.add_argument("--top", type=int, default=12, help="functions listed per side")
     args = parser.parse_args(argv)

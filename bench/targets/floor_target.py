@@ -6,6 +6,8 @@ from bench import floor
 
 # About the size of the request RPyC sends for ``echo(42)``.
 SMALL_BODY = b"echo(42)................"
+# About the size of the request for ``echo("m" * 1000)`` (`bench.cpu --op medium`).
+MEDIUM_BODY = b"m" * 1024
 
 
 def serve(on_port):
@@ -31,6 +33,12 @@ class FloorClient:
     def bound_echo(self, conn):
         def call():
             return conn.call(floor.OP_ECHO, SMALL_BODY)
+
+        return call
+
+    def medium_echo(self, conn):
+        def call():
+            return conn.call(floor.OP_ECHO, MEDIUM_BODY)
 
         return call
 

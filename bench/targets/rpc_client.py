@@ -5,6 +5,9 @@ The code is what a user of either library writes; only ``connect`` differs.
 
 import time
 
+# The argument of `RpcClient.medium_echo`.
+MEDIUM_TEXT = "m" * 1000
+
 
 class RpcClient:
     """Scenario operations over ``conn.root`` of a bench service."""
@@ -34,6 +37,21 @@ class RpcClient:
             return echo(42)
 
         return call
+
+    def medium_echo(self, conn):
+        """``echo(text)`` of 1,000 characters: a request and an answer of ~1 KB each
+        (``bench.cpu --op medium``; a ping or a traceback is that size)."""
+        echo = conn.root.echo
+        text = MEDIUM_TEXT
+
+        def call():
+            return echo(text)
+
+        return call
+
+    def ping(self, conn):
+        """``conn.ping()``: RPyC's default 520-character echo (``bench.cpu --op ping``)."""
+        return conn.ping
 
     def echo_bytes(self, conn):
         return conn.root.echo
