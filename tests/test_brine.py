@@ -911,7 +911,8 @@ def test_messages_with_a_str_or_bytes_of_a_few_kib_take_the_one_pass_decoder(siz
     """A ping's 520 characters, a traceback: 4-byte lengths, up to `SMALL_INPUT`."""
     for value in ("x" * size, b"y" * size, "é" * (size // 2), ("a", b"b" * size, None)):
         data = dump((17, (1, value)))
-        assert len(data) <= SMALL_INPUT
+        if SMALL_INPUT:  # compiled (the pure-Python build leaves every input to the table)
+            assert len(data) <= SMALL_INPUT
         assert assert_small_agrees(data, DEFAULT_MAX_DEPTH)
 
 
