@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from bench.proc import cpu_times
-from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+from bench.run import _child_cwd, _child_env, _start_server, _stop, choose_cpus
 from bench.targets import OPERATIONS
 
 
@@ -57,7 +57,14 @@ def measure(target_name, op, seconds, port, server_pid):
         "client sys µs": per_call(client_before.system, client_after.system),
         "server user µs": per_call(server_before[0], server_after[0]),
         "server sys µs": per_call(server_before[1], server_after[1]),
+        # Which grpyc the client ran (a baseline target's: the baseline's).
+        "client grpyc": _grpyc_dir(),
     }
+
+
+def _grpyc_dir():
+    grpyc = sys.modules.get("grpyc")
+    return None if grpyc is None else os.path.dirname(grpyc.__file__)
 
 
 def _child(argv):
@@ -105,7 +112,10 @@ def main(argv=None):
                 cmd = [sys.executable, "-m", "bench.cpu", "--child", target_name, args.op]
                 cmd += [str(args.seconds), str(port), str(server.pid), str(client_cpu)]
                 done = subprocess.run(
-                    cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
+                    # The target's own tree and environment (a baseline's grpyc,
+                    # grpyc-pure's GRPYC_PURE_PYTHON), as the server gets them.
+                    cmd, cwd=_child_cwd(target_name), env=_child_env(target_name),
+                    capture_output=True, text=True,
                     timeout=args.seconds + 60,
                 )  # fmt: skip
                 if server_name:

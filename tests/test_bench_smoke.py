@@ -405,6 +405,24 @@ def test_cpu_pairs_one_targets_client_with_anothers_server():
     assert '"calls/s"' in line
 
 
+def test_cpu_runs_a_baseline_targets_client_from_the_baseline(tmp_path):
+    """`bench.cpu --targets grpyc-base` times the baseline's client, not this
+    checkout's, against the baseline's server (its figures name the client's grpyc)."""
+    (tmp_path / "grpyc").symlink_to(ROOT / "grpyc", target_is_directory=True)
+    env = dict(os.environ, GRPYC_BENCH_BASELINE=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--targets", "grpyc-base,grpyc", "--seconds", "0.2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = {}
+    for line in done.stdout.strip().splitlines():
+        row = json.loads(line)
+        figures[row["target"]] = row["client grpyc"]
+    assert "grpyc-bench-baseline" in figures["grpyc-base"], figures
+    assert figures["grpyc"] == str(ROOT / "grpyc"), figures
+
+
 def test_cpu_attr_op_reads_an_attribute_for_each_target():
     """`python -m bench.cpu --op attr` measures one remote attribute read per
     call (the floor: one round trip) and reports a figure for each target."""
