@@ -358,10 +358,24 @@ def _local_class(
     if module is None:
         return None
     # A static lookup runs no module-level __getattr__ or descriptor code.
-    cls = inspect.getattr_static(module, clsname, None)
+    cls = _static_module_attr(module, clsname)
     if isinstance(cls, type) and issubclass(cls, BaseException) and not _steers(cls):
         return cls
     return None
+
+
+# What a module's type holds (``__dict__``, ``__init__`` ...): a name among
+# these is for inspect to look up, any other one is in the module's dict or nowhere.
+_MODULE_TYPE_NAMES = frozenset(name for klass in types.ModuleType.__mro__ for name in vars(klass))
+
+
+def _static_module_attr(module: object, name: str) -> Any:
+    """``inspect.getattr_static(module, name, None)``, without its ~10 us, for a
+    plain module and a name its type does not define."""
+    if type(module) is not types.ModuleType or name in _MODULE_TYPE_NAMES:
+        return inspect.getattr_static(module, name, None)
+    namespace: dict[str, Any] = object.__getattribute__(module, "__dict__")
+    return namespace.get(name)
 
 
 # Exceptions that steer the interpreter or gevent rather than report an error:
@@ -486,7 +500,29 @@ def _may_set(cls: type, name: str) -> bool:
     if name.startswith("__") or not name.isidentifier() or name == _REMOTE_TB_ATTR:
         return False
     # Never shadow a method: the rebuilt exception must keep working.
-    return not inspect.isroutine(inspect.getattr_static(cls, name, None))
+    return not inspect.isroutine(_static_class_attr(cls, name))
+
+
+_TYPE_MRO = type.__dict__["__mro__"].__get__
+_TYPE_NAMESPACE = type.__dict__["__dict__"].__get__
+
+
+def _static_class_attr(cls: type, name: str) -> Any:
+    """``inspect.getattr_static(cls, name, None)``, ~20x faster for a class made
+    by `type` itself (every exception class but exotic ones): the namespaces of
+    its MRO, then type's. Each exception a peer sends asks this for each of its
+    attributes (11 us apiece through inspect, 3x the rest of `load`)."""
+    if type(cls) is not type:
+        return inspect.getattr_static(cls, name, None)
+    for klass in _TYPE_MRO(cls):
+        namespace = _TYPE_NAMESPACE(klass)
+        if name in namespace:
+            return namespace[name]
+    for klass in _TYPE_MRO(type):
+        namespace = _TYPE_NAMESPACE(klass)
+        if name in namespace:
+            return namespace[name]
+    return None
 
 
 def _reads_as_none(exc: BaseException, name: str) -> bool:

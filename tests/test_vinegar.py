@@ -2,6 +2,8 @@
 
 import builtins
 import dataclasses
+import inspect
+import json
 import os
 import sys
 import traceback
@@ -653,3 +655,46 @@ def test_load_of_any_dumpable_value_is_an_exception_or_vinegar_error(value, inst
 @given(value=_near_valid, instantiate_custom=st.booleans())
 def test_load_of_near_valid_values_is_an_exception_or_vinegar_error(value, instantiate_custom):
     _check_load_outcome(value, instantiate_custom)
+
+
+# ------------------------------------------------- static lookups of load
+
+
+class _Meta(type):
+    def helper(cls) -> None:
+        """A metaclass method: inspect finds it on the class too."""
+
+
+class _MetaClassedError(ValueError, metaclass=_Meta):
+    pass
+
+
+class _MineError(ValueError):
+    note = 5
+
+    def method(self) -> None:
+        pass
+
+    @property
+    def prop(self) -> int:
+        return 1
+
+
+def test_the_class_lookup_of_load_agrees_with_inspect() -> None:
+    classes = [c for c in vars(builtins).values() if isinstance(c, type)]
+    classes = [c for c in classes if issubclass(c, BaseException)] + [_MineError, _MetaClassedError]
+    names = {name for cls in classes for name in dir(cls)}
+    names |= {"absent", "mro", "helper", "__dict__", "__mro__", "method", "prop", "note"}
+    for cls in classes:
+        for name in names:
+            assert vinegar._static_class_attr(cls, name) is inspect.getattr_static(
+                cls, name, None
+            ), (cls, name)
+
+
+def test_the_module_lookup_of_load_agrees_with_inspect() -> None:
+    for module in (builtins, os, json, vinegar):
+        for name in [*dir(module), "absent", "__dict__", "__class__", "__getattr__"]:
+            assert vinegar._static_module_attr(module, name) is inspect.getattr_static(
+                module, name, None
+            ), (module, name)
