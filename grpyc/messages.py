@@ -32,6 +32,7 @@ __all__ = [
 
 _MSG_REQUEST = consts.MSG_REQUEST
 _MSG_REPLY = consts.MSG_REPLY
+_MSG_EXCEPTION = consts.MSG_EXCEPTION
 _REQUEST_PREFIX = bytes([consts.MSG_REQUEST])
 _REPLY_PREFIX = bytes([consts.MSG_REPLY])
 _EXCEPTION_PREFIX = bytes([consts.MSG_EXCEPTION])
@@ -122,7 +123,7 @@ def decode_payload(
         if (
             small is not None
             and (max_decoded_size is None or small[1] <= max_decoded_size)
-            and msg in (_MSG_REPLY, _MSG_REQUEST)
+            and msg in (_MSG_REPLY, _MSG_REQUEST, _MSG_EXCEPTION)
         ):
             decoded = small[0]
             if type(decoded) is tuple and len(decoded) == 2 and type(decoded[0]) is int:

@@ -32,6 +32,12 @@ PAYLOADS: dict[str, bytes] = {
     "int reply": bytes(encode_reply(9, (consts.LABEL_VALUE, 42))),
     "str reply": bytes(encode_reply(10, (consts.LABEL_VALUE, "x" * 300))),
     "exception": encode_exception(11, ("builtins.ValueError", ("boom",), (), "tb")),
+    "exception with a traceback": encode_exception(
+        14, ("builtins.ValueError", ("boom",), (), "Traceback ...\n" * 150)
+    ),
+    "ping request": bytes(
+        encode_request(15, consts.HANDLE_PING, (consts.LABEL_TUPLE, ((0, "abc" * 173),)))
+    ),
     "not a pair": bytes([consts.MSG_REPLY]) + brine.dump((1, 2, 3)),
     "seq not an int": bytes([consts.MSG_REPLY]) + brine.dump(("1", 2)),
     "unknown message type": bytes([9]) + brine.dump((1, 2)),
