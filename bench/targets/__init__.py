@@ -14,7 +14,7 @@ from importlib import import_module
 # The client method that makes one call of each kind (`bench.cpu --op`, `bench.gccount --op`).
 OPERATIONS = {
     "bound": "bound_echo", "root": "root_echo", "callback": "callback", "attr": "attr_read",
-    "medium": "medium_echo", "ping": "ping",
+    "medium": "medium_echo", "ping": "ping", "error": "remote_error",
 }  # fmt: skip
 
 

@@ -49,6 +49,19 @@ class RpcClient:
 
         return call
 
+    def remote_error(self, conn):
+        """A call that raises ValueError remotely (``bench.cpu --op error``)."""
+        fail = conn.root.fail
+
+        def call():
+            try:
+                fail()
+            except ValueError:
+                return
+            raise AssertionError("fail() did not raise")
+
+        return call
+
     def ping(self, conn):
         """``conn.ping()``: RPyC's default 520-character echo (``bench.cpu --op ping``)."""
         return conn.ping

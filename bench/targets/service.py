@@ -13,6 +13,9 @@ class BenchMethods:
     def exposed_echo(self, value):
         return value
 
+    def exposed_fail(self):
+        raise ValueError("bench")
+
     def exposed_make_list(self, count):
         return list(range(count))
 
