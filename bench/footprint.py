@@ -56,6 +56,7 @@ class S(rpyc.Service):
     def exposed_echo(self, x): return x
     def exposed_make_thing(self): return Thing()
     def exposed_call(self, cb): return cb()
+    def exposed_fail(self): raise ValueError("bench")
 
 server = OneShotServer(S, hostname="127.0.0.1", port=0)
 with open(sys.argv[2] + ".tmp", "w") as f:
@@ -84,10 +85,18 @@ echo, thing, call = conn.root.echo, conn.root.make_thing(), conn.root.call
 def callback():
     return 1
 
+fail = conn.root.fail
+
+def error():
+    try:
+        fail()
+    except ValueError:
+        pass
+
 medium = "m" * 1000  # as bench.targets.rpc_client.MEDIUM_TEXT
 ops = {"bound": lambda: echo(42), "attr": lambda: thing.value,
        "root": lambda: conn.root.echo(42), "callback": lambda: call(callback),
-       "medium": lambda: echo(medium), "ping": conn.ping}
+       "medium": lambda: echo(medium), "ping": conn.ping, "error": error}
 run = ops[op]
 for _ in range(300):
     run()
