@@ -6,6 +6,7 @@ import signal
 import time
 
 import gevent
+import gevent.socket
 import pytest
 import rpyc
 
@@ -504,3 +505,61 @@ def test_a_timeout_counts_from_its_own_call_as_with_stock(rpyc_server):
     assert stock_outcome == our_outcome == "timeout"
     assert 0.45 <= stock_took < 1.2
     assert 0.45 <= our_took < 1.2
+
+
+# ---------------------------------------------- a ping nobody answers, both ways
+def _silent_peer():
+    """A TCP peer that reads everything and never answers (port, closer)."""
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    held = []
+
+    def swallow(sock):
+        while sock.recv(65536):
+            pass
+
+    readers = []
+
+    def accept_and_swallow():
+        while True:
+            sock, _ = listener.accept()
+            held.append(sock)
+            readers.append(gevent.spawn(swallow, sock))
+
+    acceptor = gevent.spawn(accept_and_swallow)
+
+    def close():
+        gevent.killall([acceptor, *readers])
+        for sock in held:
+            sock.close()
+        listener.close()
+
+    return listener.getsockname()[1], close
+
+
+def _ping_outcome(connect, port, opened):
+    conn = connect("127.0.0.1", port)
+    opened.append(conn)  # closed once the peer is gone: RPyC's close waits for an answer
+    began = time.monotonic()
+    try:
+        conn.ping(timeout=0.3)
+    except Exception as exc:
+        return type(exc).__name__, str(exc), time.monotonic() - began
+    return "no error", "", time.monotonic() - began
+
+
+def test_a_ping_nobody_answers_times_out_as_stocks_does():
+    port, close_peer = _silent_peer()
+    opened = []
+    try:
+        ours = in_os_thread(_ping_outcome, grpyc.factory.connect, port, opened)
+        stock = in_os_thread(_ping_outcome, rpyc.connect, port, opened)
+        gevent_ours = _ping_outcome(grpyc.factory.connect, port, opened)  # a greenlet caller
+    finally:
+        close_peer()
+        for conn in opened:
+            in_os_thread(conn.close)
+    assert ours[:2] == stock[:2] == gevent_ours[:2] == ("TimeoutError", "result expired")
+    for outcome in (ours, stock, gevent_ours):
+        assert 0.25 <= outcome[2] < 3, outcome
