@@ -311,10 +311,10 @@ SEPARATE_SIZE: Final = 64 * 1024
 # bools) and leaves anything else, and every error, to the loop.
 _SMALL_PASS: Final = not __file__.endswith(".py")
 _SMALL_DEPTH: Final = 32
-# A str or bytes of a few KiB (a ping, a traceback, a line of text) costs the
-# loop ~25 us more a message on a shared CPU than this pass (bench.cpu --op
-# medium); a bigger one is rare and may be a piece of its own (SEPARATE_SIZE).
-_SMALL_BYTES: Final = 4096
+# A str or bytes of a few KiB (a ping, a traceback, a page of text) costs
+# the loop ~25 us more a message on a shared CPU than this pass (bench.cpu
+# --op medium); from SEPARATE_SIZE on, `dump_pieces` keeps it out of the buffer.
+_SMALL_BYTES: Final = SEPARATE_SIZE
 
 
 def _dump_small(container: tuple[Any, ...], prefix: bytes) -> bytes | None:

@@ -41,3 +41,4 @@ cdef Py_ssize_t _SMALL_INT_DIGITS, _S_LONG_INT_DIGITS
 cdef int _S_TUPLE_1, _S_TUPLE_L1, _S_IMM_FIRST
 cdef Py_ssize_t _S_TUPLE_SIZE, _S_SLOT_SIZE, _S_BYTES_SIZE
 cdef tuple _S_INT_SIZES
+cdef Py_ssize_t _S_PROGRESS_EVERY

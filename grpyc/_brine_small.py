@@ -15,19 +15,26 @@ from typing import Any, Final
 
 from grpyc._brine_decode import IMM_VALUES, LONG_INT_DIGITS, SINGLETONS
 from grpyc._brine_encode import TAG_IMM_FIRST, TAG_TUPLE_1, TAG_TUPLE_L1
-from grpyc._brine_limits import BYTES_SIZE, INT_SIZES, RECURSIVE_LEVELS, SLOT_SIZE, TUPLE_SIZE
+from grpyc._brine_limits import (
+    BYTES_SIZE,
+    INT_SIZES,
+    PROGRESS_EVERY,
+    RECURSIVE_LEVELS,
+    SLOT_SIZE,
+    TUPLE_SIZE,
+)
 
 __all__ = ["SMALL_INPUT", "decode_small"]
 
-# Inputs up to this many bytes try `decode_small` first. Its charge can never
-# reach a `progress` call (a byte makes at most a 1-tuple, 48 bytes: 4,096
-# bytes at most 196,608, under PROGRESS_EVERY). Big enough for a message
-# carrying a str of a few KiB (a ping's 520 characters, a traceback), which
-# the table decodes at ~25 us more a message on a shared CPU (bench.cpu --op
-# medium). It pays only compiled (typed by _brine_small.pxd: 0.82 us for a
-# call request, 2.6 through the table); run as Python it is 2.5x slower than
-# the table, so the pure-Python build leaves every input to the table (0).
-SMALL_INPUT: Final = 0 if __file__.endswith(".py") else 4096
+# Inputs up to this many bytes try `decode_small` first: a message carrying
+# a str or bytes of up to 64 KiB (a ping's 520 characters, a traceback, a
+# page of text), which the table decodes at ~25 us more a message on a shared
+# CPU (bench.cpu --op medium). It gives up once its charge passes
+# PROGRESS_EVERY (the table takes over, and makes the `progress` calls due).
+# It pays only compiled (typed by _brine_small.pxd: 0.82 us for a call
+# request, 2.6 through the table); run as Python it is 2.5x slower than the
+# table, so the pure-Python build leaves every input to the table (0).
+SMALL_INPUT: Final = 0 if __file__.endswith(".py") else 64 * 1024
 _SMALL_SKIP: Final = object()  # what `_small_value` returns when `decode` must take over
 # Up to this many chars (sign included), an int is parsed without a bytes slice.
 _SMALL_INT_DIGITS: Final = 18
@@ -42,6 +49,7 @@ _S_TUPLE_SIZE: Final = TUPLE_SIZE
 _S_SLOT_SIZE: Final = SLOT_SIZE
 _S_BYTES_SIZE: Final = BYTES_SIZE
 _S_INT_SIZES: Final = INT_SIZES
+_S_PROGRESS_EVERY: Final = PROGRESS_EVERY
 
 
 class _SmallReader:
@@ -66,7 +74,7 @@ def decode_small(data: bytes, start: int, max_depth: int) -> tuple[Any, int] | N
     depth = max_depth if max_depth < RECURSIVE_LEVELS else RECURSIVE_LEVELS
     reader = _SmallReader(data, start, depth)
     value = _small_value(reader, 0)
-    if value is _SMALL_SKIP or reader.pos != reader.end:
+    if value is _SMALL_SKIP or reader.pos != reader.end or reader.cost > _S_PROGRESS_EVERY:
         return None
     return value, reader.cost
 
@@ -108,6 +116,8 @@ def _small_tuple(reader: _SmallReader, tag: int, pos: int, depth: int) -> Any:
     else:
         count = tag - _S_TUPLE_1 + 1
     reader.cost += _S_TUPLE_SIZE + _S_SLOT_SIZE * count
+    if reader.cost > _S_PROGRESS_EVERY:
+        return _SMALL_SKIP  # the table's decode of it calls `progress`
     reader.pos = pos
     if count == 0:
         return ()

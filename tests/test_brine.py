@@ -906,14 +906,30 @@ def test_the_one_pass_decoder_leaves_what_it_does_not_take():
     assert decode_small(dump(((((1,),),),)), 0, 3) is None  # too deep: the table raises
 
 
-@pytest.mark.parametrize("size", [255, 256, 300, 1000, 4000])
+@pytest.mark.parametrize("size", [255, 256, 300, 1000, 4000, 20_000, 65_000])
 def test_messages_with_a_str_or_bytes_of_a_few_kib_take_the_one_pass_decoder(size):
-    """A ping's 520 characters, a traceback: 4-byte lengths, up to `SMALL_INPUT`."""
+    """A ping's 520 characters, a traceback, a page: 4-byte lengths, up to `SMALL_INPUT`."""
     for value in ("x" * size, b"y" * size, "é" * (size // 2), ("a", b"b" * size, None)):
         data = dump((17, (1, value)))
+        if SMALL_INPUT and len(data) > SMALL_INPUT:
+            continue  # "é" * 32,500 is 65,000 bytes: too big for it
         if SMALL_INPUT:  # compiled (the pure-Python build leaves every input to the table)
             assert len(data) <= SMALL_INPUT
         assert assert_small_agrees(data, DEFAULT_MAX_DEPTH)
+
+
+def test_the_one_pass_decoder_leaves_an_input_due_a_progress_call_to_the_table():
+    """200 tuples of 200 Nones: 40 KiB of input, ~330 KB of objects by brine's
+    estimate, past PROGRESS_EVERY: the table decodes it and calls `progress`."""
+    value = tuple((None,) * 200 for _ in range(200))
+    data = dump(value)
+    assert len(data) <= 64 * 1024
+    assert decode_small(data, 0, DEFAULT_MAX_DEPTH) is None
+    calls = []
+    assert brine.load_measured(data, progress=lambda: calls.append(1))[0] == value
+    assert calls  # the table's progress call happened
+    smaller = tuple((None,) * 200 for _ in range(150))  # ~247 KB: under it
+    assert assert_small_agrees(dump(smaller), DEFAULT_MAX_DEPTH)
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 100])

@@ -123,6 +123,10 @@ SMALL_EDGES = [
     (b"b" * 4096,),
     ("é" * 2048,),  # 4,096 bytes of UTF-8 in 2,048 characters
     ("é" * 4095,),  # under 4,096 characters, 8,190 bytes
+    ("s" * 65_535, b"b" * 65_535),
+    ("s" * 65_536,),  # SEPARATE_SIZE: a piece of its own in dump_pieces
+    (b"b" * 65_536,),
+    ("é" * 32_768,),  # 65,536 bytes in 32,768 characters
     (10**254, 10**255, -(10**254), -49, -48, 159, 160, True, False, None),
     tuple(range(255)),
     tuple(range(256)),
@@ -134,7 +138,9 @@ SMALL_EDGES = [
 @pytest.mark.parametrize("value", SMALL_EDGES, ids=value_id)
 def test_small_tuples_dump_as_stock_at_every_bound(value):
     assert brine.dump(value) == stock_brine.dump(value)
-    assert brine.dump_pieces(value, b"\x01") == b"\x01" + stock_brine.dump(value)
+    pieces = brine.dump_pieces(value, b"\x01")  # from SEPARATE_SIZE on, in pieces
+    joined = pieces if type(pieces) is bytes else b"".join(pieces)
+    assert joined == b"\x01" + stock_brine.dump(value)
 
 
 @settings(max_examples=300, deadline=None)
