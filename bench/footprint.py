@@ -93,7 +93,7 @@ def error():
     except ValueError:
         pass
 
-medium = "m" * 1000  # as bench.targets.rpc_client.MEDIUM_TEXT
+from bench.targets.rpc_client import MEDIUM_TEXT as medium
 ops = {"bound": lambda: echo(42), "attr": lambda: thing.value,
        "root": lambda: conn.root.echo(42), "callback": lambda: call(callback),
        "medium": lambda: echo(medium), "ping": conn.ping, "error": error}

@@ -240,7 +240,7 @@ def _small_bytes(reader: _SmallReader, tag: int, pos: int) -> Any:
 
 
 def _small_size_l4(reader: _SmallReader, pos: int) -> int:
-    """The 4-byte big-endian length at data[pos:] (TAG_BYTES_L4, a str of 256
+    """The 4-byte big-endian length at data[pos:] (TAG_BYTES_L4: a str or bytes of 256
     bytes or more); past the input, a size that makes the value end past it."""
     if pos + 4 > reader.end:
         return reader.end  # pos + 4 + this > end: the caller skips
