@@ -731,6 +731,23 @@ def test_a_frame_past_a_small_read_is_read_by_one_fill(channels):
     assert receiver.next_buffered() == frame
 
 
+def test_a_frame_cut_right_after_a_small_read_waits_for_its_rest(channels):
+    """Exactly a small read's 448 bytes there: the read at once finds nothing
+    more, and the frame completes with the next `fill`, as any cut frame."""
+    sender, receiver = channels
+    sender.send(b"\x02small")
+    receiver.fill()
+    assert receiver.next_buffered() == b"\x02small"
+    frame = b"\x02" + b"p" * 600
+    wire = raw_frame(frame)
+    sender.stream.write(wire[:448])
+    receiver.fill()
+    assert receiver.next_buffered() is None
+    sender.stream.write(wire[448:])
+    receiver.fill()
+    assert receiver.next_buffered() == frame
+
+
 def test_a_plain_threads_channel_reads_a_frame_past_a_small_read_by_one_fill():
     left, right = socket.socketpair()
     outcome = []
