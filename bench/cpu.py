@@ -17,13 +17,12 @@ what each side's Python adds per call.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 from bench.proc import cpu_times
-from bench.run import _child_cwd, _child_env, _start_server, _stop, choose_cpus
+from bench.run import _start_server, _stop, choose_cpus, run_client_child
 from bench.targets import OPERATIONS
 
 
@@ -109,15 +108,11 @@ def main(argv=None):
         with tempfile.TemporaryFile() as log:
             try:
                 server, port = _start_server(server_name or target_name, server_cpu, log)
-                cmd = [sys.executable, "-m", "bench.cpu", "--child", target_name, args.op]
-                cmd += [str(args.seconds), str(port), str(server.pid), str(client_cpu)]
-                done = subprocess.run(
-                    # The target's own tree and environment (a baseline's grpyc,
-                    # grpyc-pure's GRPYC_PURE_PYTHON), as the server gets them.
-                    cmd, cwd=_child_cwd(target_name), env=_child_env(target_name),
-                    capture_output=True, text=True,
-                    timeout=args.seconds + 60,
-                )  # fmt: skip
+                # The target's own tree and environment (a baseline's grpyc,
+                # grpyc-pure's GRPYC_PURE_PYTHON), as the server gets them.
+                child_argv = [target_name, args.op, str(args.seconds), str(port)]
+                child_argv += [str(server.pid), str(client_cpu)]
+                done = run_client_child("bench.cpu", target_name, child_argv, args.seconds + 60)
                 if server_name:
                     print(f"server {server_name}: ", end="")
                 print(done.stdout.strip() or done.stderr.strip()[-500:])

@@ -26,14 +26,13 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import types
 
-from bench.run import ROOT, _child_env, _start_server, _stop, choose_cpus
+from bench.run import _start_server, _stop, choose_cpus, run_client_child
 from bench.runtime import ThreadRuntime
 from bench.scenarios import run_callers
 from bench.targets import TARGETS
@@ -144,13 +143,10 @@ def main(argv=None):
     with tempfile.TemporaryFile() as log:
         try:
             server, port = _start_server(args.server, server_cpu, log)
-            cmd = [sys.executable, "-m", "bench.gcstall", "--child", args.client, str(port)]
-            cmd += [str(args.threads), str(args.seconds), str(args.bump)]
-            cmd += ["1" if args.freeze else "0", str(client_cpu)]
-            done = subprocess.run(
-                cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
-                timeout=args.seconds + _JOIN_CAP + 180,
-            )  # fmt: skip
+            child_argv = [args.client, str(port), str(args.threads), str(args.seconds)]
+            child_argv += [str(args.bump), "1" if args.freeze else "0", str(client_cpu)]
+            timeout = args.seconds + _JOIN_CAP + 180
+            done = run_client_child("bench.gcstall", None, child_argv, timeout)
             print(done.stdout.strip() or done.stderr.strip()[-800:])
             return done.returncode
         finally:

@@ -192,6 +192,15 @@ def _tail(log):
     return log.read().decode(errors="replace")[-1500:]
 
 
+def run_client_child(module, target, argv, timeout):
+    """``python -m MODULE --child ARGV...`` as `target`'s client (its tree and
+    environment, as `_start_server` gives its server; None: this checkout's)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, "--child", *argv], cwd=_child_cwd(target),
+        env=_child_env(target), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def _start_server(target, cpu, log):
     cmd = [sys.executable, "-m", "bench.server_main", target, "--cpu", str(cpu)]
     proc = subprocess.Popen(
