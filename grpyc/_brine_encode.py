@@ -406,11 +406,8 @@ def _put_small_bytes(out: bytearray, raw: bytes) -> bool:
         out.append(0x0E)  # _BYTES_L1
         out.append(size)
     elif size < _SMALL_BYTES:
-        out.append(0x0F)  # TAG_BYTES_L4, then the size big-endian (under 2**16)
-        out.append(0)
-        out.append(0)
-        out.append(size >> 8)
-        out.append(size & 0xFF)
+        out.append(0x0F)  # TAG_BYTES_L4, then the size
+        out += I4.pack(size)
     else:
         return False
     out += raw
