@@ -28,7 +28,7 @@ cdef object _small_str(_SmallReader reader, Py_ssize_t pos)
 @cython.locals(data=bytes, size=Py_ssize_t, end=Py_ssize_t)
 cdef object _small_bytes(_SmallReader reader, int tag, Py_ssize_t pos)
 
-@cython.locals(data=bytes)
+@cython.locals(data=bytes, size=Py_ssize_t)
 cdef Py_ssize_t _small_size_l4(_SmallReader reader, Py_ssize_t pos)
 
 @cython.locals(negative=cython.bint, value=cython.longlong, digit=cython.int)

@@ -245,4 +245,5 @@ def _small_size_l4(reader: _SmallReader, pos: int) -> int:
     if pos + 4 > reader.end:
         return reader.end  # pos + 4 + this > end: the caller skips
     data = reader.data
-    return (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+    size = data[pos]  # a Py_ssize_t when compiled: the shift must not overflow a C int
+    return (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]

@@ -885,8 +885,13 @@ def test_short_inputs_of_tag_bytes_are_left_to_the_table(data):
 
 
 @pytest.mark.parametrize(
-    "data", [b"\x16\x00", b"\x11\x16\x00", b"\x16\x01-", b"\x08\x0e", b"\x14", b"\x16"]
-)
+    "data",
+    [
+        b"\x16\x00", b"\x11\x16\x00", b"\x16\x01-", b"\x08\x0e", b"\x14", b"\x16",
+        b"\x11\x0f\x80\x00\x00\x00",  # a 4-byte length of 2**31: a C int would overflow
+        b"\x08\x0f\xff\xff\xff\xff",
+    ],
+)  # fmt: skip
 def test_an_int_or_str_cut_at_the_end_is_a_brine_error(data):
     assert decode_small(data, 0, 32) is None
     with pytest.raises(BrineError):
