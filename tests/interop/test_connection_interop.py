@@ -563,3 +563,40 @@ def test_a_ping_nobody_answers_times_out_as_stocks_does():
     assert ours[:2] == stock[:2] == gevent_ours[:2] == ("TimeoutError", "result expired")
     for outcome in (ours, stock, gevent_ours):
         assert 0.25 <= outcome[2] < 3, outcome
+
+
+PATCHED_SILENT_PINGS = """
+from gevent import monkey
+monkey.patch_all()
+import socket, threading, time
+import rpyc
+import grpyc.factory
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4)
+held = []
+
+def accept():
+    while True:
+        held.append(listener.accept()[0])  # read by nobody, answered never
+
+threading.Thread(target=accept, daemon=True).start()
+port = listener.getsockname()[1]
+for connect in (grpyc.factory.connect, rpyc.connect):
+    conn = connect("127.0.0.1", port)
+    began = time.monotonic()
+    try:
+        conn.ping(timeout=0.3)
+        outcome = "no error"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    print(outcome, 0.25 <= time.monotonic() - began < 3)
+for sock in held:
+    sock.close()  # RPyC's close waits for an answer: the peer goes first
+"""
+
+
+def test_a_ping_nobody_answers_times_out_as_stocks_does_under_patch_all():
+    lines = run_script(PATCHED_SILENT_PINGS).splitlines()
+    assert lines == ["TimeoutError: result expired True"] * 2, lines
