@@ -24,7 +24,8 @@ tests/test_api_surface.py checks that the imports and the table agree.
 """
 
 from importlib import import_module as _import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 # First of all: decides whether the hot modules load compiled or from source.
 from grpyc import _accel  # noqa: F401 - imported for its effect
@@ -52,7 +53,7 @@ from grpyc._names import PUBLIC_NAMES as _PUBLIC_NAMES  # noqa: E402 - after the
 
 __all__ = sorted(_PUBLIC_NAMES)
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from grpyc import classic as classic
     from grpyc._dropin import install_as_rpyc as install_as_rpyc
     from grpyc.async_ import AsyncResult as AsyncResult
@@ -94,16 +95,30 @@ if TYPE_CHECKING:
     from grpyc.vinegar import GenericException as GenericException
 
 
-def __getattr__(name: str) -> Any:
+# What a stock ``import rpyc`` also binds in the package besides its public
+# names: the subpackages (``rpyc.utils.server.ThreadedServer``,
+# ``rpyc.core.netref``), the command-line package and the old alias of
+# ``async_``. Reached here, ``import grpyc as rpyc`` reads them the same way.
+_RPYC_ATTRIBUTES = ("async", "cli", "core", "utils")
+
+
+def __getattr__(name: str) -> _Any:
     """Load a public name's module on first use, then keep the name here."""
     module_name = _PUBLIC_NAMES.get(name)
-    if module_name is None:
+    if module_name is not None:
+        module = _import_module(module_name)
+        value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
+    elif name in ("core", "utils"):
+        value = _import_module("grpyc._dropin").subpackage(f"rpyc.{name}")
+    elif name == "cli":
+        value = _import_module("grpyc.cli")
+    elif name == "async":
+        value = async_
+    else:
         raise AttributeError(f"module 'grpyc' has no attribute {name!r}")
-    module = _import_module(module_name)
-    value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_RPYC_ATTRIBUTES))

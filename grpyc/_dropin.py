@@ -23,6 +23,7 @@ Nothing happens on import of this module; `install_as_rpyc` changes
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PROVIDED_MODULES", "install_as_rpyc"]
+__all__ = ["PROVIDED_MODULES", "install_as_rpyc", "subpackage"]
 
 # RPyC 6's module name -> the grpyc module that stands in for it.
 PROVIDED_MODULES: dict[str, str] = {
@@ -167,19 +168,28 @@ class _DropinFinder:
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(grpyc_name))
 
 
-def _submodule_getter(package_name: str) -> Callable[[str], ModuleType]:
-    """A package's ``__getattr__``: a submodule not loaded yet loads on first access."""
+def _submodule_getter(package: ModuleType) -> Callable[[str], ModuleType]:
+    """A package's ``__getattr__``: a submodule not loaded yet loads on first access.
+
+    It loads the grpyc module itself, not the ``rpyc.*`` name, so it works
+    without the finder too (``import grpyc as rpyc; rpyc.utils.server``)
+    and never reaches a real rpyc installed beside grpyc.
+    """
+    package_name = package.__name__
 
     def __getattr__(name: str) -> ModuleType:  # noqa: N807 - the module hook's name
         missing = f"module {package_name!r} has no attribute {name!r}"
-        if f"{package_name}.{name}" not in PROVIDED_MODULES:
+        grpyc_name = PROVIDED_MODULES.get(f"{package_name}.{name}")
+        if grpyc_name is None:
             raise AttributeError(missing)
         try:
-            return importlib.import_module(f"{package_name}.{name}")
+            module = importlib.import_module(grpyc_name)
         except ImportError as exc:
             # An attribute lookup answers AttributeError, so that hasattr()
             # and getattr(..., default) work; ``import`` shows the ImportError.
             raise AttributeError(f"{missing} ({exc})") from exc
+        setattr(package, name, module)
+        return module
 
     return __getattr__
 
@@ -189,8 +199,22 @@ def _package(name: str) -> ModuleType:
     package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
     package.__path__ = []
     package.__package__ = name
-    setattr(package, "__getattr__", _submodule_getter(name))  # noqa: B010 - the module hook
+    setattr(package, "__getattr__", _submodule_getter(package))  # noqa: B010 - the module hook
     setattr(package, _MARKER, True)
+    return package
+
+
+@functools.cache
+def subpackage(name: str) -> ModuleType:
+    """RPyC's ``rpyc.core``, ``rpyc.utils`` or ``rpyc.lib`` as grpyc serves it, made once.
+
+    `install_as_rpyc` publishes these objects under their names; without it,
+    ``import grpyc as rpyc`` reaches the same ones as ``rpyc.core`` and
+    ``rpyc.utils`` (and ``rpyc.lib``'s names through `grpyc.lib`), as a
+    stock ``import rpyc`` binds them.
+    """
+    package = _package(name)
+    _copy_names(package, _PACKAGE_NAMES[name])
     return package
 
 
@@ -217,8 +241,8 @@ def _build_packages() -> dict[str, ModuleType]:
     from grpyc import _rpyc_version
     from grpyc._names import PUBLIC_NAMES
 
-    packages = {name: _package(name) for name in _PACKAGE_DOCS}
-    root = packages["rpyc"]
+    root = _package("rpyc")
+    packages = {"rpyc": root, **{name: subpackage(name) for name in _PACKAGE_NAMES}}
     for name, module_name in PUBLIC_NAMES.items():
         module = importlib.import_module(module_name)
         value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
@@ -228,8 +252,7 @@ def _build_packages() -> dict[str, ModuleType]:
     # The RPyC version grpyc stands in for, as a grpyc peer reports it.
     setattr(root, "version", _rpyc_version)  # noqa: B010 - ModuleType declares no such attributes
     setattr(root, "__version__", _rpyc_version.__version__)  # noqa: B010 - as above
-    for package_name, sources in _PACKAGE_NAMES.items():
-        _copy_names(packages[package_name], sources)
+    for package_name in _PACKAGE_NAMES:
         setattr(root, package_name.rpartition(".")[2], packages[package_name])
     return packages
 

@@ -216,13 +216,61 @@ def test_every_exclusion_is_still_missing_and_has_a_reason(missing_under_dropin)
     assert {row: reason for row, reason in exclusions.items() if len(reason) < 20} == {}
 
 
+# What ``import X as rpyc`` reaches by attributes alone: {module: its stock
+# names found there}, or None where the module is not reachable.
+REACHED_BY_ATTRIBUTES = r"""
+import importlib, json, sys
+top = importlib.import_module(sys.argv[1])
+reached = {}
+for name, attrs in json.loads(sys.stdin.read()).items():
+    obj = top
+    for part in name.split(".")[1:]:
+        obj = getattr(obj, part, None)
+    reached[name] = None if obj is None else sorted(a for a in attrs if hasattr(obj, a))
+print(json.dumps(reached))
+"""
+
+
+def test_import_grpyc_as_rpyc_reaches_what_import_rpyc_reaches_by_attributes(stock_surface):
+    # ``import rpyc`` binds its subpackages and the modules it loads, so RPyC
+    # code reads ``rpyc.utils.server.ThreadedServer`` or ``rpyc.core.netref``
+    # without importing them: each such path, and each name there, works on
+    # ``import grpyc as rpyc`` too (or is in the exclusions table).
+    stock = run_python(
+        f"import sys; sys.argv[1:] = ['rpyc']\n{REACHED_BY_ATTRIBUTES}",
+        stdin=json.dumps(stock_surface),
+    )
+    ours = run_python(
+        f"import sys; sys.argv[1:] = ['grpyc']\n{REACHED_BY_ATTRIBUTES}",
+        stdin=json.dumps(stock_surface),
+    )
+    exclusions = read_exclusions()
+    reachable = {name: attrs for name, attrs in stock.items() if attrs is not None}
+    assert {
+        "rpyc",
+        "rpyc.core",
+        "rpyc.utils",
+        "rpyc.utils.server",
+        "rpyc.core.netref",
+        "rpyc.lib",
+        "rpyc.lib.compat",
+    } <= set(reachable)
+    unexplained = sorted(
+        f"{name}.{attr}" if attr else name
+        for name, attrs in reachable.items()
+        for attr in ([None] if ours[name] is None else sorted(set(attrs) - set(ours[name])))
+        if not any(covers(row, f"{name}.{attr}" if attr else name) for row in exclusions)
+    )
+    assert unexplained == []
+
+
 # ------------------------------------------------------- grpyc's own name table
 def _imported_public_names(tree):
     """{name: module} of the ``from M import X as X`` lines at top level and under TYPE_CHECKING."""
     names = {}
     for node in tree.body:
         body = [node]
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and ast.unparse(node.test).lstrip("_") == "TYPE_CHECKING":
             body = node.body
         for statement in body:
             if not isinstance(statement, ast.ImportFrom):

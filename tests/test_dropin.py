@@ -71,8 +71,7 @@ def test_top_level_names_keep_rpyc_meaning_after_every_submodule_import():
 def test_top_level_exports_what_rpyc_exports():
     out = run_python(
         "import json, rpyc, grpyc, grpyc.lib, grpyc.server\n"
-        "public = [n for n in dir(rpyc) if not n.startswith('_') and n not in ('core', 'utils',\n"
-        "          'lib', 'cli', 'async')]\n"
+        "public = [n for n in dir(rpyc) if not n.startswith('_')]\n"
         "missing = sorted(n for n in public if not hasattr(grpyc, n))\n"
         "not_written = sorted(n for n in missing\n"
         "                     if not hasattr(grpyc.server, n) and not hasattr(grpyc.lib, n))\n"
@@ -368,6 +367,66 @@ def test_a_lazy_module_that_cannot_load_is_a_missing_attribute_not_an_import_err
         "    print(exc.name, 'rpyc.utils.ghost' in sys.modules)\n"
     )
     assert out.splitlines() == ["absent", "grpyc.no_such_module False"]
+
+
+# An RPyC program that reaches everything through the package's attributes
+# (``rpyc.utils.server.ThreadedServer``, ``rpyc.core.netref``, ...), run with
+# ``import rpyc as R`` and with ``import grpyc as R``: the same output.
+ATTRIBUTE_PATHS_PROGRAM = """
+import importlib, json, sys
+if sys.argv[2] == "patched":
+    from gevent import monkey
+
+    monkey.patch_all()
+import threading, time
+
+R = importlib.import_module(sys.argv[1])
+
+class Calc(R.Service):
+    def exposed_add(self, a, b):
+        return a + b
+
+    def exposed_call(self, func):
+        return func(3)
+
+server = R.utils.server.ThreadedServer(Calc, hostname="127.0.0.1", port=0)
+threading.Thread(target=server.start, daemon=True).start()
+for _ in range(500):  # start() listens in its thread: retry until it does
+    try:
+        conn = R.connect("127.0.0.1", server.port)
+        break
+    except ConnectionRefusedError:
+        time.sleep(0.01)
+out = {
+    "add": conn.root.add(2, 3),
+    "callback": conn.root.call(lambda x: x * 2),
+    "netref": isinstance(conn.root, R.core.netref.BaseNetref),
+    "ping_handler": R.core.consts.HANDLE_PING,
+    "async": getattr(R, "async") is R.async_,
+    "maxint": R.lib.compat.maxint == sys.maxsize,
+    "helpers": R.utils.helpers.BgServingThread is R.BgServingThread,
+    "factory": R.utils.factory.connect is R.connect,
+    "classic": callable(R.utils.classic.connect),
+    "timeout": R.core.AsyncResultTimeout.__name__,
+    "safe_import": type(R.lib.safe_import("no_such_module_for_this_probe")).__name__,
+    "unknown": hasattr(R.utils, "no_such_module"),
+}
+conn.close()
+server.close()
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("mode", ["threads", "patched"])
+def test_import_grpyc_as_rpyc_runs_a_program_of_attribute_paths_as_stock_does(mode):
+    outputs = {
+        library: run_python(
+            f"import sys; sys.argv[1:] = [{library!r}, {mode!r}]\n{ATTRIBUTE_PATHS_PROGRAM}"
+        )
+        for library in ("rpyc", "grpyc")
+    }
+    assert json.loads(outputs["grpyc"]) == json.loads(outputs["rpyc"])
+    assert json.loads(outputs["grpyc"])["callback"] == 6
 
 
 # ------------------------------------------------ the drop-in program, both ways
