@@ -183,7 +183,7 @@ def _buffered(obj: Any, chunk: int, max_chunk: int, factor: int) -> Iterator[Any
 
 
 # -------------------------------------------------------------- restricted
-class _Restricted:
+class Restricted:  # as stock names its class: the peer sees the name
     """A view of an object that lets the peer reach only listed attributes.
 
     The protocol consults ``_rpyc_getattr``/``_rpyc_setattr``/``_rpyc_delattr``
@@ -241,7 +241,7 @@ def restricted(obj: Any, attrs: Iterable[str], wattrs: Iterable[str] | None = No
     """
     readable = frozenset(attrs)
     writable = readable if wattrs is None else frozenset(wattrs)
-    return _Restricted(obj, readable, writable)
+    return Restricted(obj, readable, writable)
 
 
 # --------------------------------------------------------- BgServingThread

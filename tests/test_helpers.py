@@ -319,6 +319,17 @@ def test_restricted_dir_shows_no_wrapped_names(restricted_pair):
     assert "write" not in names
 
 
+def test_restricted_view_class_is_named_as_stock_names_it(restricted_pair):
+    # The peer sees the view's class (its proxy's name, ``type(view).__name__``).
+    import rpyc as stock
+
+    _, client = restricted_pair
+    stock_name = type(stock.restricted([], ["append"])).__name__
+    assert type(restricted([], ["append"])).__name__ == stock_name == "Restricted"
+    proxy_class_name = type(client.root.get()).__name__  # "module.qualname", as stock's
+    assert proxy_class_name == f"grpyc.helpers.{stock_name}"
+
+
 def test_restricted_returned_method_does_not_lead_back_to_the_object(make_pair):
     service_instance = RestrictedService()
     _, client = make_pair(
