@@ -79,6 +79,24 @@ _DEL_COST = 128
 _NOT_EXPIRED = object()
 
 
+def _require_grpyc_channel(channel: Any) -> None:
+    """Refuse, in words, a channel of another library (stock rpyc's, typically).
+
+    ``import grpyc as rpyc`` followed by ``from rpyc.utils.server import
+    ThreadedServer`` gets stock's server when stock is installed too; it
+    hands grpyc's service a stock channel, which would fail on the first
+    frame with an obscure AttributeError.
+    """
+    if not hasattr(channel, "next_buffered"):
+        kind = f"{type(channel).__module__}.{type(channel).__qualname__}"
+        raise TypeError(
+            f"a grpyc connection needs a grpyc channel, not {kind}: a grpyc service was "
+            "given to another library's server or factory (stock rpyc's?); use grpyc's "
+            "(rpyc.utils.server.ThreadedServer after import grpyc as rpyc), or call "
+            "grpyc.install_as_rpyc() first so that the rpyc modules are grpyc's"
+        )
+
+
 class Connection(Serving, RequestRunner, RequestHandlers):
     """The RPyC connection (protocol) over one channel. RPyC-compatible.
 
@@ -111,6 +129,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             self._config["connid"] = f"conn{next(_connection_ids)}"
         self._channel = channel
         try:
+            _require_grpyc_channel(channel)
             self._apply_channel_config()
             limits = Limits.from_config(self._config)
         except BaseException:

@@ -719,3 +719,43 @@ def test_a_connection_subclass_overriding_box_and_unbox_has_them_used_for_reques
     assert client.root.echo(41) == 41
     assert ("box", 41) in seen
     assert any(kind == "unbox" for kind, _ in seen)
+
+
+# Stock's server thread re-raises what it logged: pytest reports that thread.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_grpyc_service_under_a_stock_server_is_refused_in_words():
+    # ``import grpyc as rpyc`` then ``from rpyc.utils.server import
+    # ThreadedServer`` gets stock's server when stock is installed: it hands
+    # our service a stock channel. The server's log says what went wrong.
+    import logging
+
+    import rpyc as stock
+    from rpyc.utils.server import ThreadedServer as StockServer
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("test-stock-server-with-grpyc-service")
+    logger.addHandler(Keep())
+    logger.propagate = False
+    server = StockServer(TestService, hostname="127.0.0.1", port=0, logger=logger)
+    server._listen()
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        conn = stock.connect("127.0.0.1", server.port)
+        with pytest.raises(EOFError):
+            conn.root.echo(1)
+        wait_until(lambda: any(r.exc_info for r in records), timeout=10)
+        for spawned in threading.enumerate():  # it raises after logging: let it end here
+            if spawned.name.startswith("RpycSpawnThread"):
+                spawned.join(10)
+    finally:
+        server.close()
+        thread.join(10)
+    errors = [r.exc_info[1] for r in records if r.exc_info]
+    assert type(errors[0]) is TypeError
+    assert "needs a grpyc channel, not rpyc.core.channel.Channel" in str(errors[0])
