@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 
@@ -137,29 +137,3 @@ def setup_logger(
         options["filename"] = logfile
     logging.basicConfig(**options)
     return logging.getLogger("rpyc" if namespace is None else f"rpyc.{namespace}")
-
-
-# The rest of RPyC's ``rpyc.lib`` (its helpers grpyc's own code does not use,
-# and its ``compat`` and ``colls`` modules), loaded on first use, so that
-# ``import grpyc as rpyc`` finds ``rpyc.lib.safe_import`` where stock's
-# ``import rpyc`` does. `grpyc._dropin.subpackage` holds the one list.
-if TYPE_CHECKING:
-    from grpyc import _colls as colls  # noqa: F401 - RPyC's rpyc.lib.colls
-    from grpyc import _compat as compat  # noqa: F401 - RPyC's rpyc.lib.compat
-    from grpyc._compat import maxint as maxint
-    from grpyc._rpyc_lib import SPAWN_THREAD_PREFIX as SPAWN_THREAD_PREFIX
-    from grpyc._rpyc_lib import MissingModule as MissingModule
-    from grpyc._rpyc_lib import exp_backoff as exp_backoff
-    from grpyc._rpyc_lib import hybridmethod as hybridmethod
-    from grpyc._rpyc_lib import safe_import as safe_import
-    from grpyc._rpyc_lib import socket_backoff_connect as socket_backoff_connect
-    from grpyc._rpyc_lib import spawn_waitready as spawn_waitready
-else:
-
-    def __getattr__(name: str) -> Any:
-        from grpyc._dropin import subpackage
-
-        try:
-            return getattr(subpackage("rpyc.lib"), name)
-        except AttributeError:
-            raise AttributeError(f"module 'grpyc.lib' has no attribute {name!r}") from None

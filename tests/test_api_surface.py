@@ -231,6 +231,16 @@ print(json.dumps(reached))
 """
 
 
+# ``rpyc.lib`` after ``import grpyc as rpyc`` is grpyc's own `grpyc.lib`, a
+# lower layer than the drop-in's shims; these come with ``install_as_rpyc()``
+# (docs/migration.md says so).
+RPYC_LIB_WITH_THE_DROPIN_ONLY = [
+    *(f"rpyc.lib.{name}" for name in ("compat", "colls", "maxint", "MissingModule")),
+    *(f"rpyc.lib.{name}" for name in ("SPAWN_THREAD_PREFIX", "exp_backoff", "hybridmethod")),
+    *(f"rpyc.lib.{name}" for name in ("safe_import", "socket_backoff_connect", "spawn_waitready")),
+]
+
+
 def test_import_grpyc_as_rpyc_reaches_what_import_rpyc_reaches_by_attributes(stock_surface):
     # ``import rpyc`` binds its subpackages and the modules it loads, so RPyC
     # code reads ``rpyc.utils.server.ThreadedServer`` or ``rpyc.core.netref``
@@ -245,6 +255,7 @@ def test_import_grpyc_as_rpyc_reaches_what_import_rpyc_reaches_by_attributes(sto
         stdin=json.dumps(stock_surface),
     )
     exclusions = read_exclusions()
+    exclusions.update(dict.fromkeys(RPYC_LIB_WITH_THE_DROPIN_ONLY, "docs/migration.md"))
     reachable = {name: attrs for name, attrs in stock.items() if attrs is not None}
     assert {
         "rpyc",

@@ -403,12 +403,11 @@ out = {
     "netref": isinstance(conn.root, R.core.netref.BaseNetref),
     "ping_handler": R.core.consts.HANDLE_PING,
     "async": getattr(R, "async") is R.async_,
-    "maxint": R.lib.compat.maxint == sys.maxsize,
+    "lib": [callable(R.lib.spawn), R.lib.Timeout(None).expired()],
     "helpers": R.utils.helpers.BgServingThread is R.BgServingThread,
     "factory": R.utils.factory.connect is R.connect,
     "classic": callable(R.utils.classic.connect),
     "timeout": R.core.AsyncResultTimeout.__name__,
-    "safe_import": type(R.lib.safe_import("no_such_module_for_this_probe")).__name__,
     "unknown": hasattr(R.utils, "no_such_module"),
 }
 conn.close()
