@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST
 
 __all__ = [
+    "AUTO_WHOLE",
     "COMPRESSION_LEVEL",
     "COMPRESSION_THRESHOLD",
     "FLUSHER",
@@ -71,6 +72,12 @@ _MAX_WIRE_LENGTH = 0xFFFFFFFF  # the 4-byte length field
 # deflating incompressible data costs ~20 ns/byte and saves nothing.
 _AUTO_SAMPLE_SIZE = 1024
 _AUTO_MIN_SAVING = 0.10
+# "auto" without the sample: the whole is deflated at once and kept on the
+# same terms. A channel in "auto" mode sends so after a frame it compressed,
+# and samples again after one it did not (`Channel`): the sample of a 3 KiB
+# payload costs 60 % of deflating it whole, and payloads that compress tend
+# to come in a row. Not a mode users set (`check_compress_mode`).
+AUTO_WHOLE = "auto, whole"
 
 # Most output and most input of one zlib call in `inflate`.
 _INFLATE_STEP = 1024 * 1024
@@ -82,6 +89,7 @@ _JOIN_LIMIT = 16 * 1024
 
 _MESSAGE_TYPES = frozenset((MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION))
 _COMPRESS_MODES = (True, False, "auto")
+_FRAME_MODES = (True, False, "auto", AUTO_WHOLE)
 # RPyC 5.x sends brine (msg, seq, args): tag 0x12 is a brine 3-tuple.
 _BRINE_TUPLE3 = 0x12
 # rpyc's bind_threads framing puts two unsigned 8-byte big-endian thread ids
@@ -273,7 +281,8 @@ def deflate(payload: Payload, compress: CompressMode) -> tuple[Payload, bool]:
     `COMPRESSION_THRESHOLD`, except that a payload compression does not
     shrink goes as is. ``"auto"`` also needs a sample from the middle of the
     payload, and then the whole, to shrink by at least 10%; else the payload
-    goes as is. ``False`` never compresses.
+    goes as is. `AUTO_WHOLE` is ``"auto"`` without the sample. ``False``
+    never compresses.
     """
     if not compress or len(payload) <= COMPRESSION_THRESHOLD:
         return payload, False
@@ -283,7 +292,9 @@ def deflate(payload: Payload, compress: CompressMode) -> tuple[Payload, bool]:
     packed = zlib.compress(whole, COMPRESSION_LEVEL)
     # Any receiver takes either form, so a frame never grows by compression
     # (a full-size incompressible payload would otherwise exceed the limit).
-    keep_below = len(payload) * (1 - _AUTO_MIN_SAVING) if compress == "auto" else len(payload)
+    keep_below: float = len(payload)
+    if compress == "auto" or compress == AUTO_WHOLE:
+        keep_below = len(payload) * (1 - _AUTO_MIN_SAVING)
     if len(packed) >= keep_below:
         return payload, False
     return packed, True
@@ -296,7 +307,7 @@ def join_small_frames(payloads: Sequence[Payload], compress: CompressMode) -> by
     A reply and the answers to DELs that go along with it are written so:
     one call for all of them, not an `encode_frame` and a list each.
     """
-    if compress not in _COMPRESS_MODES:
+    if compress not in _FRAME_MODES:
         return None
     parts: list[bytes] = []
     for payload in payloads:
@@ -320,7 +331,7 @@ def encode_frame(
 
     Args:
         payload: a bytes-like object of unsigned bytes (format ``B``), or `Pieces`.
-        compress: ``True``, ``False`` or ``"auto"``, see `deflate`.
+        compress: ``True``, ``False``, ``"auto"`` or `AUTO_WHOLE`, see `deflate`.
         prefix: bytes that go before the payload, inside the (compressed)
             frame payload: the thread ids of `THREAD_IDS` framing.
 
@@ -331,11 +342,11 @@ def encode_frame(
         type(payload) is bytes
         and len(payload) <= COMPRESSION_THRESHOLD
         and not prefix
-        and compress in _COMPRESS_MODES
+        and compress in _FRAME_MODES
     ):
         # Most frames: small, one buffer, never compressed (one call, not four).
         return [b"".join((FRAME_HEADER.pack(len(payload), 0), payload, FLUSHER))]
-    mode = check_compress_mode(compress)
+    mode = compress if compress == AUTO_WHOLE else check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
         payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer
     data, compressed = deflate(payload, mode)

@@ -28,6 +28,7 @@ from grpyc.channel import (
     encode_frame,
     inflate,
 )
+from grpyc.framing import AUTO_WHOLE, check_compress_mode
 from grpyc.stream import SocketStream
 
 TEXT = (
@@ -115,6 +116,26 @@ def test_auto_skips_a_payload_whose_middle_does_not_compress():
     # Compressible head, random middle: the sample decides.
     payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
     assert deflate(payload, "auto") == (payload, False)
+
+
+def test_auto_whole_is_auto_without_the_sample():
+    # The whole decides: the random middle no longer hides what compresses.
+    payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
+    data, compressed = deflate(payload, AUTO_WHOLE)
+    assert compressed is True
+    assert zlib.decompress(data) == payload
+    # ... on auto's terms: kept only if the whole shrinks by 10 %.
+    noise = os.urandom(40_000)
+    assert deflate(noise, AUTO_WHOLE) == (noise, False)
+    barely = os.urandom(36_000) + bytes(4_000)  # shrinks by less than 10 %
+    assert deflate(barely, True)[1] is True
+    assert deflate(barely, AUTO_WHOLE) == (barely, False)
+    assert frame_bytes(payload, AUTO_WHOLE)[4] == 1
+
+
+def test_auto_whole_is_not_a_mode_users_set():
+    with pytest.raises(ValueError, match=r"compress must be True, False or 'auto'"):
+        check_compress_mode(AUTO_WHOLE)
 
 
 def test_encode_frame_rejects_an_unknown_mode():
@@ -489,6 +510,48 @@ def test_channel_compress_is_checked_when_set(channels):
         channel.compress = "zlib"
     with pytest.raises(ValueError, match=r"got None"):
         Channel(channel.stream, compress=None)
+
+
+class RecordingStream:
+    """What a channel writes, one entry per write."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def write_buffers(self, buffers):
+        self.writes.append(b"".join(bytes(buffer) for buffer in buffers))
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("thread_ids", [False, True])
+def test_auto_channel_skips_the_sample_after_a_compressed_frame(thread_ids):
+    # A payload with a random middle: the sample says no, the whole says yes.
+    mixed = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
+    noise = os.urandom(40_000)
+    stream = RecordingStream()
+    channel = Channel(stream, thread_ids=thread_ids)
+    sent = [mixed, TEXT, mixed, noise, mixed, b"\x01small", mixed]
+    for payload in sent:
+        channel.send(payload, (1, 2) if thread_ids else None)
+    flags = [frame[4] for frame in stream.writes]
+    # sampled: no; compressed; so the whole at once: yes; the whole does not
+    # shrink: no, and sampling again: no; a small frame changes nothing.
+    assert flags == [0, 1, 1, 0, 0, 0, 0]
+    decoder = FrameDecoder()
+    decoder.feed(b"".join(stream.writes))
+    prefix = 16 if thread_ids else 0
+    assert [frame[prefix:] for frame in drain(decoder)] == sent
+    channel.compress = True  # RPyC's rule: every payload over the threshold
+    channel.send(mixed, (1, 2) if thread_ids else None)
+    assert stream.writes[-1][4] == 1
+    channel.compress = "auto"  # samples again first
+    channel.send(mixed, (1, 2) if thread_ids else None)
+    assert stream.writes[-1][4] == 0
 
 
 @pytest.mark.parametrize("compress", [False, True, "auto"])
