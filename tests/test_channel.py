@@ -1,9 +1,12 @@
 """grpyc.channel: the frame codec fed bytes, limits, older peers, and Channel over a socketpair."""
 
+import ctypes
 import itertools
 import os
 import random
 import struct
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -901,3 +904,48 @@ def test_no_splice_with_thread_ids(thread_id_channels):
         receiver.fill()
     writer.get(timeout=10)
     assert type(frame) is bytes and frame == payload
+
+
+# Whether malloc serves a 768 KiB block by mmap once a fresh process made a
+# Channel (glibc's count of mmapped blocks; one probe: freeing an mmapped block
+# raises the thresholds too).
+MALLOC_PROBE = """
+import ctypes, socket
+libc = ctypes.CDLL(None)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def mmapped(size):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    count = libc.mallinfo2().hblks - before
+    libc.free(block)
+    return count
+import grpyc.channel
+from grpyc.stream import SocketStream
+grpyc.channel._malloc_settled = SETTLED
+left, right = socket.socketpair()
+grpyc.channel.Channel(SocketStream(left))
+print(mmapped(768 * 1024))
+"""
+
+
+def test_the_first_channel_raises_glibcs_malloc_thresholds_past_zlibs_buffers():
+    # Else a heap whose top held zlib's buffers went back to the kernel after
+    # every compressed frame (~50 page faults a frame).
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):  # glibc 2.33 or later
+        pytest.skip("needs glibc's mallinfo2 to see malloc's thresholds")
+    outputs = {}
+    for settled in (False, True):  # True: as if an earlier Channel had settled them
+        code = f"SETTLED = {settled}\n{MALLOC_PROBE}"
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outputs[settled] = done.stdout.split()
+    assert outputs[False] == ["0"]  # from the heap
+    assert outputs[True] == ["1"]  # mmapped: what a process without it does
