@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from grpyc.brine import SEPARATE_SIZE, big_value_at
 from grpyc.consts import STREAM_CHUNK
 from grpyc.framing import (
-    AUTO_WHOLE,
     COMPRESSION_LEVEL,
     COMPRESSION_THRESHOLD,
     FLUSHER,
@@ -28,10 +27,12 @@ from grpyc.framing import (
     MAX_DECOMPRESSED_SIZE,
     MAX_FRAME_SIZE,
     THREAD_IDS,
+    AutoCompression,
     BytesLike,
     CompressMode,
     FrameDecoder,
     FrameError,
+    FrameMode,
     Payload,
     Spliced,
     check_compress_mode,
@@ -210,16 +211,8 @@ class Channel:
     @compress.setter
     def compress(self, value: CompressMode) -> None:
         self._compress = check_compress_mode(value)
-        self._frame_mode: CompressMode = self._compress  # what `encode_frame` gets
-
-    def _encode_large(self, payload: Payload, prefix: bytes = b"") -> list[BytesLike]:
-        """`encode_frame` of a payload that may be compressed; in ``"auto"`` mode
-        the next one skips the sample if this one was compressed (`AUTO_WHOLE`)."""
-        buffers = encode_frame(payload, self._frame_mode, prefix)
-        if self._compress == "auto":
-            compressed = buffers[0][FRAME_HEADER.size - 1] == 1  # the header's flag byte
-            self._frame_mode = AUTO_WHOLE if compressed else "auto"
-        return buffers
+        # What `encode_frame` gets: "auto" with the memory of this channel's frames.
+        self._frame_mode: FrameMode = AutoCompression() if value == "auto" else self._compress
 
     max_frame_size = _DecoderLimit("max_frame_size")
     max_decompressed_size = _DecoderLimit("max_decompressed_size")
@@ -243,12 +236,10 @@ class Channel:
         if not self.thread_ids:
             if ids is not None:
                 raise ValueError("ids given to a channel without thread_ids framing")
-            if len(payload) <= COMPRESSION_THRESHOLD:
-                return encode_frame(payload, self._frame_mode)
-            return self._encode_large(payload)
+            return encode_frame(payload, self._frame_mode)
         if ids is None:
             ids = getattr(payload, "thread_ids", None)  # a ThreadFrame addresses itself
-        return self._encode_large(payload, _pack_thread_ids(ids))
+        return encode_frame(payload, self._frame_mode, _pack_thread_ids(ids))
 
     def send(self, data: Payload, ids: ThreadIds | None = None) -> None:
         """Send ``data`` as one frame.
@@ -264,10 +255,7 @@ class Channel:
                 ``thread_ids``.
         """
         if ids is None and not self.thread_ids:  # `_encode` inlined: once per frame sent
-            if len(data) <= COMPRESSION_THRESHOLD:
-                buffers = encode_frame(data, self._frame_mode)
-            else:
-                buffers = self._encode_large(data)
+            buffers = encode_frame(data, self._frame_mode)
             if len(buffers) == 1:
                 self.stream.write(buffers[0])
             else:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST
 
 __all__ = [
-    "AUTO_WHOLE",
     "COMPRESSION_LEVEL",
     "COMPRESSION_THRESHOLD",
     "FLUSHER",
@@ -30,8 +29,10 @@ __all__ = [
     "MAX_DECOMPRESSED_SIZE",
     "MAX_FRAME_SIZE",
     "THREAD_IDS",
+    "AutoCompression",
     "FrameDecoder",
     "FrameError",
+    "FrameMode",
     "Payload",
     "Pieces",
     "Spliced",
@@ -72,12 +73,6 @@ _MAX_WIRE_LENGTH = 0xFFFFFFFF  # the 4-byte length field
 # deflating incompressible data costs ~20 ns/byte and saves nothing.
 _AUTO_SAMPLE_SIZE = 1024
 _AUTO_MIN_SAVING = 0.10
-# "auto" without the sample: the whole is deflated at once and kept on the
-# same terms. A channel in "auto" mode sends so after a frame it compressed,
-# and samples again after one it did not (`Channel`): the sample of a 3 KiB
-# payload costs 60 % of deflating it whole, and payloads that compress tend
-# to come in a row. Not a mode users set (`check_compress_mode`).
-AUTO_WHOLE = "auto, whole"
 
 # Most output and most input of one zlib call in `inflate`.
 _INFLATE_STEP = 1024 * 1024
@@ -89,7 +84,6 @@ _JOIN_LIMIT = 16 * 1024
 
 _MESSAGE_TYPES = frozenset((MSG_REQUEST, MSG_REPLY, MSG_EXCEPTION))
 _COMPRESS_MODES = (True, False, "auto")
-_FRAME_MODES = (True, False, "auto", AUTO_WHOLE)
 # RPyC 5.x sends brine (msg, seq, args): tag 0x12 is a brine 3-tuple.
 _BRINE_TUPLE3 = 0x12
 # rpyc's bind_threads framing puts two unsigned 8-byte big-endian thread ids
@@ -173,6 +167,26 @@ def check_limit(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+class AutoCompression:
+    """``"auto"`` compression with a memory, for one channel's frames.
+
+    After a payload it compressed, the next one is deflated whole at once,
+    without the sample, and kept on the same terms (10 % smaller); one that
+    does not shrink brings the sample back. The sample of a 3 KiB payload
+    costs 60 % of deflating it whole, and payloads that compress come in a
+    row. `encode_frame` and `deflate` take it where they take a mode.
+    """
+
+    __slots__ = ("skip_sample",)
+
+    def __init__(self) -> None:
+        self.skip_sample = False
+
+
+# What `encode_frame` and `deflate` take: a mode, or a channel's memory of "auto".
+FrameMode = CompressMode | AutoCompression
 
 
 def check_compress_mode(compress: CompressMode) -> CompressMode:
@@ -274,40 +288,41 @@ def _looks_compressible(payload: Payload) -> bool:
         return packed_size <= len(sample) * (1 - _AUTO_MIN_SAVING)
 
 
-def deflate(payload: Payload, compress: CompressMode) -> tuple[Payload, bool]:
+def deflate(payload: Payload, compress: FrameMode) -> tuple[Payload, bool]:
     """What to put on the wire for ``payload``, and whether it is compressed.
 
     ``compress=True`` is RPyC's rule: zlib level 1 for payloads longer than
     `COMPRESSION_THRESHOLD`, except that a payload compression does not
     shrink goes as is. ``"auto"`` also needs a sample from the middle of the
     payload, and then the whole, to shrink by at least 10%; else the payload
-    goes as is. `AUTO_WHOLE` is ``"auto"`` without the sample. ``False``
-    never compresses.
+    goes as is; an `AutoCompression` is ``"auto"`` that skips the sample
+    after a payload it compressed. ``False`` never compresses.
     """
     if not compress or len(payload) <= COMPRESSION_THRESHOLD:
         return payload, False
-    if compress == "auto" and not _looks_compressible(payload):
+    memory = compress if type(compress) is AutoCompression else None
+    auto = memory is not None or compress == "auto"
+    if auto and (memory is None or not memory.skip_sample) and not _looks_compressible(payload):
         return payload, False
     whole = bytes(payload) if isinstance(payload, Pieces) else payload  # zlib takes one buffer
     packed = zlib.compress(whole, COMPRESSION_LEVEL)
     # Any receiver takes either form, so a frame never grows by compression
     # (a full-size incompressible payload would otherwise exceed the limit).
-    keep_below: float = len(payload)
-    if compress == "auto" or compress == AUTO_WHOLE:
-        keep_below = len(payload) * (1 - _AUTO_MIN_SAVING)
-    if len(packed) >= keep_below:
-        return payload, False
-    return packed, True
+    keep_below = len(payload) * (1 - _AUTO_MIN_SAVING) if auto else len(payload)
+    compressed = len(packed) < keep_below
+    if memory is not None:
+        memory.skip_sample = compressed
+    return (packed, True) if compressed else (payload, False)
 
 
-def join_small_frames(payloads: Sequence[Payload], compress: CompressMode) -> bytes | None:
+def join_small_frames(payloads: Sequence[Payload], compress: FrameMode) -> bytes | None:
     """The frames of `payloads` as one buffer, if every payload is a small
     ``bytes`` (one `encode_frame` would write whole and never compress); else None.
 
     A reply and the answers to DELs that go along with it are written so:
     one call for all of them, not an `encode_frame` and a list each.
     """
-    if compress not in _FRAME_MODES:
+    if type(compress) is not AutoCompression and compress not in _COMPRESS_MODES:
         return None
     parts: list[bytes] = []
     for payload in payloads:
@@ -320,7 +335,7 @@ def join_small_frames(payloads: Sequence[Payload], compress: CompressMode) -> by
 
 
 def encode_frame(
-    payload: Payload, compress: CompressMode = False, prefix: bytes = b""
+    payload: Payload, compress: FrameMode = False, prefix: bytes = b""
 ) -> list[BytesLike]:
     """The buffers of one frame carrying ``prefix + payload``, to be written in order.
 
@@ -331,7 +346,7 @@ def encode_frame(
 
     Args:
         payload: a bytes-like object of unsigned bytes (format ``B``), or `Pieces`.
-        compress: ``True``, ``False``, ``"auto"`` or `AUTO_WHOLE`, see `deflate`.
+        compress: ``True``, ``False``, ``"auto"`` or an `AutoCompression`, see `deflate`.
         prefix: bytes that go before the payload, inside the (compressed)
             frame payload: the thread ids of `THREAD_IDS` framing.
 
@@ -342,11 +357,11 @@ def encode_frame(
         type(payload) is bytes
         and len(payload) <= COMPRESSION_THRESHOLD
         and not prefix
-        and compress in _FRAME_MODES
+        and (type(compress) is AutoCompression or compress in _COMPRESS_MODES)
     ):
         # Most frames: small, one buffer, never compressed (one call, not four).
         return [b"".join((FRAME_HEADER.pack(len(payload), 0), payload, FLUSHER))]
-    mode = compress if compress == AUTO_WHOLE else check_compress_mode(compress)
+    mode = compress if isinstance(compress, AutoCompression) else check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
         payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer
     data, compressed = deflate(payload, mode)

@@ -31,7 +31,7 @@ from grpyc.channel import (
     encode_frame,
     inflate,
 )
-from grpyc.framing import AUTO_WHOLE, check_compress_mode
+from grpyc.framing import AutoCompression, check_compress_mode
 from grpyc.stream import SocketStream
 
 TEXT = (
@@ -121,24 +121,34 @@ def test_auto_skips_a_payload_whose_middle_does_not_compress():
     assert deflate(payload, "auto") == (payload, False)
 
 
-def test_auto_whole_is_auto_without_the_sample():
-    # The whole decides: the random middle no longer hides what compresses.
-    payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
-    data, compressed = deflate(payload, AUTO_WHOLE)
+def test_auto_compression_skips_the_sample_after_a_payload_it_compressed():
+    payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]  # random middle
+    noise = os.urandom(40_000)
+    memory = AutoCompression()
+    assert deflate(payload, memory) == (payload, False)  # the sample says no
+    assert deflate(TEXT, memory)[1] is True
+    assert memory.skip_sample is True
+    # The whole decides now: the random middle no longer hides what compresses.
+    data, compressed = deflate(payload, memory)
     assert compressed is True
     assert zlib.decompress(data) == payload
     # ... on auto's terms: kept only if the whole shrinks by 10 %.
-    noise = os.urandom(40_000)
-    assert deflate(noise, AUTO_WHOLE) == (noise, False)
-    barely = os.urandom(36_000) + bytes(4_000)  # shrinks by less than 10 %
+    barely = os.urandom(36_000) + bytes(4_000)
     assert deflate(barely, True)[1] is True
-    assert deflate(barely, AUTO_WHOLE) == (barely, False)
-    assert frame_bytes(payload, AUTO_WHOLE)[4] == 1
+    assert deflate(barely, memory) == (barely, False)
+    assert memory.skip_sample is False  # and the sample is back
+    assert deflate(payload, memory) == (payload, False)
+    assert deflate(noise, memory) == (noise, False)
+    # A small frame is never compressed and changes nothing.
+    memory.skip_sample = True
+    assert frame_bytes(b"\x01small", memory)[4] == 0
+    assert memory.skip_sample is True
+    assert frame_bytes(payload, memory)[4] == 1
 
 
-def test_auto_whole_is_not_a_mode_users_set():
+def test_auto_compression_is_not_a_mode_users_set():
     with pytest.raises(ValueError, match=r"compress must be True, False or 'auto'"):
-        check_compress_mode(AUTO_WHOLE)
+        check_compress_mode(AutoCompression())
 
 
 def test_encode_frame_rejects_an_unknown_mode():
