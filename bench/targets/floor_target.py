@@ -3,6 +3,7 @@
 import time
 
 from bench import floor
+from bench.targets.rpc_client import compressible_text
 
 # About the size of the request RPyC sends for ``echo(42)``.
 SMALL_BODY = b"echo(42)................"
@@ -39,6 +40,21 @@ class FloorClient:
     def medium_echo(self, conn):
         def call():
             return conn.call(floor.OP_ECHO, MEDIUM_BODY)
+
+        return call
+
+    def text3k_echo(self, conn):
+        # The floor never compresses: the same text, as it is.
+        return self._text_echo(conn, 3_100)
+
+    def text30k_echo(self, conn):
+        return self._text_echo(conn, 30_000)
+
+    def _text_echo(self, conn, size):
+        body = compressible_text(size).encode()
+
+        def call():
+            return conn.call(floor.OP_ECHO, body)
 
         return call
 

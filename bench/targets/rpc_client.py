@@ -9,6 +9,13 @@ import time
 MEDIUM_TEXT = "m" * 1000
 
 
+def compressible_text(size):
+    """``size`` characters of varied words and numbers, as a log page or JSON
+    is: zlib level 1 takes them to ~30 %, so both libraries compress them."""
+    words = " ".join(f"word{i % 97} value {i * 7 % 1013}" for i in range(size // 8 + 1))
+    return words[:size]
+
+
 class RpcClient:
     """Scenario operations over ``conn.root`` of a bench service."""
 
@@ -43,6 +50,24 @@ class RpcClient:
         (``bench.cpu --op medium``; a ping or a traceback is that size)."""
         echo = conn.root.echo
         text = MEDIUM_TEXT
+
+        def call():
+            return echo(text)
+
+        return call
+
+    def text3k_echo(self, conn):
+        """``echo(text)`` of 3,100 characters of text, just over RPyC's compression
+        threshold (3,000 bytes): a compressed request and answer (``bench.cpu --op text3k``)."""
+        return self._text_echo(conn, 3_100)
+
+    def text30k_echo(self, conn):
+        """``echo(text)`` of 30,000 characters of text, compressed both ways (``--op text30k``)."""
+        return self._text_echo(conn, 30_000)
+
+    def _text_echo(self, conn, size):
+        echo = conn.root.echo
+        text = compressible_text(size)
 
         def call():
             return echo(text)
