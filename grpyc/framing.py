@@ -19,6 +19,11 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 
+from grpyc._payloads import BytesLike as BytesLike
+from grpyc._payloads import Payload as Payload
+from grpyc._payloads import Pieces as Pieces
+from grpyc._payloads import Spliced as Spliced
+from grpyc._payloads import ThreadFrame as ThreadFrame
 from grpyc.consts import MSG_EXCEPTION, MSG_REPLY, MSG_REQUEST
 
 __all__ = [
@@ -46,7 +51,6 @@ __all__ = [
     "join_small_frames",
 ]
 
-BytesLike = bytes | bytearray | memoryview
 CompressMode = bool | str
 
 # RPyC has no limit at all. 64 MiB carries any bulk value a single call
@@ -73,6 +77,9 @@ _MAX_WIRE_LENGTH = 0xFFFFFFFF  # the 4-byte length field
 # deflating incompressible data costs ~20 ns/byte and saves nothing.
 _AUTO_SAMPLE_SIZE = 1024
 _AUTO_MIN_SAVING = 0.10
+# The biggest payload `AutoCompression` deflates whole without the sample:
+# a random one costs ~1.3 ms for nothing, against the sample's ~10 us.
+_AUTO_WHOLE_LIMIT = 64 * 1024
 
 # Most output and most input of one zlib call in `inflate`.
 _INFLATE_STEP = 1024 * 1024
@@ -92,72 +99,6 @@ THREAD_IDS = struct.Struct("!QQ")
 _THREAD_IDS_SIZE = THREAD_IDS.size
 
 
-class ThreadFrame(bytes):
-    """A payload that carries its ``bind_threads`` ids, ``(sender, recipient)``.
-
-    A channel with ``thread_ids`` framing puts them before the payload when
-    it is sent without explicit ids, so the code that makes a message can
-    address it while the code that writes frames stays unaware of threads.
-    """
-
-    thread_ids: tuple[int, int]
-
-    def __new__(cls, payload: Payload, thread_ids: tuple[int, int]) -> ThreadFrame:
-        frame = super().__new__(cls, payload)
-        frame.thread_ids = thread_ids
-        return frame
-
-
-class Pieces:
-    """One frame payload held as several buffers, written in order and never joined.
-
-    A message with a big bytes or str value is encoded this way
-    (`grpyc.brine.dump_pieces`), so the value goes to the socket as it is.
-    ``len()`` is the payload's size; ``bytes()`` joins it (a copy).
-    """
-
-    __slots__ = ("buffers", "size")
-
-    def __init__(self, buffers: list[bytes]) -> None:
-        self.buffers = buffers
-        self.size = sum(map(len, buffers))
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.buffers)
-
-    def __repr__(self) -> str:
-        return f"Pieces({len(self.buffers)} buffers, {self.size} bytes)"
-
-
-class Spliced(bytes):
-    """A received payload without the bytes of its one big value, held apart.
-
-    ``whole()`` is the payload as sent. The bytes at offset ``at`` are left
-    out and held in ``value``, read into a buffer of their own; a decoder
-    that gets them there uses that buffer as the value (no copy, no second
-    big allocation: `grpyc.brine.load_measured`'s ``splice``).
-    """
-
-    at: int
-    value: bytes
-
-    def __new__(cls, rest: bytes, at: int, value: bytes) -> Spliced:
-        payload = super().__new__(cls, rest)
-        payload.at = at
-        payload.value = value
-        return payload
-
-    def whole(self) -> bytes:
-        return self[: self.at] + self.value + self[self.at :]
-
-
-# What a sender hands to a channel: one buffer, or a message in pieces.
-Payload = BytesLike | Pieces
-
-
 class FrameError(ValueError):
     """The peer sent bytes that are not a valid frame; the stream is unusable."""
 
@@ -172,11 +113,14 @@ def check_limit(name: str, value: int) -> int:
 class AutoCompression:
     """``"auto"`` compression with a memory, for one channel's frames.
 
-    After a payload it compressed, the next one is deflated whole at once,
-    without the sample, and kept on the same terms (10 % smaller); one that
-    does not shrink brings the sample back. The sample of a 3 KiB payload
-    costs 60 % of deflating it whole, and payloads that compress come in a
-    row. `encode_frame` and `deflate` take it where they take a mode.
+    After a payload it compressed, the next one up to `_AUTO_WHOLE_LIMIT`
+    is deflated whole at once, without the sample, and kept on the same
+    terms (10 % smaller); one that does not shrink brings the sample back.
+    The sample of a 3 KiB payload costs 60 % of deflating it whole, and
+    payloads that compress come in a row. Bigger payloads are always
+    sampled: a peer that has us answer a compressible value, then a big
+    random one, must not buy seconds of deflate with it. `encode_frame` and
+    `deflate` take it where they take a mode.
     """
 
     __slots__ = ("skip_sample",)
@@ -302,7 +246,10 @@ def deflate(payload: Payload, compress: FrameMode) -> tuple[Payload, bool]:
         return payload, False
     memory = compress if type(compress) is AutoCompression else None
     auto = memory is not None or compress == "auto"
-    if auto and (memory is None or not memory.skip_sample) and not _looks_compressible(payload):
+    sampled = memory is None or not memory.skip_sample or len(payload) > _AUTO_WHOLE_LIMIT
+    if auto and sampled and not _looks_compressible(payload):
+        if memory is not None:
+            memory.skip_sample = False
         return payload, False
     whole = bytes(payload) if isinstance(payload, Pieces) else payload  # zlib takes one buffer
     packed = zlib.compress(whole, COMPRESSION_LEVEL)

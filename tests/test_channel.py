@@ -139,6 +139,13 @@ def test_auto_compression_skips_the_sample_after_a_payload_it_compressed():
     assert memory.skip_sample is False  # and the sample is back
     assert deflate(payload, memory) == (payload, False)
     assert deflate(noise, memory) == (noise, False)
+    # Past 64 KiB the sample decides even then: a big random payload after
+    # a compressible one costs a sample, not a whole deflate.
+    memory.skip_sample = True
+    big = TEXT[:60_000] + os.urandom(20_000) + TEXT[:60_000]  # compresses whole, not its middle
+    assert deflate(big, True)[1] is True
+    assert deflate(big, memory) == (big, False)
+    assert memory.skip_sample is False
     # A small frame is never compressed and changes nothing.
     memory.skip_sample = True
     assert frame_bytes(b"\x01small", memory)[4] == 0

@@ -7,6 +7,7 @@ the move added and what the module promises about its imports.
 
 import ast
 import struct
+import sys
 import zlib
 
 import pytest
@@ -38,15 +39,20 @@ def drain(decoder):
     return payloads
 
 
-def test_framing_imports_nothing_above_the_codecs():
-    source = source_path(framing).read_text(encoding="utf-8")
+def _imports_of(module):
     imported = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(source_path(module).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"__future__", "collections.abc", "struct", "zlib", "grpyc.consts"}
+    return imported
+
+
+def test_framing_imports_nothing_above_the_codecs():
+    codecs = {"grpyc.consts", "grpyc._payloads"}
+    assert _imports_of(framing) == {"__future__", "collections.abc", "struct", "zlib", *codecs}
+    assert _imports_of(sys.modules["grpyc._payloads"]) == {"__future__"}
 
 
 @pytest.mark.parametrize(
