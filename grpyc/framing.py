@@ -77,9 +77,12 @@ _MAX_WIRE_LENGTH = 0xFFFFFFFF  # the 4-byte length field
 # deflating incompressible data costs ~20 ns/byte and saves nothing.
 _AUTO_SAMPLE_SIZE = 1024
 _AUTO_MIN_SAVING = 0.10
-# The biggest payload `AutoCompression` deflates whole without the sample:
-# a random one costs ~1.3 ms for nothing, against the sample's ~10 us.
-_AUTO_WHOLE_LIMIT = 64 * 1024
+# The biggest payload `AutoCompression` deflates whole without the sample.
+# Deflating random bytes costs ~20 ns a byte for nothing, the sample ~10-25
+# us: a peer that alternates what it has us answer (text, then random bytes)
+# makes every other frame such a miss. Up to 8 KiB a miss costs at most ~6
+# samples; where the sample is a big share of the work (3-8 KiB) it pays.
+_AUTO_WHOLE_LIMIT = 8 * 1024
 
 # Most output and most input of one zlib call in `inflate`.
 _INFLATE_STEP = 1024 * 1024
@@ -114,13 +117,13 @@ class AutoCompression:
     """``"auto"`` compression with a memory, for one channel's frames.
 
     After a payload it compressed, the next one up to `_AUTO_WHOLE_LIMIT`
-    is deflated whole at once, without the sample, and kept on the same
-    terms (10 % smaller); one that does not shrink brings the sample back.
-    The sample of a 3 KiB payload costs 60 % of deflating it whole, and
-    payloads that compress come in a row. Bigger payloads are always
-    sampled: a peer that has us answer a compressible value, then a big
-    random one, must not buy seconds of deflate with it. `encode_frame` and
-    `deflate` take it where they take a mode.
+    (8 KiB) is deflated whole at once, without the sample, and kept on the
+    same terms (10 % smaller); one that does not shrink brings the sample
+    back. The sample of a 3 KiB payload costs 60 % of deflating it whole,
+    and payloads that compress come in a row. Bigger payloads are always
+    sampled: there the sample is a small share of the work, and a random
+    payload deflated whole would cost ~20 ns a byte for nothing.
+    `encode_frame` and `deflate` take it where they take a mode.
     """
 
     __slots__ = ("skip_sample",)

@@ -122,27 +122,27 @@ def test_auto_skips_a_payload_whose_middle_does_not_compress():
 
 
 def test_auto_compression_skips_the_sample_after_a_payload_it_compressed():
-    payload = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]  # random middle
-    noise = os.urandom(40_000)
+    payload = TEXT[:3_000] + os.urandom(1_500) + TEXT[:3_000]  # random middle, 7.5 KB
+    noise = os.urandom(6_000)
     memory = AutoCompression()
     assert deflate(payload, memory) == (payload, False)  # the sample says no
-    assert deflate(TEXT, memory)[1] is True
+    assert deflate(TEXT[:8_000], memory)[1] is True
     assert memory.skip_sample is True
     # The whole decides now: the random middle no longer hides what compresses.
     data, compressed = deflate(payload, memory)
     assert compressed is True
     assert zlib.decompress(data) == payload
     # ... on auto's terms: kept only if the whole shrinks by 10 %.
-    barely = os.urandom(36_000) + bytes(4_000)
+    barely = os.urandom(7_000) + bytes(400)
     assert deflate(barely, True)[1] is True
     assert deflate(barely, memory) == (barely, False)
     assert memory.skip_sample is False  # and the sample is back
     assert deflate(payload, memory) == (payload, False)
     assert deflate(noise, memory) == (noise, False)
-    # Past 64 KiB the sample decides even then: a big random payload after
-    # a compressible one costs a sample, not a whole deflate.
+    # Past 8 KiB the sample decides even then: a big random payload after a
+    # compressible one costs a sample, not a whole deflate.
     memory.skip_sample = True
-    big = TEXT[:60_000] + os.urandom(20_000) + TEXT[:60_000]  # compresses whole, not its middle
+    big = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]  # compresses whole, not its middle
     assert deflate(big, True)[1] is True
     assert deflate(big, memory) == (big, False)
     assert memory.skip_sample is False
@@ -551,8 +551,8 @@ class RecordingStream:
 @pytest.mark.parametrize("thread_ids", [False, True])
 def test_auto_channel_skips_the_sample_after_a_compressed_frame(thread_ids):
     # A payload with a random middle: the sample says no, the whole says yes.
-    mixed = TEXT[:20_000] + os.urandom(20_000) + TEXT[:20_000]
-    noise = os.urandom(40_000)
+    mixed = TEXT[:3_000] + os.urandom(1_500) + TEXT[:3_000]
+    noise = os.urandom(6_000)
     stream = RecordingStream()
     channel = Channel(stream, thread_ids=thread_ids)
     sent = [mixed, TEXT, mixed, noise, mixed, b"\x01small", mixed]
