@@ -209,9 +209,9 @@ def subpackage(name: str) -> ModuleType:
     """RPyC's ``rpyc.core``, ``rpyc.utils`` or ``rpyc.lib`` as grpyc serves it, made once.
 
     `install_as_rpyc` publishes these objects under their names; without it,
-    ``import grpyc as rpyc`` reaches the same ones as ``rpyc.core`` and
-    ``rpyc.utils`` (and ``rpyc.lib``'s names through `grpyc.lib`), as a
-    stock ``import rpyc`` binds them.
+    ``import grpyc as rpyc`` reaches the first two as ``rpyc.core`` and
+    ``rpyc.utils`` (`grpyc.__getattr__`), as a stock ``import rpyc`` binds
+    them; its ``rpyc.lib`` is `grpyc.lib`, a module of a lower layer.
     """
     package = _package(name)
     _copy_names(package, _PACKAGE_NAMES[name])
