@@ -186,14 +186,17 @@ class RequestRunner:
         the reader (and every other caller) meanwhile.
         """
         try:
-            label, ((data_label, data),) = boxed_args
+            label, args = boxed_args
+            if label == consts.LABEL_VALUE:
+                # How RPyC (and grpyc) box ``(data,)``: one value, the whole tuple.
+                (data,) = args
+            else:
+                ((data_label, data),) = args
+                if label != consts.LABEL_TUPLE or data_label != consts.LABEL_VALUE:
+                    return False
         except (TypeError, ValueError):
             return False
-        if (
-            label != consts.LABEL_TUPLE
-            or data_label != consts.LABEL_VALUE
-            or size > _INLINE_PING_LIMIT
-        ):
+        if size > _INLINE_PING_LIMIT:
             return False
         self._hub.send_nowait(
             self._answer(encode_reply(seq, (consts.LABEL_VALUE, data)), peer_thread)

@@ -15,6 +15,7 @@ import time
 import gevent
 import pytest
 from gevent import socket
+from rpyc.core.protocol import Connection as StockConnection
 
 import grpyc
 from grpyc import consts
@@ -230,6 +231,14 @@ def test_flood_of_pings_and_dels_is_answered_even_when_handlers_are_full(make_se
         )
     started = time.monotonic()
     answer = peer.call(3, consts.HANDLE_PING, boxed((V, "alive")))
+    assert answer[2] == (V, "alive")
+    # ... and in the form clients send: stock's (and grpyc's) box of
+    # ``("alive",)`` is one value, the whole tuple (it was sent to a
+    # handler, refused here as overload).
+    stock_box = StockConnection._box(None, ("alive",))
+    assert stock_box == (V, ("alive",))
+    answer = peer.call(4, consts.HANDLE_PING, stock_box)
+    assert answer[0] == consts.MSG_REPLY
     assert answer[2] == (V, "alive")
     assert time.monotonic() - started < 0.5
     assert_serves(server.port)
