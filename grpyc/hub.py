@@ -471,7 +471,14 @@ class ConnectionHub(CallerWaits):
         if self._closed:
             return
         self._writer.enqueue(payload)
-        self._writer.schedule_flush()
+        baton = self._baton
+        me = gevent.getcurrent()
+        if me is not baton.reader or baton.holder is not me:
+            # Else the background reader, reading: it writes what is queued
+            # before it waits (`_handle_frames`), and a flush scheduled now
+            # would cost a loop turn to find nothing (a stock client's ping
+            # answered inline: 0.92x stock's server without it, 0.97x with).
+            self._writer.schedule_flush()
 
     def send_later(self, payload: Payload) -> None:
         """Queue a frame nobody waits for (a DEL's answer) to go with the next

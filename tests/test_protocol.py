@@ -759,3 +759,24 @@ def test_a_grpyc_service_under_a_stock_server_is_refused_in_words():
     errors = [r.exc_info[1] for r in records if r.exc_info]
     assert type(errors[0]) is TypeError
     assert "needs a grpyc channel, not rpyc.core.channel.Channel" in str(errors[0])
+
+
+def test_a_ping_that_comes_while_a_caller_reads_for_its_reply_is_answered_at_once(pair):
+    # The caller alone on the connection reads its own reply (the lane); a
+    # peer's PING meanwhile is answered by it, not after its reply comes.
+    server, client = pair
+    call = gevent.spawn(client.root.sleep, 1.0)
+    assert wait_until(lambda: len(client._hub.pending) == 1, timeout=5)
+    started = time.monotonic()
+    server.ping("alive", timeout=2)
+    assert time.monotonic() - started < 0.5
+    assert not call.ready()
+    call.get(timeout=5)
+
+
+def test_a_ping_answered_by_the_background_reader_goes_out_at_once(pair):
+    server, _ = pair
+    started = time.monotonic()
+    for _ in range(50):
+        server.ping("alive", timeout=2)
+    assert time.monotonic() - started < 2.0
