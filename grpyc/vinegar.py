@@ -505,6 +505,7 @@ def _may_set(cls: type, name: str) -> bool:
 
 _TYPE_MRO = type.__dict__["__mro__"].__get__
 _TYPE_NAMESPACE = type.__dict__["__dict__"].__get__
+_METACLASS_MRO = _TYPE_MRO(type)  # what a class made by `type` also finds there
 
 
 def _static_class_attr(cls: type, name: str) -> Any:
@@ -514,14 +515,11 @@ def _static_class_attr(cls: type, name: str) -> Any:
     attributes (11 us apiece through inspect, 3x the rest of `load`)."""
     if type(cls) is not type:
         return inspect.getattr_static(cls, name, None)
-    for klass in _TYPE_MRO(cls):
-        namespace = _TYPE_NAMESPACE(klass)
-        if name in namespace:
-            return namespace[name]
-    for klass in _TYPE_MRO(type):
-        namespace = _TYPE_NAMESPACE(klass)
-        if name in namespace:
-            return namespace[name]
+    for classes in (_TYPE_MRO(cls), _METACLASS_MRO):
+        for klass in classes:
+            namespace = _TYPE_NAMESPACE(klass)
+            if name in namespace:
+                return namespace[name]
     return None
 
 
