@@ -49,14 +49,10 @@ else:
     import rpyc
     from rpyc.utils.server import OneShotServer
 
-class Thing:
-    exposed_value = 7
+from bench.targets.service import BenchMethods
 
-class S(rpyc.Service):
-    def exposed_echo(self, x): return x
-    def exposed_make_thing(self): return Thing()
-    def exposed_call(self, cb): return cb()
-    def exposed_fail(self): raise ValueError("bench")
+class S(BenchMethods, rpyc.Service):
+    pass
 
 server = OneShotServer(S, hostname="127.0.0.1", port=0)
 with open(sys.argv[2] + ".tmp", "w") as f:
@@ -80,24 +76,10 @@ for _ in range(3000):  # the server writes its port before it listens (stock's d
         break
     except (OSError, ValueError):
         time.sleep(0.02)
-echo, thing, call = conn.root.echo, conn.root.make_thing(), conn.root.call
+from bench.targets import OPERATIONS
+from bench.targets.rpc_client import RpcClient
 
-def callback():
-    return 1
-
-fail = conn.root.fail
-
-def error():
-    try:
-        fail()
-    except ValueError:
-        pass
-
-from bench.targets.rpc_client import MEDIUM_TEXT as medium
-ops = {"bound": lambda: echo(42), "attr": lambda: thing.value,
-       "root": lambda: conn.root.echo(42), "callback": lambda: call(callback),
-       "medium": lambda: echo(medium), "ping": conn.ping, "error": error}
-run = ops[op]
+run = getattr(RpcClient(rpyc.connect), OPERATIONS[op])(conn)
 for _ in range(300):
     run()
 for _ in range(count):

@@ -32,27 +32,19 @@ class FloorClient:
         return self.bound_echo(conn)
 
     def bound_echo(self, conn):
-        def call():
-            return conn.call(floor.OP_ECHO, SMALL_BODY)
-
-        return call
+        return self._echo_of(conn, SMALL_BODY)
 
     def medium_echo(self, conn):
-        def call():
-            return conn.call(floor.OP_ECHO, MEDIUM_BODY)
-
-        return call
+        return self._echo_of(conn, MEDIUM_BODY)
 
     def text3k_echo(self, conn):
         # The floor never compresses: the same text, as it is.
-        return self._text_echo(conn, 3_100)
+        return self._echo_of(conn, compressible_text(3_100).encode())
 
     def text30k_echo(self, conn):
-        return self._text_echo(conn, 30_000)
+        return self._echo_of(conn, compressible_text(30_000).encode())
 
-    def _text_echo(self, conn, size):
-        body = compressible_text(size).encode()
-
+    def _echo_of(self, conn, body):
         def call():
             return conn.call(floor.OP_ECHO, body)
 

@@ -38,39 +38,27 @@ class RpcClient:
 
     def bound_echo(self, conn):
         """The method fetched once: ``echo = conn.root.echo; echo(42)``."""
-        echo = conn.root.echo
-
-        def call():
-            return echo(42)
-
-        return call
+        return self._echo_of(conn, 42)
 
     def medium_echo(self, conn):
         """``echo(text)`` of 1,000 characters: a request and an answer of ~1 KB each
         (``bench.cpu --op medium``; a ping or a traceback is that size)."""
-        echo = conn.root.echo
-        text = MEDIUM_TEXT
-
-        def call():
-            return echo(text)
-
-        return call
+        return self._echo_of(conn, MEDIUM_TEXT)
 
     def text3k_echo(self, conn):
         """``echo(text)`` of 3,100 characters of text, just over RPyC's compression
         threshold (3,000 bytes): a compressed request and answer (``bench.cpu --op text3k``)."""
-        return self._text_echo(conn, 3_100)
+        return self._echo_of(conn, compressible_text(3_100))
 
     def text30k_echo(self, conn):
         """``echo(text)`` of 30,000 characters of text, compressed both ways (``--op text30k``)."""
-        return self._text_echo(conn, 30_000)
+        return self._echo_of(conn, compressible_text(30_000))
 
-    def _text_echo(self, conn, size):
+    def _echo_of(self, conn, value):
         echo = conn.root.echo
-        text = compressible_text(size)
 
         def call():
-            return echo(text)
+            return echo(value)
 
         return call
 
