@@ -647,6 +647,48 @@ def test_non_canonical_but_unambiguous_forms_load():
     assert load(b"\x1a\x14\x02\x51\x51") == frozenset({1})
 
 
+# ---------------------------------- the one-pass encoder, run as its Python source
+
+
+def _pure_brine_encode():
+    """`grpyc._brine_encode` loaded from its ``.py``: the one-pass encoder is a C
+    function in the compiled build, and the pure build never calls it."""
+    import importlib.util
+
+    from grpyc import _brine_encode
+
+    spec = importlib.util.spec_from_file_location("_pure_brine_encode", source_path(_brine_encode))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PURE_ENCODE = _pure_brine_encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(dumpable_values)
+def test_one_pass_encoder_source_writes_what_the_loop_writes(value):
+    message = (7, value, "name")
+    small = PURE_ENCODE._dump_small(message, b"\x01")
+    loop = PURE_ENCODE._dump_container(message, b"\x01")
+    assert small is None or small == loop
+
+
+def test_one_pass_encoder_source_grows_its_scratch_and_does_not_keep_a_big_one():
+    module = PURE_ENCODE
+    big = ("s" * 5000, b"b" * 60_000, b"c" * 60_000, 10**18 - 1, 10**17, 160)  # past 64 KiB
+    assert module._dump_small(big, b"") == module._dump_container(big, b"")
+    assert len(module._scratch) == module._SMALL_ROOM  # the grown buffer was let go
+    module._scratch_busy = True  # as if re-entered: a buffer of its own
+    try:
+        assert module._dump_small((1, "x"), b"\x02") == module._dump_container((1, "x"), b"\x02")
+    finally:
+        module._scratch_busy = False
+    assert module._dump_small((1, object()), b"") is None  # left to the loop
+
+
 # ------------------------------------------------------------ hypothesis
 
 

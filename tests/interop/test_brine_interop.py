@@ -128,6 +128,7 @@ SMALL_EDGES = [
     (b"b" * 65_536,),
     ("é" * 32_768,),  # 65,536 bytes in 32,768 characters
     (10**254, 10**255, -(10**254), -49, -48, 159, 160, True, False, None),
+    (10**17, 10**18 - 1, 10**18, 2**63, 999, 1000, 160),  # C digits up to 10**18
     tuple(range(255)),
     tuple(range(256)),
     (1, 2.5, 3j, frozenset({1}), slice(1, 2), ..., NotImplemented),
