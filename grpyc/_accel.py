@@ -49,7 +49,9 @@ __all__ = [
 # build without them). Compiling the runtime modules (hub, baton, dispatch)
 # gave nothing on the sequential path and cost 10 % on callbacks (a greenlet
 # switch copies the C stack compiled frames live on); the I/O modules were
-# neutral (`channel`: 1.02x on S1, 0.98x on one callback). netref stays
+# neutral (`channel`: 1.02x on S1, 0.98x on one callback; typed as an
+# extension type with a .pxd, 6 % fewer instructions per bound call, the same
+# wall time, and 0.96x on one callback). netref stays
 # Python in any case: proxies rely on plain-function semantics (pickling
 # hooks, introspection).
 ACCELERATED: Final = (

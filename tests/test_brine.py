@@ -689,6 +689,44 @@ def test_one_pass_encoder_source_grows_its_scratch_and_does_not_keep_a_big_one()
     assert module._dump_small((1, object()), b"") is None  # left to the loop
 
 
+@pytest.mark.parametrize("build", ["compiled-or-pure", "python-source"])
+def test_dump_from_many_threads_at_once_gives_each_its_own_bytes(build):
+    # The one-pass encoder writes into one scratch buffer per process. As
+    # Python source, threads switch inside it (every microsecond here): the
+    # second one in must get a buffer of its own; compiled, nothing in it
+    # may let another thread in.
+    import threading
+
+    if build == "python-source":
+        encoder = PURE_ENCODE
+
+        def encode(message):
+            return encoder._dump_small(message, b"")
+    else:
+        encode = dump
+    messages = [(seq, (2, ("name", "x" * (seq * 40), 10**17 + seq))) for seq in range(8)]
+    expected = [dump(message) for message in messages]
+    wrong: list[int] = []
+
+    def encode_often(index: int) -> None:
+        for _ in range(1000):
+            if encode(messages[index]) != expected[index]:
+                wrong.append(index)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=encode_often, args=(i,)) for i in range(len(messages))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+
+
 # ------------------------------------------------------------ hypothesis
 
 
