@@ -281,8 +281,16 @@ class Boxer:
         if label == _LABEL_TUPLE:
             if type(value) is not tuple:
                 raise ProtocolError("tuple box does not hold a tuple")
-            unbox = self.unbox
-            return tuple([unbox(item, unresolved) for item in value])
+            # A value item is taken here: a call per item (the compiled
+            # method called as a Python object) cost more than the item, and
+            # a request's arguments are mostly values.
+            items = []
+            for item in value:
+                if type(item) is tuple and len(item) == 2 and item[0] == _LABEL_VALUE:
+                    items.append(item[1])
+                else:
+                    items.append(self.unbox(item, unresolved))
+            return tuple(items)
         if label == _LABEL_LOCAL_REF:
             return self.objects.get(value)
         if label == _LABEL_REMOTE_REF:
