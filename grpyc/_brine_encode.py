@@ -340,6 +340,9 @@ def _dump_small_into(out: bytearray, container: tuple[Any, ...], prefix: bytes) 
     end = _put_small(out, end, container, 0)
     if end < 0:
         return None
+    if end > _SMALL_ROOM:  # one copy out, not two (a slice, then its bytes): 60 KB cost 20 us
+        with memoryview(out) as written:
+            return bytes(written[:end])
     return bytes(out[:end])
 
 
