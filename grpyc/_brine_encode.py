@@ -348,6 +348,7 @@ def _dump_small_into(out: bytearray, container: tuple[Any, ...], prefix: bytes) 
 
 _SMALL_ROOM: Final = 4096  # the scratch buffer's size (a message fits); it grows as needed
 _SMALL_ROOM_KEPT: Final = 64 * 1024
+_BYTE_LOOP: Final = 64  # up to this many bytes, `_put_raw` copies byte by byte
 _scratch = bytearray(_SMALL_ROOM)
 _scratch_busy = False
 _C_DECIMAL_LIMIT: Final = 10**18  # what `_put_decimal` writes with C ints
@@ -461,9 +462,6 @@ def _put_raw(out: bytearray, end: int, raw: bytes) -> int:
         out[end] = byte
         end += 1
     return end
-
-
-_BYTE_LOOP: Final = 64  # up to this many bytes, `_put_raw` copies byte by byte
 
 
 def dump(obj: Any, prefix: bytes = b"") -> bytes:

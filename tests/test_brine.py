@@ -676,6 +676,21 @@ def test_one_pass_encoder_source_writes_what_the_loop_writes(value):
     assert small is None or small == loop
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        (1, 2),
+        (7, ("name", b"raw", None, True, False, 10**17, 10**18 - 1, 10**18, -48, 159, 160)),
+        ((), ("é" * 40, b"b" * 65, "s" * 300)),  # past the byte-by-byte copy
+        (-(10**20), tuple(range(10))),
+    ],
+)
+def test_one_pass_encoder_source_takes_a_message_of_small_values(message):
+    assert PURE_ENCODE._dump_small(message, b"\x01") == PURE_ENCODE._dump_container(
+        message, b"\x01"
+    )
+
+
 def test_one_pass_encoder_source_grows_its_scratch_and_does_not_keep_a_big_one():
     module = PURE_ENCODE
     big = ("s" * 5000, b"b" * 60_000, b"c" * 60_000, 10**18 - 1, 10**17, 160)  # past 64 KiB
