@@ -253,7 +253,9 @@ class Boxer:
         if kind in _SCALAR_TYPES:
             return _LABEL_VALUE, obj
         if kind is tuple:
-            if _dumpable(obj):
+            # A request's arguments start with the proxy it is about, which is
+            # never dumpable: no walk of the whole tuple to find that out.
+            if not (obj and issubclass(type(obj[0]), _BaseNetref)) and _dumpable(obj):
                 return _LABEL_VALUE, obj
             box = self.box
             return _LABEL_TUPLE, tuple([box(item) for item in obj])
