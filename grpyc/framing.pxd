@@ -22,3 +22,6 @@ cdef class FrameDecoder:
 
     @cython.locals(available=Py_ssize_t, length=Py_ssize_t, flag=int)
     cpdef bint has_frame(self)
+
+# Whether a compression argument needs no check (`encode_frame`, `join_small_frames`): a C call.
+cdef bint _is_frame_mode(object compress)

@@ -136,6 +136,11 @@ class AutoCompression:
 FrameMode = CompressMode | AutoCompression
 
 
+def _is_frame_mode(compress: object) -> bool:
+    """Whether `compress` is a `FrameMode` as it is (nothing to check or map)."""
+    return type(compress) is AutoCompression or compress in _COMPRESS_MODES
+
+
 def check_compress_mode(compress: CompressMode) -> CompressMode:
     """``compress`` if it is True, False or "auto", else ValueError."""
     if compress not in _COMPRESS_MODES:
@@ -272,7 +277,7 @@ def join_small_frames(payloads: Sequence[Payload], compress: FrameMode) -> bytes
     A reply and the answers to DELs that go along with it are written so:
     one call for all of them, not an `encode_frame` and a list each.
     """
-    if type(compress) is not AutoCompression and compress not in _COMPRESS_MODES:
+    if not _is_frame_mode(compress):
         return None
     parts: list[bytes] = []
     for payload in payloads:
@@ -307,11 +312,11 @@ def encode_frame(
         type(payload) is bytes
         and len(payload) <= COMPRESSION_THRESHOLD
         and not prefix
-        and (type(compress) is AutoCompression or compress in _COMPRESS_MODES)
+        and _is_frame_mode(compress)
     ):
         # Most frames: small, one buffer, never compressed (one call, not four).
         return [b"".join((FRAME_HEADER.pack(len(payload), 0), payload, FLUSHER))]
-    mode = compress if isinstance(compress, AutoCompression) else check_compress_mode(compress)
+    mode = compress if type(compress) is AutoCompression else check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
         payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer
     data, compressed = deflate(payload, mode)
