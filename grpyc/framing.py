@@ -316,7 +316,7 @@ def encode_frame(
     ):
         # Most frames: small, one buffer, never compressed (one call, not four).
         return [b"".join((FRAME_HEADER.pack(len(payload), 0), payload, FLUSHER))]
-    mode = compress if type(compress) is AutoCompression else check_compress_mode(compress)
+    mode = compress if isinstance(compress, AutoCompression) else check_compress_mode(compress)
     if prefix and mode and len(prefix) + len(payload) > COMPRESSION_THRESHOLD:
         payload, prefix = prefix + bytes(payload), b""  # zlib takes one buffer
     data, compressed = deflate(payload, mode)
