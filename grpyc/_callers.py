@@ -35,7 +35,7 @@ from grpyc.framing import Payload
 
 __all__ = ["CallerWaits"]
 
-# How the lane's reading went (`CallerWaits._read_until_reply`).
+# How the lane's reading went (`CallerWaits._read_alone`).
 _DONE = 0  # our reply is in, nothing left buffered, the writer as the lane found it
 _GO_ON = 1  # the general way goes on from here, holding the baton
 _LEFT = 2  # the lane returned early (a borrower, a follower, the deadline, a close)
@@ -102,96 +102,76 @@ class CallerWaits(Runtime):
         """The lane, holding the baton: read frames until our reply, taking it
         straight from the protocol (`read_reply`).
 
-        The general way goes on from where it is after `_LANE_FRAMES` frames,
+        A request that starts a handler (a callback) gets its start as in the
+        general way, and the lane waits on for our reply; the answer to a DEL
+        we sent, behind our reply, is handled on the way. The general way goes
+        on from where it is after `_LANE_FRAMES` frames (with its fairness),
         or with frames left behind our reply (`_lead_nested`, holding the
         baton); after a borrower, a follower, the deadline or a close, from
-        `wait_reply`.
+        `wait_reply`. One function, not three: this runs once a call.
         """
         baton = self._baton
+        channel = self._channel
+        writer = self._writer
         step = _LEFT
         try:
-            step = self._read_until_reply(slot, seq, me, deadline)
+            try:
+                writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
+                corked = False
+                payload = None
+                budget = _LANE_FRAMES
+                while True:
+                    if payload is None:
+                        if corked:  # answers of the batch go out before we wait
+                            writer.uncork(release_hold=True)
+                            corked = False
+                        while payload is None:
+                            if baton.holder is not me or baton.followers or self._closed:
+                                return  # a borrower, a follower or a close
+                            if baton.wait_readable(me, False, deadline, slot) != READABLE:
+                                return
+                            channel.fill()
+                            payload = channel.next_buffered()
+                        self.last_received = time.monotonic()
+                    more: bool = channel.has_buffered_frame()
+                    if more and not corked:
+                        writer.cork(me)  # as `_handle_frames` does
+                        corked = True
+                    outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
+                    del payload
+                    if outcome is not None:
+                        slot.outcome = outcome
+                    if self._waits.frame:
+                        self._waits.wake(self._waits.frame)
+                    if self._pace:
+                        if slot.outcome is None:
+                            self._let_handler_start(me)  # it runs before we read on
+                            more = channel.has_buffered_frame()
+                        else:
+                            self._pace = False  # the new handler starts before whoever reads next
+                            more = False  # and what is buffered is the next reader's
+                    if self._closed or baton.holder is not me:  # as `_handle_frames` checks
+                        return
+                    budget -= 1
+                    if not budget or (not more and slot.outcome is not None):
+                        break
+                    payload = channel.next_buffered() if more else None
+                if slot.outcome is None or more:
+                    step = _GO_ON
+                else:
+                    if corked:
+                        writer.uncork(release_hold=not channel.has_buffered_frame())
+                    step = _DONE
+            except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
+                self._fail_reading(exc)
+                return
             if step == _GO_ON and baton.holder is me:
                 self._lead_nested(slot, deadline)  # it may lend the baton meanwhile
         finally:
             if baton.holder is me:
                 if step != _DONE:  # as `_lead` leaves the writer (`_DONE` did not touch it)
-                    self._writer.uncork(release_hold=not self._channel.has_buffered_frame())
+                    writer.uncork(release_hold=not channel.has_buffered_frame())
                 baton.put_down(self._closed)
-
-    def _read_until_reply(self, slot: ReplySlot, seq: int, me: Any, deadline: float | None) -> int:
-        """Read frames until our reply and what is buffered behind it: `_DONE`
-        (our reply is in, nothing left, the writer as the lane found it),
-        `_GO_ON` (the general way goes on from here) or `_LEFT` (returned early).
-
-        A request that starts a handler (a callback) gets its start as in the
-        general way, and the lane waits on for our reply; the answer to a DEL
-        we sent, behind our reply, is handled on the way. After `_LANE_FRAMES`
-        frames the general way takes over, with its fairness.
-        """
-        baton = self._baton
-        channel = self._channel
-        writer = self._writer
-        try:
-            writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
-            corked = False
-            payload = None
-            budget = _LANE_FRAMES
-            while True:
-                if payload is None:
-                    if corked:  # answers of the batch go out before we wait
-                        writer.uncork(release_hold=True)
-                        corked = False
-                    payload = self._wait_for_frame(me, deadline, slot)
-                    if payload is None:
-                        return _LEFT
-                more: bool = channel.has_buffered_frame()
-                if more and not corked:
-                    writer.cork(me)  # as `_handle_frames` does
-                    corked = True
-                outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
-                del payload
-                if outcome is not None:
-                    slot.outcome = outcome
-                if self._waits.frame:
-                    self._waits.wake(self._waits.frame)
-                if self._pace:
-                    if slot.outcome is None:
-                        self._let_handler_start(me)  # it runs before we read on
-                        more = channel.has_buffered_frame()
-                    else:
-                        self._pace = False  # the new handler starts before whoever reads next
-                        more = False  # and what is buffered is the next reader's
-                if self._closed or baton.holder is not me:  # as `_handle_frames` checks
-                    return _LEFT
-                budget -= 1
-                if not budget or (not more and slot.outcome is not None):
-                    break
-                payload = channel.next_buffered() if more else None
-            if slot.outcome is None or more:
-                return _GO_ON
-            if corked:
-                writer.uncork(release_hold=not channel.has_buffered_frame())
-            return _DONE
-        except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
-            self._fail_reading(exc)
-            return _LEFT
-
-    def _wait_for_frame(self, me: Any, deadline: float | None, slot: ReplySlot) -> Any:
-        """The lane's next frame, waited for; None when the lane must leave (a
-        borrower, a follower, the deadline, a close)."""
-        baton = self._baton
-        channel = self._channel
-        payload = None
-        while payload is None:
-            if baton.holder is not me or baton.followers or self._closed:
-                return None
-            if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                return None
-            channel.fill()
-            payload = channel.next_buffered()
-        self.last_received = time.monotonic()
-        return payload
 
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
         """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.
