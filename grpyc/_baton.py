@@ -115,8 +115,9 @@ class ReadBaton:
         """Take the baton for caller `me` (waiting for `slot`) if it is alone: the
         baton is free or its reader idle, nobody follows, nothing is buffered, and
         `me` is not the reader (whose waits the hub looks after). Else False."""
+        holder = self.holder  # `may_take` inlined: once a call
         if (
-            not self.may_take()
+            (holder is not None and (holder is not self.reader or not self.reader_idle))
             or me is self.reader
             or self.followers
             or self._channel.has_buffered_frame()

@@ -41,11 +41,10 @@ class ReplySlot:
     else keeps a (possibly huge) reply alive once the caller drops it.
     """
 
-    __slots__ = ("outcome", "wake")
-
-    def __init__(self) -> None:
-        self.outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
-        self.wake: Callable[[], Any] | None = None
+    # Class defaults, not ``__slots__`` and ``__init__``: a call makes one,
+    # and without a Python ``__init__`` making it runs no Python frame.
+    outcome: tuple[bool, Any, tuple[Any, ...]] | None = None
+    wake: Callable[[], Any] | None = None
 
     def deliver(self, is_exc: bool, obj: Any, unresolved: tuple[Any, ...] = ()) -> None:
         if self.outcome is not None:
