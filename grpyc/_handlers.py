@@ -100,7 +100,13 @@ class RequestHandlers:
         return self._local_root
 
     def _handle_getattr(self, obj: Any, name: Any) -> Any:
-        return self._access_attr(obj, name, (), "_rpyc_getattr", "allow_getattr", getattr)
+        # `_access_attr` inlined: every remote attribute read comes this way.
+        if type(name) is not str:
+            name = attr_name(name)
+        accessor = class_hook(type(obj), "_rpyc_getattr")
+        if accessor is None:
+            return getattr(obj, check_attr(self._config, obj, name, "allow_getattr"))
+        return accessor(obj, name)
 
     def _handle_delattr(self, obj: Any, name: Any) -> None:
         self._access_attr(obj, name, (), "_rpyc_delattr", "allow_delattr", delattr)

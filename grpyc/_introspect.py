@@ -52,6 +52,8 @@ def class_hook(cls: type, name: str) -> Any:
     if type(cls) is not type:
         return getattr(cls, name, None)  # a metaclass may provide it
     for klass in cls.__mro__:
+        if klass is object:
+            break  # immutable, and defines none of them
         if name in klass.__dict__:
             return getattr(cls, name, None)  # as getattr for a descriptor that raises
     if (

@@ -212,6 +212,25 @@ def test_a_type_without_overrides_is_remembered(heap_types_count_as_immutable):
     assert NoHooks in _introspect._known_plain
 
 
+def test_a_hook_of_a_base_or_set_later_is_found_as_getattr_finds_it():
+    # The walk stops before ``object`` (it defines none and cannot gain one).
+    class Base:
+        def _rpyc_getattr(self, name):
+            return name
+
+    class Child(Base):
+        pass
+
+    class Plain:
+        pass
+
+    assert _introspect.class_hook(Child, "_rpyc_getattr") is Base._rpyc_getattr
+    assert _introspect.class_hook(Plain, "_rpyc_getattr") is None
+    Plain._rpyc_getattr = Base._rpyc_getattr  # a class of the program's own may gain one
+    assert _introspect.class_hook(Plain, "_rpyc_getattr") is Plain._rpyc_getattr
+    assert _introspect.class_hook(object, "_rpyc_getattr") is None
+
+
 def _set_after_a_read(conn):
     """What a SetterOnly object on the other side of `conn` saw of a read then a write."""
     obj = conn.modules[__name__].SetterOnly()
