@@ -4,6 +4,9 @@
 # (`next_frame`, `has_frame`) reads its state without attribute lookups.
 cimport cython
 
+# FRAME_HEADER.size, a C constant (set by the module's own assignment).
+cdef Py_ssize_t _HEADER_SIZE
+
 
 cdef class FrameDecoder:
     cdef public object max_frame_size
