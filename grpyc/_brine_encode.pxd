@@ -17,7 +17,7 @@ cdef Py_ssize_t _put_decimal(bytearray out, Py_ssize_t end, unsigned long long v
 
 cdef Py_ssize_t _put_byte(bytearray out, Py_ssize_t end, int byte) except -2
 
-@cython.locals(size=Py_ssize_t, count=Py_ssize_t, digits=bytes, raw=bytes)
+@cython.locals(size=Py_ssize_t, count=Py_ssize_t, digits=bytes, raw=bytes, text=str)
 cdef Py_ssize_t _put_small(bytearray out, Py_ssize_t end, object value, int depth) except -2
 
 @cython.locals(size=Py_ssize_t)

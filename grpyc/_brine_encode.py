@@ -420,8 +420,9 @@ def _put_small(out: bytearray, end: int, value: Any, depth: int) -> int:
     if kind is str:
         if len(value) >= _SMALL_BYTES:
             return -1  # its bytes are too: not worth encoding twice
+        text = value  # typed `str` when compiled: `encode` is then a C call, not a method lookup
         try:
-            raw = value.encode()
+            raw = text.encode()
         except UnicodeEncodeError:
             return -1
         return _put_small_bytes(out, _put_byte(out, end, 0x08), raw)  # _STR, then its bytes

@@ -451,6 +451,8 @@ class FrameDecoder:
             # buffer: one slice, no view. Anything else takes the full path,
             # which also raises the errors.
             data, start = self._data, self._pos + 5
+            if len(data) < start:
+                return None  # not even a header: what `_next_frame` answers, without its calls
             if len(data) > start:
                 length, flag = _unpack_header(data, start - 5)
                 end = start + length
