@@ -450,11 +450,11 @@ class FrameDecoder:
             # One step for the common case, a whole uncompressed frame in the
             # buffer: one slice, no view. Anything else takes the full path,
             # which also raises the errors.
-            data, start = self._data, self._pos + 5
+            data, start = self._data, self._pos + _HEADER_SIZE
             if len(data) < start:
                 return None  # not even a header: what `_next_frame` answers, without its calls
             if len(data) > start:
-                length, flag = _unpack_header(data, start - 5)
+                length, flag = _unpack_header(data, self._pos)
                 end = start + length
                 whole = end < len(data) and not flag and length <= self.max_frame_size
                 if whole and data[end] == _NEWLINE:
