@@ -115,56 +115,55 @@ class CallerWaits(Runtime):
         writer = self._writer
         step = _LEFT
         try:
-            try:
-                writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
-                corked = False
-                payload = None
-                budget = _LANE_FRAMES
-                while True:
-                    if payload is None:
-                        if corked:  # answers of the batch go out before we wait
-                            writer.uncork(release_hold=True)
-                            corked = False
-                        while payload is None:
-                            if baton.holder is not me or baton.followers or self._closed:
-                                return  # a borrower, a follower or a close
-                            if baton.wait_readable(me, False, deadline, slot) != READABLE:
-                                return
-                            channel.fill()
-                            payload = channel.next_buffered()
-                        self.last_received = time.monotonic()
-                    more: bool = channel.has_buffered_frame()
-                    if more and not corked:
-                        writer.cork(me)  # as `_handle_frames` does
-                        corked = True
-                    outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
-                    del payload
-                    if outcome is not None:
-                        slot.outcome = outcome
-                    if self._waits.frame:
-                        self._waits.wake(self._waits.frame)
-                    if self._pace:
-                        if slot.outcome is None:
-                            self._let_handler_start(me)  # it runs before we read on
-                            more = channel.has_buffered_frame()
-                        else:
-                            self._pace = False  # the new handler starts before whoever reads next
-                            more = False  # and what is buffered is the next reader's
-                    if self._closed or baton.holder is not me:  # as `_handle_frames` checks
-                        return
-                    budget -= 1
-                    if not budget or (not more and slot.outcome is not None):
-                        break
-                    payload = channel.next_buffered() if more else None
-                if slot.outcome is None or more:
-                    step = _GO_ON
-                else:
-                    if corked:
-                        writer.uncork(release_hold=not channel.has_buffered_frame())
-                    step = _DONE
-            except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
-                self._fail_reading(exc)
-                return
+            writer.uncork(release_hold=True)  # as `_handle_frames` does before it waits
+            corked = False
+            payload = None
+            budget = _LANE_FRAMES
+            while True:
+                if payload is None:
+                    if corked:  # answers of the batch go out before we wait
+                        writer.uncork(release_hold=True)
+                        corked = False
+                    while payload is None:
+                        if baton.holder is not me or baton.followers or self._closed:
+                            return  # a borrower, a follower or a close
+                        if baton.wait_readable(me, False, deadline, slot) != READABLE:
+                            return
+                        channel.fill()
+                        payload = channel.next_buffered()
+                    self.last_received = time.monotonic()
+                more: bool = channel.has_buffered_frame()
+                if more and not corked:
+                    writer.cork(me)  # as `_handle_frames` does
+                    corked = True
+                outcome = self._read_reply(payload, seq)  # type: ignore[misc]  # not None: `call`
+                del payload
+                if outcome is not None:
+                    slot.outcome = outcome
+                if self._waits.frame:
+                    self._waits.wake(self._waits.frame)
+                if self._pace:
+                    if slot.outcome is None:
+                        self._let_handler_start(me)  # it runs before we read on
+                        more = channel.has_buffered_frame()
+                    else:
+                        self._pace = False  # the new handler starts before whoever reads next
+                        more = False  # and what is buffered is the next reader's
+                if self._closed or baton.holder is not me:  # as `_handle_frames` checks
+                    return
+                budget -= 1
+                if not budget or (not more and slot.outcome is not None):
+                    break
+                payload = channel.next_buffered() if more else None
+            if slot.outcome is None or more:
+                step = _GO_ON
+            else:
+                if corked:
+                    writer.uncork(release_hold=not channel.has_buffered_frame())
+                step = _DONE
+        except Exception as exc:  # noqa: BLE001 - a bad frame ends the connection
+            self._fail_reading(exc)
+        else:
             if step == _GO_ON and baton.holder is me:
                 self._lead_nested(slot, deadline)  # it may lend the baton meanwhile
         finally:
