@@ -109,6 +109,64 @@ def test_attribute_semantics_are_rpyc_s(servers, server, client):
         conn.close()
 
 
+def _as_json(probes):
+    return json.loads(json.dumps(probes))
+
+
+def _stock_client_probes(port):
+    conn = connect("stock", port)
+    try:
+        return _as_json(attribute_probes(conn))
+    finally:
+        conn.close()
+
+
+_ATTRIBUTE_PROBES_PATCHED = """
+from gevent import monkey
+
+monkey.patch_all()
+import json, sys
+import grpyc
+from tests.interop.test_semantics_interop import attribute_probes
+
+conn = grpyc.connect("127.0.0.1", int(sys.argv[1]))
+print(json.dumps(attribute_probes(conn)))
+"""
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_attribute_semantics_under_patch_all_are_stocks(servers, server):
+    """The attribute probes from a grpyc client in a process under patch_all(),
+    against what a stock client sees of the same server."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ATTRIBUTE_PROBES_PATCHED, str(servers[server])],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout) == _stock_client_probes(servers[server])
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_attribute_semantics_from_a_plain_thread_are_stocks(servers, server):
+    """The attribute probes from a plain OS thread, each client making its own
+    connection there, as RPyC programs with threads do."""
+    import threading
+
+    seen = {}
+
+    def probe(client):
+        conn = connect(client, servers[server])
+        try:
+            seen[client] = _as_json(attribute_probes(conn))
+        finally:
+            conn.close()
+
+    for client in ("stock", "grpyc"):
+        thread = threading.Thread(target=probe, args=(client,))
+        thread.start()
+        thread.join(timeout=60)
+    assert seen["grpyc"] == seen["stock"]
+
+
 @pytest.mark.parametrize("client", ["stock", "grpyc"])
 def test_repr_without_safe_attrs_works_as_in_rpyc(client):
     answers = {}
