@@ -51,6 +51,11 @@ _BaseNetref = netref.BaseNetref
 # no Python frame per proxy boxed.
 _proxy_connection: Callable[[Any], Any] = vars(_BaseNetref)["____conn__"].__get__
 _proxy_id_pack: Callable[[Any], IdPack] = vars(_BaseNetref)["____id_pack__"].__get__
+_proxy_refcount: Callable[[Any], int] = vars(_BaseNetref)["____refcount__"].__get__
+_set_proxy_refcount: Callable[[Any, int], None] = vars(_BaseNetref)["____refcount__"].__set__
+_UnresolvedNetref = netref.UnresolvedNetref
+_builtin_classes = netref.builtin_classes_cache  # filled in place, never rebound
+_new_weakref = weakref.ref
 
 # Longest class name a peer may use in an id pack. Real dotted class names
 # stay far below; a 16 MiB name would otherwise live as long as its proxy.
@@ -174,17 +179,17 @@ class ProxyTable:
             proxy = None if ref is None else ref()
             if proxy is None:
                 cls = self.known_class(id_pack)
-                proxy = (cls or netref.UnresolvedNetref)(conn, id_pack)
-                proxies[id_pack] = weakref.ref(proxy, partial(_forget_proxy, proxies, id_pack))
-            else:
-                netref.add_reference(proxy)
-        if unresolved is not None and type(proxy) is netref.UnresolvedNetref:
+                proxy = (cls or _UnresolvedNetref)(conn, id_pack)
+                proxies[id_pack] = _new_weakref(proxy, partial(_forget_proxy, proxies, id_pack))
+            else:  # `netref.add_reference`, through the slot's own descriptor
+                _set_proxy_refcount(proxy, _proxy_refcount(proxy) + 1)
+        if unresolved is not None and type(proxy) is _UnresolvedNetref:
             unresolved.append(proxy)
         return proxy
 
     def known_class(self, id_pack: IdPack) -> type | None:
         """The proxy class for `id_pack` if it is built in or cached."""
-        cls = netref.builtin_classes_cache.get(id_pack[0])
+        cls = _builtin_classes.get(id_pack[0])
         if cls is None:
             key = (id_pack[0], id_pack[1], id_pack[2] == 0)
             cls = self._classes.get(key)
