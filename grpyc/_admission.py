@@ -160,17 +160,19 @@ class Admission:
         """
         charged = size + HANDLER_COST
         in_flight = self._bytes_in_flight
-        limits = self.limits
-        running = len(self._handlers)
-        if (
-            self._queued
-            or (in_flight and in_flight + charged > limits.max_request_bytes)
-            or running - self._nested_waits >= limits.max_concurrent_requests
-            or running >= limits.max_concurrent_requests + limits.max_queued_requests
-        ):
-            return None
+        handlers = self._handlers
+        if in_flight or handlers:  # nothing runs or waits: every limit has room
+            limits = self.limits
+            running = len(handlers)
+            if (
+                self._queued
+                or in_flight + charged > limits.max_request_bytes
+                or running - self._nested_waits >= limits.max_concurrent_requests
+                or running >= limits.max_concurrent_requests + limits.max_queued_requests
+            ):
+                return None
         self._bytes_in_flight = in_flight + charged
-        self._handlers.add(glet)
+        handlers.add(glet)
         return charged
 
     def enqueue(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:

@@ -405,9 +405,21 @@ class ConnectionHub(CallerWaits):
             and gevent.getcurrent() is reader
             and (type(reader) is PoolReader or can_carry_hook(reader))  # PoolReader: always
         ):
-            charged = self._admission.enter_inline(reader, cost)
+            admission = self._admission
+            charged = admission.enter_inline(reader, cost)
             if charged is not None:
-                self._run_inline(reader, func, args, charged)
+                # In the reader itself, saving a greenlet start. If the request
+                # blocks (the reader switches to the hub other than in its own
+                # waits for a reply), gevent calls the reader's ``switch_out``
+                # (`_blockhook`): `_hand_over_reading` starts a new reader, and
+                # this greenlet finishes the request as an ordinary handler.
+                own = reader.__dict__
+                own[HOOK] = self._on_inline_block
+                try:
+                    func(*args)
+                finally:
+                    own.pop(HOOK, None)  # gone already if the request blocked
+                    admission.finish(reader, charged)
                 return True
         decision = self._admission.admit(cost)
         if decision is None:
@@ -419,24 +431,6 @@ class ConnectionHub(CallerWaits):
             self._admission.start(func, args, charged)
             self._pace = self._baton.holder is gevent.getcurrent()
         return True
-
-    def _run_inline(
-        self, reader: Any, func: Callable[..., Any], args: tuple[Any, ...], charged: int
-    ) -> None:
-        """Run a request in the background reader itself, saving a greenlet start.
-
-        If it blocks (the reader switches to the hub other than in its own
-        waits for a reply), gevent calls the reader's ``switch_out``
-        (`_blockhook`): `_hand_over_reading` starts a new reader then, and
-        this greenlet finishes the request as an ordinary handler.
-        """
-        own = reader.__dict__
-        own[HOOK] = self._on_inline_block
-        try:
-            func(*args)
-        finally:
-            own.pop(HOOK, None)  # gone already if the request blocked
-            self._admission.finish(reader, charged)
 
     def _hand_over_reading(self) -> None:
         # gevent's ``switch_out``: the reader blocks in a request it runs
