@@ -259,8 +259,9 @@ class Boxer:
             return _LABEL_VALUE, obj
         if kind is tuple:
             # A request's arguments start with the proxy it is about, which is
-            # never dumpable: no walk of the whole tuple to find that out.
-            if not (obj and issubclass(type(obj[0]), _BaseNetref)) and _dumpable(obj):
+            # never dumpable: no walk of the whole tuple to find that out. The
+            # empty tuple (every call's keywords) is.
+            if not obj or (not issubclass(type(obj[0]), _BaseNetref) and _dumpable(obj)):
                 return _LABEL_VALUE, obj
             box = self.box
             return _LABEL_TUPLE, tuple([box(item) for item in obj])
