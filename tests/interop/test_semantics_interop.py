@@ -5,6 +5,7 @@ client, and the answers are compared with stock-to-stock (drop-in issue,
 gaps 2, 6, 7 and 8).
 """
 
+import gc
 import inspect
 import json
 import logging
@@ -109,45 +110,106 @@ def test_attribute_semantics_are_rpyc_s(servers, server, client):
         conn.close()
 
 
-def _as_json(probes):
-    return json.loads(json.dumps(probes))
+class _Local:
+    """An object of the client's own, sent to the server by reference."""
 
 
-def _stock_client_probes(port):
-    conn = connect("stock", port)
+def _exported(conn):
+    """How many objects of ours the peer holds references to (stock's table or ours)."""
+    table = conn._local_objects
+    return len(table._dict) if hasattr(table, "_dict") else len(table)
+
+
+def reference_probes(conn):
+    """What a client counts of one remote object received again and again (one
+    proxy, one more reference each time, released together by one DEL), and
+    whether the server lets go of an object of ours it echoed back."""
+
+    def refcount(proxy):
+        return object.__getattribute__(proxy, "____refcount__")
+
+    module = conn.root.module  # the same remote object on every call
+    first = module()
+    counts = [refcount(first)]
+    second = module()
+    counts.append(refcount(first))
+    same_proxy = second is first
+    del first, second
+    gc.collect()
+    counts.append(refcount(module()))  # a new proxy: its DEL released the three
+    mine = _Local()
+    echoed_is_mine = conn.root.sleep_then(0, mine) is mine
+    for _ in range(100):  # bounded: the peer's DEL comes with a later frame
+        if _exported(conn) == 0:
+            break
+        conn.root.data()
+    return {
+        "refcounts": counts,
+        "same_proxy": same_proxy,
+        "echoed_is_mine": echoed_is_mine,
+        "exported_after_release": _exported(conn),
+    }
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+@pytest.mark.parametrize("client", ["stock", "grpyc"])
+def test_reference_counting_is_rpyc_s(servers, server, client):
+    conn = connect(client, servers[server])
     try:
-        return _as_json(attribute_probes(conn))
+        assert reference_probes(conn) == {
+            "refcounts": [1, 2, 1],
+            "same_proxy": True,
+            "echoed_is_mine": True,
+            "exported_after_release": 0,
+        }
     finally:
         conn.close()
 
 
-_ATTRIBUTE_PROBES_PATCHED = """
+PROBES = {"attributes": attribute_probes, "references": reference_probes}
+
+
+def _as_json(probes):
+    return json.loads(json.dumps(probes))
+
+
+def _stock_client_probes(port, probes):
+    conn = connect("stock", port)
+    try:
+        return _as_json(PROBES[probes](conn))
+    finally:
+        conn.close()
+
+
+_PROBES_PATCHED = """
 from gevent import monkey
 
 monkey.patch_all()
 import json, sys
 import grpyc
-from tests.interop.test_semantics_interop import attribute_probes
+from tests.interop.test_semantics_interop import PROBES
 
 conn = grpyc.connect("127.0.0.1", int(sys.argv[1]))
-print(json.dumps(attribute_probes(conn)))
+print(json.dumps(PROBES[sys.argv[2]](conn)))
 """
 
 
+@pytest.mark.parametrize("probes", sorted(PROBES))
 @pytest.mark.parametrize("server", ["stock", "grpyc"])
-def test_attribute_semantics_under_patch_all_are_stocks(servers, server):
-    """The attribute probes from a grpyc client in a process under patch_all(),
-    against what a stock client sees of the same server."""
+def test_semantics_under_patch_all_are_stocks(servers, server, probes):
+    """The probes from a grpyc client in a process under patch_all(), against
+    what a stock client sees of the same server."""
     done = subprocess.run(
-        [sys.executable, "-c", _ATTRIBUTE_PROBES_PATCHED, str(servers[server])],
+        [sys.executable, "-c", _PROBES_PATCHED, str(servers[server]), probes],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    assert json.loads(done.stdout) == _stock_client_probes(servers[server])
+    assert json.loads(done.stdout) == _stock_client_probes(servers[server], probes)
 
 
+@pytest.mark.parametrize("probes", sorted(PROBES))
 @pytest.mark.parametrize("server", ["stock", "grpyc"])
-def test_attribute_semantics_from_a_plain_thread_are_stocks(servers, server):
-    """The attribute probes from a plain OS thread, each client making its own
+def test_semantics_from_a_plain_thread_are_stocks(servers, server, probes):
+    """The probes from a plain OS thread, each client making its own
     connection there, as RPyC programs with threads do."""
     import threading
 
@@ -156,7 +218,7 @@ def test_attribute_semantics_from_a_plain_thread_are_stocks(servers, server):
     def probe(client):
         conn = connect(client, servers[server])
         try:
-            seen[client] = _as_json(attribute_probes(conn))
+            seen[client] = _as_json(PROBES[probes](conn))
         finally:
             conn.close()
 
