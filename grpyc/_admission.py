@@ -161,7 +161,7 @@ class Admission:
         charged = size + HANDLER_COST
         in_flight = self._bytes_in_flight
         handlers = self._handlers
-        if in_flight or handlers:  # nothing runs or waits: every limit has room
+        if in_flight or handlers:  # else nothing runs or is queued: every limit has room
             limits = self.limits
             running = len(handlers)
             if (

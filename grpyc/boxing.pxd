@@ -14,7 +14,6 @@ cdef class ObjectTable:
     cpdef object get(self, object id_pack)
 
 
-@cython.locals(name=object)
 cdef tuple _key(object id_pack)
 
 

@@ -51,8 +51,7 @@ _BaseNetref = netref.BaseNetref
 # no Python frame per proxy boxed.
 _proxy_connection: Callable[[Any], Any] = vars(_BaseNetref)["____conn__"].__get__
 _proxy_id_pack: Callable[[Any], IdPack] = vars(_BaseNetref)["____id_pack__"].__get__
-_proxy_refcount: Callable[[Any], int] = vars(_BaseNetref)["____refcount__"].__get__
-_set_proxy_refcount: Callable[[Any, int], None] = vars(_BaseNetref)["____refcount__"].__set__
+_add_reference = netref.add_reference
 _UnresolvedNetref = netref.UnresolvedNetref
 _builtin_classes = netref.builtin_classes_cache  # filled in place, never rebound
 _new_weakref = weakref.ref
@@ -181,8 +180,8 @@ class ProxyTable:
                 cls = self.known_class(id_pack)
                 proxy = (cls or _UnresolvedNetref)(conn, id_pack)
                 proxies[id_pack] = _new_weakref(proxy, partial(_forget_proxy, proxies, id_pack))
-            else:  # `netref.add_reference`, through the slot's own descriptor
-                _set_proxy_refcount(proxy, _proxy_refcount(proxy) + 1)
+            else:
+                _add_reference(proxy)
         if unresolved is not None and type(proxy) is _UnresolvedNetref:
             unresolved.append(proxy)
         return proxy
