@@ -74,6 +74,8 @@ class _Sleeper:
 class ThreadHub(Runtime):
     """Read baton, writes and pending slots of a connection used by plain OS threads."""
 
+    reads_by_itself = False  # only while someone waits, as in RPyC (`async_.ResultRuntime`)
+
     def _set_up(
         self, channel: Any, limits: Limits, take_deferred: Callable[[], list[bytes]] | None
     ) -> None:

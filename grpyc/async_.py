@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import gevent
+from gevent.monkey import get_original
 
 from grpyc._runtime import ReplySlot
 
@@ -30,9 +31,25 @@ __all__ = ["AsyncResult", "AsyncResultTimeout", "ResultRuntime"]
 # TimeoutError there, and the raised exception's type is TimeoutError.
 AsyncResultTimeout = TimeoutError
 
+_start_thread: Callable[..., Any] = get_original("_thread", "start_new_thread")
+_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+
+# A connection made outside gevent reads only while someone waits: its results
+# that gevent waits on (`rawlink`), per runtime, and one OS thread that reads
+# for them until each arrived, expired or was unlinked.
+_linked: dict[int, tuple[Any, list[AsyncResult]]] = {}
+_linked_lock = _allocate_lock()
+_LINKED_POLL = 0.1  # seconds between checks of the linked results (how late an expiry wakes)
+
 
 class ResultRuntime(Protocol):
     """What a result needs of its connection's runtime."""
+
+    # Whether replies are read with nobody waiting (gevent's runtime: a pool
+    # reader comes when bytes do); a connection made outside gevent reads
+    # only while someone waits, as in RPyC.
+    reads_by_itself: bool
 
     def new_slot(self) -> ReplySlot: ...
     def wait_reply(self, slot: Any, timeout: float | None) -> Any: ...
@@ -75,7 +92,8 @@ class AsyncResult:
         self._slot = runtime.new_slot()
         self._callbacks: list[Callable[[AsyncResult], Any]] = []
         self._deadline: float | None = None
-        self._links: dict[Callable[[Any], Any], Callable[[], None]] = {}
+        # gevent's waiters, each with the loop and thread id of the thread that linked it.
+        self._links: dict[Callable[[Any], Any], tuple[Any, int]] = {}
         self._waiting = 0
 
     def __repr__(self) -> str:
@@ -104,10 +122,14 @@ class AsyncResult:
             self._notify_links()
 
     def _notify_links(self) -> None:
-        # gevent's waiters must be switched from the hub greenlet.
-        loop = gevent.get_hub().loop
-        for notify in list(self._links.values()):
-            loop.run_callback(notify)
+        # gevent's waiters are switched from their own hub, whichever thread read the reply
+        # (a callback from another thread also wakes that hub's loop: a write to it).
+        here = _get_ident()
+        for callback, (loop, thread) in list(self._links.items()):
+            if thread == here:
+                loop.run_callback(callback, self)
+            else:
+                loop.run_callback_threadsafe(callback, self)
 
     def _run_callbacks(self) -> None:
         # Each callback runs once, whoever gets here first.
@@ -207,15 +229,58 @@ class AsyncResult:
 
     # gevent waiting protocol: lets gevent.wait() / gevent.iwait() take results.
     def rawlink(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` once the result arrives (from the hub's thread)."""
-
-        def notify() -> None:
-            callback(self)
-
-        self._links[callback] = notify
+        """Call ``callback(self)`` once the result arrives, in the gevent hub of
+        the thread that links it (where `gevent.wait` waits)."""
+        loop = gevent.get_hub().loop
+        self._links[callback] = (loop, _get_ident())
         if self._slot.outcome is not None:
-            gevent.get_hub().loop.run_callback(notify)
+            loop.run_callback(callback, self)
+        elif not self._runtime.reads_by_itself:
+            _read_while_linked(self)  # else nobody may read it before it expires
 
     def unlink(self, callback: Callable[[Any], Any]) -> None:
         """Undo `rawlink`."""
         self._links.pop(callback, None)
+
+
+def _read_while_linked(result: AsyncResult) -> None:
+    key = id(result._runtime)
+    with _linked_lock:
+        entry = _linked.get(key)
+        if entry is not None:
+            entry[1].append(result)
+            return
+        _linked[key] = (result._runtime, [result])
+    _start_thread(_read_for_links, (key,))
+
+
+def _read_for_links(key: int) -> None:
+    """The reading thread of one runtime's linked results (`_read_while_linked`).
+
+    It reads frames (a delivery notifies its result's links: `deliver`) and,
+    every `_LINKED_POLL` seconds, drops the results that arrived or were
+    unlinked and wakes the waiters of those that expired; it ends when none
+    is left, or when the connection closed (its results got EOFError).
+    """
+    runtime = _linked[key][0]
+    while True:
+        with _linked_lock:
+            results = _linked[key][1]
+            expired = [r for r in results if r.outcome is None and r.expired]
+            results[:] = [r for r in results if r.outcome is None and not r.expired and r._links]
+            if not results:
+                del _linked[key]
+        for result in expired:
+            result._notify_links()
+        if not results:
+            return
+        until = time.monotonic() + _LINKED_POLL
+        try:
+            while (left := until - time.monotonic()) > 0:
+                runtime.wait_frame(left)
+        except EOFError:
+            with _linked_lock:
+                results = _linked.pop(key)[1]
+            for result in results:
+                result._notify_links()
+            return

@@ -74,6 +74,8 @@ _MAX_UNREPORTED = 1024
 class ConnectionHub(CallerWaits):
     """Reading baton, writer, handler greenlets and pending slots of one connection."""
 
+    reads_by_itself = True  # a pool reader comes when bytes do (`async_.ResultRuntime`)
+
     # Slots: a server holds thousands of these.
     __slots__ = (
         "_frames_unreported",

@@ -461,3 +461,52 @@ def test_call_requests_take_kwargs_as_stock_does(servers, client):
     assert found["grpyc"] == found["stock"]
     assert found["stock"]["CALL no kwargs"] == ("value", 7)
     assert found["stock"]["CALL kwargs pairs"] == ("raises", "TypeError")
+
+
+_GEVENT_WAIT_PLAIN = """
+import json, sys, time
+import gevent
+import rpyc
+
+conn = rpyc.connect("127.0.0.1", int(sys.argv[1]))  # no gevent hub here yet
+runtime = type(getattr(conn, "_hub", None)).__name__
+results = [rpyc.async_(conn.root.sleep_then)(0.05 * i, i) for i in range(4)]
+began = time.monotonic()
+try:
+    done = len(gevent.wait(results, timeout=10))
+except AttributeError as exc:
+    done = "AttributeError"
+waited = time.monotonic() - began
+late = rpyc.async_(conn.root.sleep_then)(1.0, "late")
+late.set_expiry(0.1)
+try:
+    expired = [r.expired for r in gevent.wait([late], timeout=10)]
+except AttributeError:
+    expired = "AttributeError"
+print(json.dumps({"runtime": runtime, "done": done, "values": [r.value for r in results],
+                  "waited_under_5s": waited < 5, "expired": expired}))
+"""
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_gevent_wait_on_results_of_a_connection_made_outside_gevent(servers, server):
+    """A program that connects before it uses gevent (the plain-thread runtime)
+    and then waits for results with gevent.wait(): each wait ends when its
+    results arrive or expire, with nobody else reading. Stock's AsyncResult has
+    no rawlink (docs/semantics.md): the same program gets AttributeError."""
+    answers = {}
+    for client in ("stock", "grpyc"):
+        prelude = "import grpyc; grpyc.install_as_rpyc()\n" if client == "grpyc" else ""
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + _GEVENT_WAIT_PLAIN, str(servers[server])],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        answers[client] = json.loads(done.stdout)
+    assert answers["stock"]["done"] == "AttributeError"
+    assert answers["grpyc"] == {
+        "runtime": "ThreadHub",
+        "done": 4,
+        "values": answers["stock"]["values"],  # the same results, however waited for
+        "waited_under_5s": True,
+        "expired": [True],
+    }
