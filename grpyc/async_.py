@@ -274,13 +274,20 @@ def _read_for_links(key: int) -> None:
             result._notify_links()
         if not results:
             return
-        until = time.monotonic() + _LINKED_POLL
-        try:
-            while (left := until - time.monotonic()) > 0:
-                runtime.wait_frame(left)
-        except EOFError:
+        if not _serve_for(runtime, _LINKED_POLL):
             with _linked_lock:
                 results = _linked.pop(key)[1]
             for result in results:
                 result._notify_links()
             return
+
+
+def _serve_for(runtime: Any, seconds: float) -> bool:
+    """Handle the frames that arrive within `seconds`; False if the connection closed."""
+    until = time.monotonic() + seconds
+    try:
+        while (left := until - time.monotonic()) > 0:
+            runtime.wait_frame(left)
+    except EOFError:
+        return False
+    return True
