@@ -237,6 +237,14 @@ class AsyncResult:
             loop.run_callback(callback, self)
         elif not self._runtime.reads_by_itself:
             _read_while_linked(self)  # else nobody may read it before it expires
+        elif self._deadline is not None:  # the reader wakes the links; the expiry too
+            timer = loop.timer(self._time_left())
+            timer.start(self._wake_links_if_expired, timer)
+
+    def _wake_links_if_expired(self, timer: Any) -> None:
+        timer.close()
+        if self._slot.outcome is None and self._links:
+            self._notify_links()
 
     def unlink(self, callback: Callable[[Any], Any]) -> None:
         """Undo `rawlink`."""

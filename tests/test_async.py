@@ -75,6 +75,22 @@ def test_gevent_iwait_yields_results_as_they_arrive(pair):
     assert all(isinstance(res, AsyncResult) for res in results)
 
 
+def test_gevent_wait_wakes_at_the_expiry(pair):
+    """A result that expires wakes gevent.wait() then, not at its own timeout
+    (or never, without one); one that arrives first is waited as usual."""
+    _, client = pair
+    late = call_async(client, "sleep", 2)
+    late.set_expiry(0.1)
+    began = time.monotonic()
+    assert gevent.wait([late]) == [late]
+    assert late.expired
+    assert time.monotonic() - began < 1.5
+    prompt = call_async(client, "sleep", 0.01)
+    prompt.set_expiry(5)
+    assert gevent.wait([prompt], timeout=5) == [prompt]
+    assert prompt.value == 0.01
+
+
 def test_value_from_a_foreign_thread(pair):
     _, client = pair
     result = call_async(client, "sleep", 0.05)
