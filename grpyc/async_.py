@@ -75,6 +75,7 @@ class AsyncResult:
         "__weakref__",
         "_callbacks",
         "_deadline",
+        "_expiry_timer",
         "_links",
         "_resolve",
         "_runtime",
@@ -94,6 +95,8 @@ class AsyncResult:
         self._deadline: float | None = None
         # gevent's waiters, each with the loop and thread id of the thread that linked it.
         self._links: dict[Callable[[Any], Any], tuple[Any, int]] = {}
+        # The timer that wakes the links at the expiry (`rawlink`), and its thread.
+        self._expiry_timer: tuple[Any, int] | None = None
         self._waiting = 0
 
     def __repr__(self) -> str:
@@ -120,6 +123,8 @@ class AsyncResult:
             self._runtime.spawn_owned(self._run_callbacks)
         if self._links:
             self._notify_links()
+        if self._expiry_timer is not None:
+            self._stop_expiry_timer()
 
     def _notify_links(self) -> None:
         # gevent's waiters are switched from their own hub, whichever thread read the reply
@@ -237,14 +242,23 @@ class AsyncResult:
             loop.run_callback(callback, self)
         elif not self._runtime.reads_by_itself:
             _read_while_linked(self)  # else nobody may read it before it expires
-        elif self._deadline is not None:  # the reader wakes the links; the expiry too
+        elif self._deadline is not None and self._expiry_timer is None:
+            # The reader wakes the links when the reply comes; the expiry does too.
             timer = loop.timer(self._time_left())
-            timer.start(self._wake_links_if_expired, timer)
+            self._expiry_timer = (timer, _get_ident())
+            timer.start(self._on_expiry)
 
-    def _wake_links_if_expired(self, timer: Any) -> None:
-        timer.close()
+    def _on_expiry(self) -> None:
+        self._stop_expiry_timer()
         if self._slot.outcome is None and self._links:
             self._notify_links()
+
+    def _stop_expiry_timer(self) -> None:
+        # Only in the timer's own thread; one in another's fires, and finds the outcome.
+        timer, thread = self._expiry_timer  # type: ignore[misc]  # callers check it is set
+        if thread == _get_ident():
+            timer.close()  # so the result (and its value) is not kept until the expiry
+            self._expiry_timer = None
 
     def unlink(self, callback: Callable[[Any], Any]) -> None:
         """Undo `rawlink`."""
