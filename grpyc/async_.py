@@ -234,8 +234,8 @@ class AsyncResult:
 
     # gevent waiting protocol: lets gevent.wait() / gevent.iwait() take results.
     def rawlink(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` once the result arrives, in the gevent hub of
-        the thread that links it (where `gevent.wait` waits)."""
+        """Call ``callback(self)`` once the result arrives or expires, in the
+        gevent hub of the thread that links it (where `gevent.wait` waits)."""
         loop = gevent.get_hub().loop
         self._links[callback] = (loop, _get_ident())
         if self._slot.outcome is not None:
@@ -255,9 +255,9 @@ class AsyncResult:
 
     def _stop_expiry_timer(self) -> None:
         # Only in the timer's own thread; one in another's fires, and finds the outcome.
-        timer, thread = self._expiry_timer  # type: ignore[misc]  # callers check it is set
-        if thread == _get_ident():
-            timer.close()  # so the result (and its value) is not kept until the expiry
+        armed = self._expiry_timer
+        if armed is not None and armed[1] == _get_ident():
+            armed[0].close()  # so the result (and its value) is not kept until the expiry
             self._expiry_timer = None
 
     def unlink(self, callback: Callable[[Any], Any]) -> None:
