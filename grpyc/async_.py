@@ -14,6 +14,7 @@ the proxy classes of a value (`resolve`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -50,6 +51,9 @@ class ResultRuntime(Protocol):
     # reader comes when bytes do); a connection made outside gevent reads
     # only while someone waits, as in RPyC.
     reads_by_itself: bool
+
+    @property
+    def closed(self) -> bool: ...
 
     def new_slot(self) -> ReplySlot: ...
     def wait_reply(self, slot: Any, timeout: float | None) -> Any: ...
@@ -132,9 +136,15 @@ class AsyncResult:
         here = _get_ident()
         for callback, (loop, thread) in list(self._links.items()):
             if thread == here:
-                loop.run_callback(callback, self)
+                loop.run_callback(self._call_link, callback)
             else:
-                loop.run_callback_threadsafe(callback, self)
+                loop.run_callback_threadsafe(self._call_link, callback)
+
+    def _call_link(self, callback: Callable[[Any], Any]) -> None:
+        # As gevent's own objects do: a waiter that unlinked meanwhile (its wait
+        # timed out) must not be switched to, wherever it waits now.
+        if callback in self._links:
+            callback(self)
 
     def _run_callbacks(self) -> None:
         # Each callback runs once, whoever gets here first.
@@ -239,7 +249,7 @@ class AsyncResult:
         loop = gevent.get_hub().loop
         self._links[callback] = (loop, _get_ident())
         if self._slot.outcome is not None:
-            loop.run_callback(callback, self)
+            loop.run_callback(self._call_link, callback)
         elif not self._runtime.reads_by_itself:
             _read_while_linked(self)  # else nobody may read it before it expires
         elif self._deadline is not None and self._expiry_timer is None:
@@ -279,37 +289,32 @@ def _read_while_linked(result: AsyncResult) -> None:
 def _read_for_links(key: int) -> None:
     """The reading thread of one runtime's linked results (`_read_while_linked`).
 
-    It reads frames (a delivery notifies its result's links: `deliver`) and,
-    every `_LINKED_POLL` seconds, drops the results that arrived or were
-    unlinked and wakes the waiters of those that expired; it ends when none
-    is left, or when the connection closed (its results got EOFError).
+    It waits for the first of them as `wait` does, so it reads frames (a
+    delivery notifies its result's links: `deliver`), and at least every
+    `_LINKED_POLL` seconds drops the results that arrived or were unlinked
+    and wakes the waiters of those that expired; it ends when none is left.
     """
     runtime = _linked[key][0]
-    while True:
-        with _linked_lock:
-            results = _linked[key][1]
-            expired = [r for r in results if r.outcome is None and r.expired]
+    while (first := _first_linked(key)) is not None:
+        with contextlib.suppress(EOFError):  # closed: `_first_linked` sees it next
+            runtime.wait_reply(first._slot, _LINKED_POLL)
+
+
+def _first_linked(key: int) -> AsyncResult | None:
+    """The first linked result still to wait for, or None (then `key` is dropped).
+
+    Results that expired (or are left undelivered by a close) wake their waiters here.
+    """
+    with _linked_lock:
+        runtime, results = _linked[key]
+        if runtime.closed:  # the pending ones got EOFError (`deliver`)
+            woken = [r for r in results if r.outcome is None]
+            results.clear()
+        else:
+            woken = [r for r in results if r.outcome is None and r.expired]
             results[:] = [r for r in results if r.outcome is None and not r.expired and r._links]
-            if not results:
-                del _linked[key]
-        for result in expired:
-            result._notify_links()
         if not results:
-            return
-        if not _serve_for(runtime, _LINKED_POLL):
-            with _linked_lock:
-                results = _linked.pop(key)[1]
-            for result in results:
-                result._notify_links()
-            return
-
-
-def _serve_for(runtime: Any, seconds: float) -> bool:
-    """Handle the frames that arrive within `seconds`; False if the connection closed."""
-    until = time.monotonic() + seconds
-    try:
-        while (left := until - time.monotonic()) > 0:
-            runtime.wait_frame(left)
-    except EOFError:
-        return False
-    return True
+            del _linked[key]
+    for result in woken:
+        result._notify_links()
+    return results[0] if results else None
