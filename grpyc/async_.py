@@ -247,6 +247,10 @@ class AsyncResult:
         """Call ``callback(self)`` once the result arrives or expires, in the
         gevent hub of the thread that links it (where `gevent.wait` waits)."""
         loop = gevent.get_hub().loop
+        # The loop's clock is stale after the thread blocked outside gevent (the
+        # plain-thread runtime's calls do): the timers armed next (ours, and the
+        # timeout gevent.wait arms after linking) would fire that much early.
+        loop.update_now()
         self._links[callback] = (loop, _get_ident())
         if self._slot.outcome is not None:
             loop.run_callback(self._call_link, callback)

@@ -510,3 +510,32 @@ def test_gevent_wait_on_results_of_a_connection_made_outside_gevent(servers, ser
         "waited_under_5s": True,
         "expired": [True],
     }
+
+
+_GEVENT_WAIT_AFTER_BLOCKING = """
+import json, sys, time
+import gevent
+import grpyc
+
+conn = grpyc.connect("127.0.0.1", int(sys.argv[1]))  # the plain-thread runtime
+gevent.get_hub()
+time.sleep(0.5)  # the thread blocks outside gevent: the loop's clock falls behind
+slow = grpyc.async_(conn.root.sleep_then)(1.0, "slow")
+began = time.monotonic()
+done = gevent.wait([slow], timeout=0.3)
+print(json.dumps({"done": len(done), "waited": time.monotonic() - began}))
+"""
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_gevent_wait_times_out_on_time_after_the_thread_blocked(servers, server):
+    """gevent.wait()'s timeout on results of the plain-thread runtime runs its
+    full length even when the thread blocked outside gevent just before (the
+    loop's clock was stale: the timeout fired at once)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GEVENT_WAIT_AFTER_BLOCKING, str(servers[server])],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    answer = json.loads(done.stdout)
+    assert answer["done"] == 0
+    assert answer["waited"] >= 0.25, answer  # done == 0: it did not wait for the reply either
