@@ -494,6 +494,48 @@ def test_s3_times_its_calls_with_the_set_ups_objects_collected_and_frozen(monkey
     assert seen["garbage"] == 0
 
 
+def test_s4_times_each_repetition_on_a_connection_of_its_own():
+    """S4's rate is set per TCP connection on loopback (docs/benchmarks.md):
+    each timed repetition opens its own connection, echoes once untimed and
+    at least once timed over it, and closes it; the peak memory is measured once."""
+    import itertools
+    import types
+
+    from bench import scenarios
+    from bench.runtime import ThreadRuntime
+
+    events = []
+    numbers = itertools.count(1)
+
+    def connect():
+        conn = next(numbers)
+        events.append(("connect", conn))
+        return conn
+
+    def echo_bytes(conn):
+        def echo(payload):
+            events.append(("echo", conn))
+            return payload
+
+        return echo
+
+    client = types.SimpleNamespace(
+        echo_bytes=echo_bytes, close=lambda conn: events.append(("close", conn))
+    )
+    ctx = types.SimpleNamespace(
+        client=client, connect=connect, reps=3, duration=0.0, note=print, runtime=ThreadRuntime(),
+    )  # fmt: skip
+    figures = scenarios.s4_bulk(ctx, 1)
+    assert len(figures["S4.1MiB.rate"]) == 3 and len(figures["S4.1MiB.peak"]) == 1
+    # One block per connection: connect, an untimed and a timed echo (duration 0), close.
+    expected = [
+        event
+        for conn in (1, 2, 3)
+        for event in (("connect", conn), ("echo", conn), ("echo", conn), ("close", conn))
+    ]
+    assert events == expected
+
+
 def test_gcstall_reports_calls_and_the_clients_collections():
     """`python -m bench.gcstall` runs both clients against a grpyc server from
     plain threads and logs the collections during the calls (a small run: the
