@@ -436,9 +436,11 @@ def _loadavg():
 def _repetitions(scenario, target, args):
     """``(count, rep)`` of each pair of children: S3 per count and rep, S4 per size and rep.
 
-    S4 runs ``--s4-reps`` pairs per size: its rate depends on the pair
-    (on this kind of VM the same code gave 658-1,123 MiB/s from one pair of
-    processes to the next, with no page faults), so one pair is luck.
+    S4 runs ``--s4-reps`` pairs per size: its rate depends on the TCP
+    connection (on this kind of VM the same code gave 658-1,123 MiB/s from
+    one pair of processes to the next, with no page faults, and 1,910-2,350
+    from one connection to the next within a pair), so one pair is luck;
+    `scenarios.s4_bulk` also opens a connection per timed repetition.
 
     S3 above 2,000 connections runs once, and only on grpyc and the floor
     unless ``--s3-10k-all``: a 10,000-connection run takes 10-60 s per
