@@ -321,17 +321,17 @@ def s4_bulk(ctx, size_mib):
     # A 16 MiB echo takes seconds on stock rpyc: three repetitions there.
     reps = ctx.reps if size_mib < 16 else min(ctx.reps, 3)
     rates = []
-    peak = None
-    for _ in range(reps):
+    for rep in range(reps):
+        first = rep == 0  # the peak is the first connection's: one connection holds it
         conn = ctx.connect()
         echo = ctx.client.echo_bytes(conn)
-        if peak is None:
+        if first:
             gc.collect()
             base_kib = status_kib("VmRSS")
             reset_peak_rss()
         _echo_checked(echo, payload)  # warm-up: the connection's first echo is not timed
         rates.append(_bulk_rate(echo, payload, ctx.duration))
-        if peak is None:  # over the first connection's life, as one connection holds it
+        if first:
             peak = (status_kib("VmHWM") - base_kib) * 1024 / size
         close_quietly(ctx, conn)
     return {f"S4.{size_mib}MiB.rate": rates, f"S4.{size_mib}MiB.peak": [peak]}
