@@ -63,6 +63,7 @@ ACCELERATED: Final = (
     "boxing",
     "framing",
     "messages",
+    "_incompressible",
 )
 PURE_PYTHON_VARIABLE: Final = "GRPYC_PURE_PYTHON"
 MANIFEST_NAME: Final = "_accel_manifest.json"

@@ -121,6 +121,7 @@ def test_source_path_names_the_py_file_of_compiled_and_pure_modules():
 CORE_TESTS = [
     "tests/test_brine.py",
     "tests/test_brine_limits.py",
+    "tests/test_incompressible.py",
     "tests/test_protocol.py",
     "tests/hostile/test_raw_input.py",
     "tests/hostile/test_peers_are_data.py",

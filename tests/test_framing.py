@@ -50,7 +50,7 @@ def _imports_of(module):
 
 
 def test_framing_imports_nothing_above_the_codecs():
-    codecs = {"grpyc.consts", "grpyc._payloads"}
+    codecs = {"grpyc.consts", "grpyc._payloads", "grpyc._incompressible"}
     assert _imports_of(framing) == {"__future__", "collections.abc", "struct", "zlib", *codecs}
     assert _imports_of(sys.modules["grpyc._payloads"]) == {"__future__"}
 
