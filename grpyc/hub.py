@@ -54,7 +54,7 @@ from grpyc._waitlists import WaitLists
 from grpyc._writer import Writer
 from grpyc.config import Limits
 from grpyc.framing import Payload
-from grpyc.lib import LeanGreenlet, kill_greenlets
+from grpyc.lib import kill_greenlets
 
 __all__ = ["ChannelLike", "ConnectionHub", "ForeignThreadError", "ReplySlot"]
 
@@ -163,12 +163,12 @@ class ConnectionHub(CallerWaits):
             self._readers.dispatch(self._turn)
 
     def _read_turn(self) -> bool:
-        """A pool reader's turn; True if it left as `_stays` allows (else check it)."""
+        """A pool reader's turn; True unless the reader must check `keeps_state` as it leaves."""
         baton = self._baton
-        if not self._closed and baton.reader is None and baton.holder is None:
-            baton.reader = baton.holder = gevent.getcurrent()
-            self._read_loop(fill_first=True)
-        return not self._closed
+        if self._closed or baton.reader is not None or baton.holder is not None:
+            return True  # another reads: this one ran nothing
+        baton.reader = baton.holder = gevent.getcurrent()
+        return self._read_loop(fill_first=True)
 
     def serve_until_closed(self) -> None:
         """Block until the connection closes; if no one reads now, read here meanwhile."""
@@ -190,11 +190,13 @@ class ConnectionHub(CallerWaits):
         return self._owned.sparing(glet)
 
     # ----------------------------------------------------------------- reading
-    def _read_loop(self, fill_first: bool = False) -> None:
+    def _read_loop(self, fill_first: bool = False) -> bool:
         """The background reader: reads whenever no caller holds the baton.
 
         A pool reader retires when nothing is left or a caller took the baton;
         one that `_stays` sleeps. `fill_first`: the channel is readable, read it.
+        Returns True if it retired so (`_stays` checked `keeps_state`); False
+        if it left otherwise: closed, or reading handed over while it ran a request.
         """
         me = gevent.getcurrent()
         baton = self._baton
@@ -209,7 +211,8 @@ class ConnectionHub(CallerWaits):
                     baton.park()
                 else:
                     baton.retire(me)
-            return
+                    return True
+            return False
         except EOFError as exc:
             reason = exc
         except GreenletExit:
@@ -220,6 +223,7 @@ class ConnectionHub(CallerWaits):
             self.logger.warning("%s: closing after protocol error: %s", self.name, exc)
             reason = exc
         self.shutdown(reason)
+        return False
 
     def _stays(self, reader: Any) -> bool:
         """Whether `reader` stays with nothing to read: `serve_until_closed`'s, or one a
@@ -442,14 +446,15 @@ class ConnectionHub(CallerWaits):
         if self._closed or self._baton.reader is not old_reader:
             return  # nothing to hand over (never two readers)
         self._writer.release_cork()
-        self._readers.retire(old_reader)  # a handler now: it may be killed with its request
+        # The old reader finishes the request as a handler, then goes back to
+        # the pool (its turn returns False: `keeps_state` is checked there);
+        # shutdown retires it before killing it with its request.
         if self._pinned is old_reader:
             self._pinned = None  # the state it holds stays with the request it runs
         baton = self._baton
-        baton.reader = LeanGreenlet(self._read_loop)
+        baton.reader = self._readers.hand_over(self._read_loop)
         if baton.holder is old_reader:
             baton.holder = baton.reader
-        baton.reader.start()
 
     def spawn_owned(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Spawn a helper greenlet that this hub kills on shutdown."""

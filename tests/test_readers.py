@@ -231,6 +231,42 @@ def test_a_pool_reader_killed_with_its_connection_never_reads_another(make_pair)
     assert not other_server.closed and not other_client.closed
 
 
+def test_a_reader_that_blocked_in_a_request_goes_back_to_the_pool(pair):
+    """A request running inline that blocks hands reading over to a parked
+    reader; once its request is answered, the old reader is parked in turn.
+    Blocking requests one after another then need no new greenlet each."""
+    server, client = pair
+    ran_in = []
+
+    def blocks(n):
+        ran_in.append(gevent.getcurrent())
+        gevent.sleep(0.001)
+        return n
+
+    server._local_root.exposed_blocks = blocks
+    for n in range(30):
+        assert client.root.blocks(n) == n
+    assert all(isinstance(glet, PoolReader) for glet in ran_in)
+    assert len(set(ran_in)) <= 3  # taken turns, not a new reader per request
+    assert wait_until(lambda: any(glet in _pool()._idle for glet in ran_in), timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["gevent.local", "contextvars"])
+def test_a_reader_that_blocked_parks_only_without_state_its_request_left(make_pair, kind):
+    """The old reader checks for greenlet-local state before it parks: with
+    some, it ends with its request instead of serving another connection."""
+    state = _state_service(kind)
+    first_server, first = make_pair(state())
+    _second_server, second = make_pair(state())
+    first.root.set_and_block("first")
+    setter = first_server._local_root.ran_in
+    assert isinstance(setter, PoolReader)
+    setter.join(timeout=5)
+    assert setter.dead and setter not in _pool()._idle
+    for _ in range(5):
+        assert second.root.get() is None
+
+
 def test_a_peer_closing_an_idle_connection_is_noticed(make_pair):
     """With no greenlet of its own, a connection still sees its peer leave."""
     server, client = make_pair()
@@ -279,6 +315,11 @@ def _state_service(kind):
                 local.value = value
             else:
                 var.set(value)
+
+        def exposed_set_and_block(self, value):
+            self.ran_in = gevent.getcurrent()
+            self.exposed_set(value)
+            gevent.sleep(0.001)  # reading is handed over meanwhile
 
         def exposed_get(self):
             if kind == "gevent.local":
