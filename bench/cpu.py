@@ -2,6 +2,7 @@
 
     python -m bench.cpu [--targets grpyc,floor,rpyc-threaded] [--op bound|root|callback|attr]
     python -m bench.cpu --targets grpyc/rpyc-threaded,rpyc-threaded/grpyc
+    python -m bench.cpu --baseline ../old --targets grpyc-base,grpyc --op blocking
 
 A target ``CLIENT/SERVER`` pairs one target's client with another's server
 (grpyc's client against stock's threaded server, and so on).
@@ -22,7 +23,7 @@ import tempfile
 import time
 
 from bench.proc import cpu_times
-from bench.run import _start_server, _stop, choose_cpus, run_client_child
+from bench.run import _start_server, _stop, choose_cpus, run_client_child, use_baseline
 from bench.targets import OPERATIONS
 
 
@@ -100,7 +101,12 @@ def main(argv=None):
     parser.add_argument("--op", choices=sorted(OPERATIONS), default="bound")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--split-cpus", action="store_true")
+    parser.add_argument(
+        "--baseline", default=None, help="a checkout whose grpyc the grpyc-base targets run"
+    )
     args = parser.parse_args(argv)
+    if args.baseline:
+        use_baseline(args.baseline)
     server_cpu, client_cpu = choose_cpus(args.split_cpus)
     for spec in args.targets.split(","):
         target_name, _, server_name = spec.partition("/")

@@ -101,10 +101,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.scenarios = _pick(args.only, SCENARIO_ORDER, "scenario")
     if args.baseline:
-        baseline = Path(args.baseline).resolve()
-        if not (baseline / "grpyc" / "__init__.py").is_file():
-            raise SystemExit(f"--baseline {baseline}: no grpyc package there")
-        os.environ[_BASELINE_VARIABLE] = str(baseline)
+        use_baseline(args.baseline)
     known = [name for name in TARGETS if args.baseline or name not in BASELINE_TARGETS]
     default = [name for name in known if name not in OPT_IN_TARGETS]
     args.target_names = _pick(args.targets, known, "target", default)
@@ -159,6 +156,14 @@ def _child_cwd(target=None):
     if target in BASELINE_TARGETS:
         return _baseline_shim(os.environ[_BASELINE_VARIABLE])
     return ROOT
+
+
+def use_baseline(checkout):
+    """Make the grpyc-base targets run the grpyc package of `checkout`."""
+    baseline = Path(checkout).resolve()
+    if not (baseline / "grpyc" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: no grpyc package there")
+    os.environ[_BASELINE_VARIABLE] = str(baseline)
 
 
 def _baseline_shim(baseline):

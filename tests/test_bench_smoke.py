@@ -409,10 +409,10 @@ def test_cpu_runs_a_baseline_targets_client_from_the_baseline(tmp_path):
     """`bench.cpu --targets grpyc-base` times the baseline's client, not this
     checkout's, against the baseline's server (its figures name the client's grpyc)."""
     (tmp_path / "grpyc").symlink_to(ROOT / "grpyc", target_is_directory=True)
-    env = dict(os.environ, GRPYC_BENCH_BASELINE=str(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", "--targets", "grpyc-base,grpyc", "--seconds", "0.2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "bench.cpu", "--baseline", str(tmp_path),
+         "--targets", "grpyc-base,grpyc", "--seconds", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     figures = {}
@@ -437,6 +437,24 @@ def test_cpu_attr_op_reads_an_attribute_for_each_target():
     for line in lines:
         figures = json.loads(line[line.index("{") :])
         assert figures["calls/s"] > 0, line
+
+
+@pytest.mark.parametrize(
+    ("op", "targets"),
+    [("blocking", "grpyc,rpyc-threaded"), ("random8k", "grpyc,rpyc-threaded,floor")],
+)
+def test_cpu_runs_the_blocking_and_random_payload_ops(op, targets):
+    """`--op blocking` calls a handler that yields once (gevent's sleep in
+    grpyc's server, time.sleep(0) in stock's threads); `--op random8k` echoes
+    8 KiB of random bytes. Each target gives a figure."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--targets", targets, "--op", op, "--seconds", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["target"] for row in rows] == targets.split(","), done.stdout
+    assert all(row["op"] == op and row["calls/s"] > 0 for row in rows), rows
 
 
 def test_fresh_scenarios_take_turns_across_targets():

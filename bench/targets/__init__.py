@@ -15,7 +15,8 @@ from importlib import import_module
 OPERATIONS = {
     "bound": "bound_echo", "root": "root_echo", "callback": "callback", "attr": "attr_read",
     "medium": "medium_echo", "ping": "ping", "error": "remote_error",
-    "text3k": "text3k_echo", "text30k": "text30k_echo",
+    "text3k": "text3k_echo", "text30k": "text30k_echo", "random8k": "random8k_echo",
+    "blocking": "blocking_echo",
 }  # fmt: skip
 
 

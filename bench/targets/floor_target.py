@@ -3,7 +3,7 @@
 import time
 
 from bench import floor
-from bench.targets.rpc_client import compressible_text
+from bench.targets.rpc_client import RANDOM_8K, compressible_text
 
 # About the size of the request RPyC sends for ``echo(42)``.
 SMALL_BODY = b"echo(42)................"
@@ -43,6 +43,9 @@ class FloorClient:
 
     def text30k_echo(self, conn):
         return self._echo_of(conn, compressible_text(30_000).encode())
+
+    def random8k_echo(self, conn):
+        return self._echo_of(conn, RANDOM_8K)
 
     def _echo_of(self, conn, body):
         def call():

@@ -5,11 +5,13 @@ from bench.targets.service import BenchMethods
 
 
 def serve(on_port):
+    import gevent
+
     from grpyc.server import Server
     from grpyc.service import Service
 
     class BenchService(BenchMethods, Service):
-        pass
+        _yield_once = staticmethod(gevent.sleep)  # what a gevent handler's I/O does
 
     server = Server(BenchService, hostname="127.0.0.1", port=0)
     server.listen()

@@ -3,10 +3,13 @@
 The code is what a user of either library writes; only ``connect`` differs.
 """
 
+import random
 import time
 
 # The argument of `RpcClient.medium_echo`.
 MEDIUM_TEXT = "m" * 1000
+# The argument of `RpcClient.random8k_echo`: bytes no compression shrinks.
+RANDOM_8K = random.Random(8).randbytes(8192)
 
 
 def compressible_text(size):
@@ -53,6 +56,21 @@ class RpcClient:
     def text30k_echo(self, conn):
         """``echo(text)`` of 30,000 characters of text, compressed both ways (``--op text30k``)."""
         return self._echo_of(conn, compressible_text(30_000))
+
+    def random8k_echo(self, conn):
+        """``echo(data)`` of 8 KiB of random bytes, which no compression shrinks
+        (media, archives): what rating them costs (``bench.cpu --op random8k``)."""
+        return self._echo_of(conn, RANDOM_8K)
+
+    def blocking_echo(self, conn):
+        """``echo_after_yield(42)``: a handler that waits once, as one doing I/O
+        (``bench.cpu --op blocking``; the floor has no handler to run it)."""
+        echo = conn.root.echo_after_yield
+
+        def call():
+            return echo(42)
+
+        return call
 
     def _echo_of(self, conn, value):
         echo = conn.root.echo

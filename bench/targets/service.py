@@ -1,5 +1,7 @@
 """The benchmark service, written once and mixed into each library's Service class."""
 
+import time
+
 
 class Thing:
     """A remote object whose attribute the client reads (S5)."""
@@ -12,6 +14,18 @@ class BenchMethods:
 
     def exposed_echo(self, value):
         return value
+
+    def exposed_echo_after_yield(self, value):
+        """Echo after letting other work run once, as a handler that waits on I/O
+        does (``bench.cpu --op blocking``)."""
+        self._yield_once()
+        return value
+
+    @staticmethod
+    def _yield_once():
+        # Stock rpyc's threads yield so (gevent's sleep under patch_all);
+        # grpyc's server runs gevent unpatched: `grpyc_target` yields to it.
+        time.sleep(0)
 
     def exposed_fail(self):
         raise ValueError("bench")
