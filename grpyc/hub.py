@@ -417,8 +417,9 @@ class ConnectionHub(CallerWaits):
                 # In the reader itself, saving a greenlet start. If the request
                 # blocks (the reader switches to the hub other than in its own
                 # waits for a reply), gevent calls the reader's ``switch_out``
-                # (`_blockhook`): `_hand_over_reading` starts a new reader, and
-                # this greenlet finishes the request as an ordinary handler.
+                # (`_blockhook`): `_hand_over_reading` hands reading to another
+                # pool reader, and this greenlet finishes the request as an
+                # ordinary handler (then parks in the pool).
                 own = reader.__dict__
                 own[HOOK] = self._on_inline_block
                 try:
