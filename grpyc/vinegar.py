@@ -25,7 +25,6 @@ import builtins
 import importlib
 import inspect
 import sys
-import traceback
 import types
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import greenlet
 
 from grpyc import brine, consts
+from grpyc._tbtext import format_exception
 from grpyc.version import LOCAL_VERSION, RPYC_VERSION
 
 __all__ = [
@@ -222,7 +222,7 @@ def _dump_attrs(val: BaseException, names: list[str]) -> list[tuple[str, Any]]:
 def _traceback_text(
     typ: type[BaseException], val: BaseException, tb: types.TracebackType | None
 ) -> str:
-    text = "".join(traceback.format_exception(typ, val, tb))
+    text = "".join(format_exception(val, tb))  # traceback.format_exception's text
     if len(text) <= MAX_TRACEBACK_CHARS:
         return text
     return _shortened(text)

@@ -19,7 +19,7 @@ LAYERS = {
         "consts", "version", "brine", "_brine_decode", "_brine_small", "_brine_encode",
         "_brine_limits",
         "vinegar", "messages", "policy", "config", "teleportation", "framing",
-        "_introspect", "_checks", "_names", "_accel", "_payloads", "_incompressible",
+        "_introspect", "_checks", "_names", "_accel", "_payloads", "_incompressible", "_tbtext",
     ],
     "io": ["stream", "_streambase", "_pipestream", "_namedpipe", "channel"],
     "runtime": [

@@ -285,3 +285,11 @@ def test_a_traceback_over_the_cap_is_sent_shortened_and_stock_reads_it():
 def test_a_traceback_under_the_cap_is_sent_as_stock_sends_it():
     info = raised(RuntimeError("y" * (vinegar.MAX_TRACEBACK_CHARS // 2)))
     assert vinegar.dump(*info)[3] == stock_vinegar.dump(*info, True, True)[3]
+
+
+def test_frames_formatted_before_give_the_text_stock_sends():
+    """grpyc formats each distinct frame once (`grpyc._tbtext`): the second
+    and later dumps of the same failure take its frames from that cache."""
+    for _ in range(3):
+        info = chained()
+        assert vinegar.dump(*info)[3] == stock_vinegar.dump(*info, True, True)[3]
