@@ -45,6 +45,10 @@ __all__ = [
 # Attributes a proxy never forwards: numpy probes these and must see "absent".
 DELETED_ATTRS = frozenset(["__array_struct__", "__array_interface__"])
 
+# The remote attribute read that just failed in `BaseNetref.__getattribute__`:
+# (proxy, name, AttributeError), taken by the `__getattr__` that follows it.
+_just_missed: tuple[Any, str, AttributeError] | None = None
+
 # Attributes a proxy answers itself. INSPECT answers leave these names out.
 # fmt: off
 LOCAL_ATTRS = frozenset([
@@ -184,11 +188,24 @@ class BaseNetref(metaclass=NetrefMetaclass):
         if name in cls._routines and conn.local_method_lookup:
             return _method_for(cls, name).__get__(self, cls)
         # `syncreq` inlined: every remote attribute read comes this way.
-        return conn.sync_request(consts.HANDLE_GETATTR, self, name)
+        try:
+            return conn.sync_request(consts.HANDLE_GETATTR, self, name)
+        except AttributeError as exc:
+            global _just_missed
+            _just_missed = (self, name, exc)  # for the __getattr__ Python calls next
+            raise
 
     def __getattr__(self, name: str) -> Any:
+        # Python calls this when `__getattribute__` raised AttributeError. If
+        # the peer has just answered that for this name, asking again (as
+        # stock rpyc does) would get the same answer: raise that one
+        # (docs/semantics.md, "Attribute access").
+        global _just_missed
+        missed, _just_missed = _just_missed, None
         if name in DELETED_ATTRS:
             raise AttributeError(name)
+        if missed is not None and missed[0] is self and missed[1] == name:
+            raise missed[2]
         return syncreq(self, consts.HANDLE_GETATTR, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -142,6 +142,33 @@ def test_getattr_on_missing_attribute_raises_attribute_error(client):
         thing.no_such_attribute
 
 
+def test_a_missing_attribute_costs_one_request_and_raises_the_peers_error(make_pair):
+    """The GETATTR that failed in ``__getattribute__`` is not sent again by
+    the ``__getattr__`` Python calls next (stock sends it twice): the caller
+    gets the peer's exception, and no proxy stays held."""
+
+    class Thing:
+        reads = 0
+
+        @property
+        def missing(self):
+            Thing.reads += 1
+            raise AttributeError("not here")
+
+    server, client = make_pair(server_config={"allow_public_attrs": True})
+    server._local_root.exposed_thing = Thing
+    proxy = client.root.thing()
+    assert not hasattr(proxy, "missing")
+    assert Thing.reads == 1
+    with pytest.raises(AttributeError, match="not here") as raised:
+        proxy.missing  # the read is the probe
+    assert Thing.reads == 2
+    assert "Remote Traceback" in str(raised.value)  # the peer's, as stock shows it
+    assert netref._just_missed is None
+    assert not hasattr(proxy, "other_missing")  # another name: asked for itself
+    assert Thing.reads == 2
+
+
 def test_deleted_attrs_are_absent_locally(client):
     thing = client.root.make_thing(1)
     assert not hasattr(thing, "__array_interface__")

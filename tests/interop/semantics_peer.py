@@ -13,10 +13,16 @@ class Holder:
 
     def __init__(self):
         self.value = 7
+        self.misses = 0
 
     @property
     def broken(self):
         raise AttributeError("broken on purpose")
+
+    @property
+    def counted_miss(self):
+        self.misses += 1
+        raise AttributeError("counted miss")
 
     def method(self):
         return self.value

@@ -110,6 +110,25 @@ def test_attribute_semantics_are_rpyc_s(servers, server, client):
         conn.close()
 
 
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+@pytest.mark.parametrize("client", ["stock", "grpyc"])
+def test_a_missing_attribute_is_asked_for_once(servers, server, client):
+    """Stock's proxy asks the peer twice for an attribute it lacks (its
+    ``__getattr__`` repeats the GETATTR that ``__getattribute__`` sent);
+    grpyc's asks once and raises the peer's answer (docs/semantics.md,
+    "Attribute access"). What the caller sees is the same."""
+    conn = connect(client, servers[server])
+    try:
+        holder = conn.root.holder()
+        assert hasattr(holder, "counted_miss") is False
+        assert getattr(holder, "counted_miss", "default") == "default"
+        with pytest.raises(AttributeError, match="counted miss"):
+            holder.counted_miss  # the read is the probe
+        assert holder.misses == (6 if client == "stock" else 3)
+    finally:
+        conn.close()
+
+
 class _Local:
     """An object of the client's own, sent to the server by reference."""
 
