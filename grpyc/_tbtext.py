@@ -21,6 +21,10 @@ __all__ = ["format_exception"]
 # for programs whose failures go through ever new lines, such as generated code).
 CACHE_LIMIT = 1024
 
+# Frames whose source line is longer are formatted each time: with the
+# limit above, the cache holds at most ~3 MiB (lines appear in key and value).
+LONGEST_CACHED_LINE = 1_000
+
 _frame_lines: dict[tuple[Any, ...], str] = {}
 
 
@@ -28,8 +32,9 @@ class _CachedFrames(traceback.StackSummary):
     """A stack whose frames' lines come from the cache when it has them."""
 
     def format_frame_summary(self, frame_summary: traceback.FrameSummary, **options: Any) -> str:
-        if frame_summary.locals is not None:  # captured locals: formatted each time
-            return super().format_frame_summary(frame_summary, **options)
+        line = frame_summary.line
+        if frame_summary.locals is not None or (line and len(line) > LONGEST_CACHED_LINE):
+            return super().format_frame_summary(frame_summary, **options)  # each time
         key = (
             frame_summary.filename,
             frame_summary.name,
@@ -37,7 +42,7 @@ class _CachedFrames(traceback.StackSummary):
             frame_summary.end_lineno,
             frame_summary.colno,
             frame_summary.end_colno,
-            frame_summary.line,
+            line,
             *sorted(options.items()),
         )
         lines = _frame_lines.get(key)

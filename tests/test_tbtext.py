@@ -145,3 +145,13 @@ def test_the_cache_holds_at_most_its_limit(monkeypatch):
         exc = _raised(exec, code)
         format_exception(exc, exc.__traceback__)
         assert len(_tbtext._frame_lines) <= 5
+
+
+def test_a_frame_with_a_very_long_line_is_not_kept(module_of, monkeypatch):
+    monkeypatch.setattr(_tbtext, "_frame_lines", {})
+    long_line = "x = " + " + ".join(["1"] * 400) + " + undefined_name\n"
+    shapes = module_of("tbtext_long", "def fail():\n    " + long_line)
+    exc = _raised(shapes.fail)
+    text = format_exception(exc, exc.__traceback__)
+    assert text == traceback.format_exception(type(exc), exc, exc.__traceback__)
+    assert [key[1] for key in _tbtext._frame_lines] == ["_raised"]  # not "fail"
