@@ -4,9 +4,9 @@ The gevent runtime runs a request inline in its background reader and, the
 moment that request blocks, hands reading to another reader of the pool.
 gevent calls ``switch_out()`` on the current greenlet, when it has one, each
 time that greenlet switches to the hub: every wait of gevent (a sleep, a
-lock, an event, a socket, a queue) goes through there. So while the reader runs a
-request inline, it carries a ``switch_out`` in its instance dict, and it
-carries none the rest of the time.
+lock, an event, a socket, a queue) goes through there. So while the reader
+runs a request inline, it carries a ``switch_out`` in its instance dict, and
+it carries none the rest of the time.
 
 This replaced a greenlet trace function (``greenlet.settrace``), which saw
 every switch of the thread: setting it, calling it and taking it off cost

@@ -40,8 +40,9 @@ LONGEST_SAMPLE = 1024
 _MARGIN_BITS = 16.0
 
 # Open addressing for the sample's 3-byte sequences: 4x as many slots as
-# the longest sample has sequences keeps the probes short; past `_PROBES_PER_BYTE` per byte on
-# average (data made to collide) it gives up and zlib decides.
+# the longest sample has sequences keeps the probes short; past
+# `_PROBES_PER_BYTE` probes a byte on average (data made to collide) it
+# gives up and zlib decides.
 _SLOTS = 4 * LONGEST_SAMPLE
 _SLOT_MASK = _SLOTS - 1
 _PROBES_PER_BYTE = 4

@@ -65,15 +65,10 @@ class RpcClient:
     def blocking_echo(self, conn):
         """``echo_after_yield(42)``: a handler that waits once, as one doing I/O
         (``bench.cpu --op blocking``; the floor has no handler to run it)."""
-        echo = conn.root.echo_after_yield
+        return self._echo_of(conn, 42, conn.root.echo_after_yield)
 
-        def call():
-            return echo(42)
-
-        return call
-
-    def _echo_of(self, conn, value):
-        echo = conn.root.echo
+    def _echo_of(self, conn, value, echo=None):
+        echo = conn.root.echo if echo is None else echo
 
         def call():
             return echo(value)
