@@ -219,10 +219,9 @@ def _dump_attrs(val: BaseException, names: list[str]) -> list[tuple[str, Any]]:
     return attrs
 
 
-def _traceback_text(
-    typ: type[BaseException], val: BaseException, tb: types.TracebackType | None
-) -> str:
-    text = "".join(format_exception(val, tb))  # traceback.format_exception's text
+def _traceback_text(val: BaseException, tb: types.TracebackType | None) -> str:
+    # traceback.format_exception's text, which takes the class from `val` too.
+    text = "".join(format_exception(val, tb))
     if len(text) <= MAX_TRACEBACK_CHARS:
         return text
     return _shortened(text)
@@ -264,7 +263,7 @@ def dump(
     """
     if typ is StopIteration:
         return consts.EXC_STOP_ITERATION
-    tbtext = _traceback_text(typ, val, tb) if include_local_traceback else _TRACEBACK_DENIED
+    tbtext = _traceback_text(val, tb) if include_local_traceback else _TRACEBACK_DENIED
     attrs = _dump_attrs(val, _public_names(val))
     version = LOCAL_VERSION if include_local_version else _VERSION_DENIED
     attrs.append((_REMOTE_VERSION_ATTR, version))
