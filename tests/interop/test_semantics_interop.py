@@ -110,6 +110,21 @@ def test_attribute_semantics_are_rpyc_s(servers, server, client):
         conn.close()
 
 
+def missing_attribute_probes(conn):
+    """What a caller sees of three reads of an attribute the peer lacks, and
+    how many times the peer looked it up for them."""
+    holder = conn.root.holder()
+    seen = {
+        "hasattr": hasattr(holder, "counted_miss"),
+        "default": getattr(holder, "counted_miss", "default"),
+        "read": outcome(lambda: holder.counted_miss),
+    }
+    return seen, holder.misses
+
+
+MISSING_SEEN = {"hasattr": False, "default": "default", "read": ["raises", "AttributeError"]}
+
+
 @pytest.mark.parametrize("server", ["stock", "grpyc"])
 @pytest.mark.parametrize("client", ["stock", "grpyc"])
 def test_a_missing_attribute_is_asked_for_once(servers, server, client):
@@ -119,14 +134,50 @@ def test_a_missing_attribute_is_asked_for_once(servers, server, client):
     "Attribute access"). What the caller sees is the same."""
     conn = connect(client, servers[server])
     try:
-        holder = conn.root.holder()
-        assert hasattr(holder, "counted_miss") is False
-        assert getattr(holder, "counted_miss", "default") == "default"
-        with pytest.raises(AttributeError, match="counted miss"):
-            holder.counted_miss  # the read is the probe
-        assert holder.misses == (6 if client == "stock" else 3)
+        seen, lookups = _as_json(missing_attribute_probes(conn))
     finally:
         conn.close()
+    assert seen == MISSING_SEEN
+    assert lookups == (6 if client == "stock" else 3)
+
+
+_MISSING_PATCHED = """
+from gevent import monkey
+
+monkey.patch_all()
+import json, sys
+import grpyc
+from tests.interop.test_semantics_interop import missing_attribute_probes
+
+conn = grpyc.connect("127.0.0.1", int(sys.argv[1]))
+print(json.dumps(missing_attribute_probes(conn)))
+"""
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_a_missing_attribute_is_asked_for_once_under_patch_all_and_from_threads(servers, server):
+    """The same probe from a grpyc client under patch_all() and from a plain
+    OS thread: the caller sees what stock's caller sees, the peer looks once."""
+    import threading
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MISSING_PATCHED, str(servers[server])],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout) == [MISSING_SEEN, 3]
+    from_thread = []
+
+    def probe():
+        conn = connect("grpyc", servers[server])
+        try:
+            from_thread.append(_as_json(missing_attribute_probes(conn)))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(timeout=60)
+    assert from_thread == [[MISSING_SEEN, 3]]
 
 
 class _Local:
