@@ -14,12 +14,14 @@ process (PR_SET_PDEATHSIG).
 """
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import platform
 import select
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,18 +168,23 @@ def use_baseline(checkout):
     os.environ[_BASELINE_VARIABLE] = str(baseline)
 
 
+_shims: dict[str, str] = {}
+
+
 def _baseline_shim(baseline):
     """A directory holding only a link to the baseline's grpyc package.
 
     On the path before ROOT it makes ``import grpyc`` load the baseline while
-    ``import bench`` still loads this checkout's harness.
+    ``import bench`` still loads this checkout's harness. Made once per run
+    and removed at its end: a directory named by process id outlived its run,
+    and a later run with the same id found a link to an old baseline there.
     """
-    shim = Path(tempfile.gettempdir()) / f"grpyc-bench-baseline-{os.getpid()}"
-    link = shim / "grpyc"
-    if not link.exists():
-        shim.mkdir(exist_ok=True)
-        link.symlink_to(Path(baseline) / "grpyc", target_is_directory=True)
-    return str(shim)
+    shim = _shims.get(baseline)
+    if shim is None:
+        shim = _shims[baseline] = tempfile.mkdtemp(prefix="grpyc-bench-baseline-")
+        (Path(shim) / "grpyc").symlink_to(Path(baseline) / "grpyc", target_is_directory=True)
+        atexit.register(shutil.rmtree, shim, True)  # the link, never what it points to
+    return shim
 
 
 def _stop(proc):

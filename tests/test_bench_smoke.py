@@ -405,6 +405,21 @@ def test_cpu_pairs_one_targets_client_with_anothers_server():
     assert '"calls/s"' in line
 
 
+def test_each_baseline_gets_a_shim_of_its_own(tmp_path):
+    """The shim that puts a baseline's grpyc first on the path is made per run
+    and per baseline: one named by process id was found again, linking an
+    old baseline, by a later run that got the same id."""
+    from bench import run
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for checkout in (first, second):
+        (checkout / "grpyc").mkdir(parents=True)
+    shims = [run._baseline_shim(str(checkout)) for checkout in (first, second, first)]
+    assert shims[0] == shims[2] != shims[1]
+    linked = [(Path(shim) / "grpyc").resolve() for shim in shims[:2]]
+    assert linked == [first / "grpyc", second / "grpyc"]
+
+
 def test_cpu_runs_a_baseline_targets_client_from_the_baseline(tmp_path):
     """`bench.cpu --targets grpyc-base` times the baseline's client, not this
     checkout's, against the baseline's server (its figures name the client's grpyc)."""
