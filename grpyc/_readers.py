@@ -10,9 +10,6 @@ is asked back, and comes back here parked. A parked greenlet costs ~8 KiB
 (its saved C stack, a page of Python frame stack, the greenlet objects), so
 a server holding thousands of idle connections holds at most
 `MAX_LINGERING + MAX_IDLE` of them (S3: 17.5 -> 10.7 KiB per connection).
-When many connections become readable at once, at most `NEW_AT_ONCE` new
-readers start before those have run; the other connections wait for one of
-them to park (a burst needs no greenlet per connection).
 """
 
 from __future__ import annotations
@@ -166,9 +163,7 @@ class ReaderPool:
         self._retired.update(glet for glet in glets if isinstance(glet, PoolReader))
 
     def dispatch(self, turn: Callable[[], bool]) -> None:
-        """Run ``turn()`` in a reader greenlet: a parked one at once, else a new
-        one, else (`NEW_AT_ONCE` started since the waiting turns were last
-        served) after the readers started so far, in one of them or a new one.
+        """Run ``turn()`` in a reader greenlet: a parked one at once, else a new one.
 
         Must be called in the hub greenlet (a watcher or loop callback).
         `turn` must not raise: it is a connection's reading, which ends its
