@@ -47,14 +47,6 @@ WASTE_WEIGHT = 3
 WASTED_LIMIT = 16
 PROBE_EVERY = 16
 
-# New readers `dispatch` starts before those already started have run once:
-# past this, a readable connection waits (in `_waiting`) for one of them to
-# park, or for more to start after them. Without it, thousands of
-# connections readable at once each got a greenlet before any of them ran
-# (2,000 first calls at once: 842 readers alive), and the heap that grew for
-# them stays with the process (S3: ~10 -> ~12 KiB a connection).
-NEW_AT_ONCE = 32
-
 # What a reader greenlet's ``__dict__`` holds by itself (gevent keeps the
 # greenlet's function there); `gevent.local` adds a key per local it serves.
 _OWN_ATTRIBUTES = 1
@@ -92,10 +84,6 @@ class ReaderPool:
         # the last probe.
         self._wasted = 0
         self._refused = 0
-        # Readers `dispatch` started since `_serve_waiting` last ran, and the
-        # turns that wait for a reader meanwhile (oldest first).
-        self._started = 0
-        self._waiting: list[Callable[[], bool]] = []
 
     @classmethod
     def for_hub(cls, gevent_hub: Any) -> ReaderPool:
@@ -172,21 +160,8 @@ class ReaderPool:
         """
         if self._idle:
             self._idle.pop().switch(turn)
-        elif self._started < NEW_AT_ONCE:
-            self._started += 1
-            PoolReader(self._serve, turn).start()
         else:
-            if not self._waiting:  # after the readers started so far had their run
-                self._gevent_hub.loop.run_callback(self._serve_waiting)
-            self._waiting.append(turn)
-
-    def _serve_waiting(self) -> None:
-        """The waiting turns, in order: to readers that parked meanwhile, else
-        to up to `NEW_AT_ONCE` new ones; the rest wait for the next call."""
-        self._started = 0
-        waiting, self._waiting = self._waiting, []
-        for turn in waiting:
-            self.dispatch(turn)
+            PoolReader(self._serve, turn).start()
 
     def hand_over(self, turn: Callable[[], bool]) -> PoolReader:
         """A reader that runs ``turn()`` from the next turn of the loop: a

@@ -10,7 +10,6 @@ import pytest
 from grpyc._readers import (
     MAX_IDLE,
     MAX_LINGERING,
-    NEW_AT_ONCE,
     PROBE_EVERY,
     WASTE_WEIGHT,
     WASTED_LIMIT,
@@ -195,45 +194,6 @@ def test_a_busy_burst_starts_extra_readers_and_keeps_at_most_max_idle(make_pair)
     assert [call.get(timeout=10) for call in calls] == [1] * count
     gevent.sleep(0)
     assert _pool().idle <= MAX_IDLE
-
-
-def test_a_burst_of_turns_starts_new_readers_a_batch_at_a_time():
-    """Turns dispatched at once (connections readable in the same loop turn)
-    start at most `NEW_AT_ONCE` new readers; the rest wait for those to park
-    and are run by them, in order, so a burst does not hold a greenlet each."""
-    pool = ReaderPool(gevent.get_hub())
-    ran_in = []
-
-    def turn():
-        ran_in.append(gevent.getcurrent())
-        return True
-
-    def burst():
-        for _ in range(3 * NEW_AT_ONCE):
-            pool.dispatch(turn)
-
-    gevent.get_hub().loop.run_callback(burst)
-    assert wait_until(lambda: len(ran_in) == 3 * NEW_AT_ONCE, timeout=5)
-    assert len(set(ran_in)) == NEW_AT_ONCE  # all 96 ran in the first 32 readers
-    assert pool.idle == NEW_AT_ONCE
-
-
-def test_connections_that_wait_for_a_reader_are_served_while_others_block(make_pair):
-    """Past `NEW_AT_ONCE`, readers that block in requests must not hold the rest
-    up: every request here waits until all have started."""
-    count = 3 * NEW_AT_ONCE
-    pairs = [make_pair() for _ in range(count)]
-    all_started = gevent.event.Event()
-    started = []
-
-    def wait_for_all():
-        started.append(1)
-        if len(started) == count:
-            all_started.set()
-        return all_started.wait(10)
-
-    calls = [gevent.spawn(client.root.call, wait_for_all) for _server, client in pairs]
-    assert [call.get(timeout=15) for call in calls] == [True] * count
 
 
 def test_a_pool_reader_killed_with_its_connection_never_reads_another(make_pair):
