@@ -166,6 +166,16 @@ class Stream:
         buffer[: len(data)] = data
         return len(data)
 
+    def read_body_into(self, buffer: memoryview) -> int:
+        """`read_into`, for a buffer the peer is bound to fill: the rest of a frame body.
+
+        A stream may wait until a good share of the buffer has arrived, where
+        `read_into` returns as soon as one byte is there; either way it
+        returns at least one byte. Only a reader that knows the peer sends at
+        least ``len(buffer)`` more bytes may call it.
+        """
+        return self.read_into(buffer)
+
     def read(self, count: int) -> bytes:
         """Exactly ``count`` bytes. RPyC-compatible.
 

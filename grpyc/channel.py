@@ -104,7 +104,8 @@ class _PrefixedReader(io.RawIOBase):
     def __init__(self, prefix: memoryview, stream: Stream) -> None:
         super().__init__()
         self._prefix = prefix
-        self._stream = stream
+        # A stream of another make may have only `read_into`.
+        self._read_rest = getattr(stream, "read_body_into", stream.read_into)
 
     def readable(self) -> bool:
         return True
@@ -116,7 +117,8 @@ class _PrefixedReader(io.RawIOBase):
             buffer[:count] = self._prefix[:count]
             self._prefix = self._prefix[count:]
             return count
-        return self._stream.read_into(buffer)
+        read: int = self._read_rest(buffer)
+        return read
 
 
 def _read_body(stream: Stream, prefix: memoryview, length: int) -> bytes:
@@ -161,7 +163,8 @@ class Channel:
 
     Args:
         stream: a `grpyc.stream.Stream` (it needs ``read_some``, ``read_into``
-            and ``write_buffers`` besides RPyC's stream methods).
+            and ``write_buffers`` besides RPyC's stream methods; it may
+            have ``read_body_into``).
         compress: ``True``, ``False`` or ``"auto"``; may be changed at any time.
         max_frame_size: largest frame accepted, in bytes on the wire.
         max_decompressed_size: largest payload a compressed frame may inflate to.

@@ -708,3 +708,169 @@ def test_a_plain_threads_stream_reads_ready_bytes_on_its_blocking_socket():
 
 def test_a_stream_without_a_shortcut_reads_nothing_ready():
     assert Stream.read_ready(Stream(), 10) == b""
+
+
+# ------------------------------------------------------------ big frame bodies
+_LINUX = sys.platform == "linux"
+_SO_RCVLOWAT = getattr(stdlib_socket, "SO_RCVLOWAT", 0)
+
+
+def _low_water(stream):
+    return stream.sock.getsockopt(stdlib_socket.SOL_SOCKET, _SO_RCVLOWAT)
+
+
+def _big_receiver(listener):
+    """(a plain blocking client socket, the accepted gevent stream), the stream's
+    receive buffer big enough for a mark."""
+    port = listener.getsockname()[1]
+    accepting = gevent.spawn(listener.accept)
+    client = stdlib_socket.create_connection(("127.0.0.1", port))
+    accepted, _ = accepting.get(timeout=5)
+    server = SocketStream(accepted)
+    server.sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 1 << 20)
+    return client, server
+
+
+def _read_body(stream, size, read):
+    """``size`` bytes through ``read`` (a body reader); the bytes and the calls it took."""
+    body = bytearray(size)
+    view = memoryview(body)
+    have = calls = 0
+    while have < size:
+        have += read(view[have:])
+        calls += 1
+    return bytes(body), calls
+
+
+def _write_in_pieces(sock, data, piece):
+    """Write ``data`` from an OS thread, a piece every half millisecond."""
+    for start in range(0, len(data), piece):
+        sock.sendall(data[start : start + piece])
+        time.sleep(0.0005)
+
+
+@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+@pytest.mark.parametrize("how", ["read_into", "read_body_into"])
+def test_a_big_body_wakes_its_reader_once_a_share_of_it_is_there(listener, monkeypatch, how):
+    # The patience is long here: only the mark may wake the reader early.
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)  # a mark to the end
+    client, server = _big_receiver(listener)
+    body = os.urandom(2 << 20)
+    marks = []
+
+    def watch_the_mark():
+        while True:
+            marks.append(_low_water(server))
+            gevent.sleep(0.001)
+
+    with client, server:
+        watcher = gevent.spawn(watch_the_mark)
+        writer = gevent.get_hub().threadpool.spawn(_write_in_pieces, client, body, 16 * 1024)
+        got, calls = _read_body(server, len(body), getattr(server, how))
+        writer.get(timeout=10)
+        watcher.kill()
+        assert got == body
+        assert _low_water(server) == 1  # every other read waits for one byte
+    if how == "read_into":  # the reader woke for about every piece
+        assert calls > 64 and set(marks) == {1}
+    else:  # woken once 1/4 of the receive buffer (or all that is left) is there
+        assert calls <= 32 and max(marks) >= 64 * 1024
+
+
+def _waiting_read(stream, size, then_send, client):
+    """What `stream.read_body_into` of ``size`` bytes returns when it waits
+    first and ``then_send`` comes after, and how long it took."""
+    began = time.monotonic()
+    reader = gevent.spawn(stream.read_body_into, memoryview(bytearray(size)))
+    gevent.sleep(0.02)  # it found nothing and waits
+    assert not reader.ready()
+    client.sendall(then_send)
+    return reader.get(timeout=10), time.monotonic() - began
+
+
+@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+def test_the_mark_is_never_above_what_is_left_of_the_body(listener, monkeypatch):
+    # The patience is long: a mark above the 100,000 bytes left would hold the reader.
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
+    client, server = _big_receiver(listener)
+    with client, server:
+        count, took = _waiting_read(server, 100_000, b"x" * 100_000, client)
+        assert took < 5
+        assert server.read_ready(100_000) == b"x" * (100_000 - count)
+
+
+@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+def test_the_last_part_of_a_body_is_read_as_it_comes(listener, monkeypatch):
+    """Under ~1.5 MiB left, waiting for all of it costs more than the wakes it saves."""
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+    client, server = _big_receiver(listener)
+    with client, server:
+        count, took = _waiting_read(server, 1 << 20, b"t" * 10_000, client)
+        assert count == 10_000 and took < 5
+
+
+@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+def test_a_sender_slower_than_the_mark_is_read_as_it_comes(listener, monkeypatch):
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
+    client, server = _big_receiver(listener)
+    with client, server:
+        # 10,000 bytes, then nothing for a long while: read after the patience.
+        count, took = _waiting_read(server, 1 << 20, b"a" * 10_000, client)
+        assert count == 10_000 and took < 2
+        assert _low_water(server) == 1
+
+
+def test_close_wakes_a_reader_waiting_for_a_body(listener, monkeypatch):
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
+    client, server = _big_receiver(listener)
+    with client, server:
+
+        def read():
+            try:
+                server.read_body_into(memoryview(bytearray(1 << 20)))
+            except EOFError as exc:
+                return str(exc)
+            return "no error"
+
+        reader = gevent.spawn(read)
+        gevent.sleep(0.01)  # it waits for its mark
+        assert not reader.ready()
+        server.close()
+        assert "closed" in reader.get(timeout=5)
+
+
+@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+def test_tls_and_plain_thread_streams_read_a_body_as_it_comes(listener, tmp_path, monkeypatch):
+    """No mark where a read could not stop waiting for it (a plain thread's
+    blocking socket) or where the kernel counts other bytes (TLS)."""
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
+    port = listener.getsockname()[1]
+
+    def plain_thread_reads():
+        stream = SocketStream.connect("127.0.0.1", port)  # no hub in this thread
+        try:
+            stream.sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 1 << 20)
+            stream.write(b"go")
+            return stream.read_body_into(memoryview(bytearray(1 << 20)))
+        finally:
+            stream.close()
+
+    accepting = gevent.spawn(listener.accept)
+    thread_read = gevent.get_hub().threadpool.spawn(plain_thread_reads)
+    accepted, _ = accepting.get(timeout=5)
+    with SocketStream(accepted) as peer:
+        assert peer.read(2) == b"go"
+        peer.write(b"b" * 10_000)
+        assert thread_read.get(timeout=5) == 10_000
+
+    pki = make_pki(tmp_path)
+    server = tls_server(listener, pki)
+    with SocketStream.ssl_connect("127.0.0.1", port, {"ca_certs": str(pki.ca_cert)}) as client:
+        client.sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 1 << 20)
+        client.write(b"abcde")
+        assert client.read_body_into(memoryview(bytearray(1 << 20))) == 5
+        server.get(timeout=5)

@@ -440,17 +440,23 @@ def test_a_big_frame_cut_short_inside_its_value_closes(server, raw_peers, caplog
     assert_serves(server.port)
 
 
+@pytest.mark.parametrize("size", [MIB, 8 * MIB])
 def test_a_big_frame_cut_short_then_silence_is_dropped_by_idle_timeout(
-    make_server, raw_peers, caplog
+    make_server, raw_peers, caplog, size
 ):
     """Its body is read straight into its own buffer (`Channel.fill`): the wait for
-    the rest still ends at idle_timeout, and other clients are served meanwhile."""
+    the rest still ends at idle_timeout, and other clients are served meanwhile.
+    8 MiB after big pings: the server's receive buffer has grown, and it waits
+    for the rest with a low-water mark on the socket (`SocketStream.read_body_into`)."""
     caplog.set_level(logging.INFO, logger="grpyc")
     server = make_server(idle_timeout=0.5)
     peer = raw_peers(server.port)
     assert peer.call(1, consts.HANDLE_PING, boxed((V, "first")))[2] == (V, "first")
-    big = frame(request(2, consts.HANDLE_PING, boxed((V, b"x" * (1 << 20)))))
-    peer.send(big[:100_000])
+    for seq in range(10, 13 if size > MIB else 10):
+        value = bytes([seq]) * size
+        assert peer.call(seq, consts.HANDLE_PING, boxed((V, value)), timeout=20)[2] == (V, value)
+    big = frame(request(2, consts.HANDLE_PING, boxed((V, b"x" * size))))
+    peer.send(big[: size // 2])
     assert_serves(server.port)
     assert peer.wait_closed(timeout=5)
     assert any("idle_timeout=0.5" in record.getMessage() for record in caplog.records)
