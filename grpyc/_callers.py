@@ -127,6 +127,8 @@ class CallerWaits(Runtime):
                     while payload is None:
                         if baton.holder is not me or baton.followers or self._closed:
                             return  # a borrower, a follower or a close
+                        if channel.ack_owed and not channel.ack_now():
+                            writer.schedule_flush()  # as `_handle_frames` does
                         if baton.wait_readable(me, False, deadline, slot) != READABLE:
                             return
                         channel.fill()

@@ -176,6 +176,15 @@ class Stream:
         """
         return self.read_into(buffer)
 
+    def ack_now(self) -> bool:
+        """Acknowledge what has arrived now, not with the next bytes written.
+
+        Returns False when a transport with delayed acknowledgements cannot
+        be told to (then only a write acknowledges); True otherwise. Streams
+        without acknowledgements (pipes, Unix sockets) have nothing to do.
+        """
+        return True
+
     def read(self, count: int) -> bytes:
         """Exactly ``count`` bytes. RPyC-compatible.
 

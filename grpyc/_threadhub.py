@@ -257,6 +257,8 @@ class ThreadHub(Runtime):
             payload: bytes | None = channel.next_buffered()
             if payload is not None:
                 return payload
+            if channel.ack_owed:
+                channel.ack_now()  # a plain stream can, or needs nothing
             if not channel.has_pending_input() and not channel.poll(_poll_timeout(deadline)):
                 return None
             channel.fill()
@@ -352,6 +354,10 @@ class ThreadHub(Runtime):
             return
         self._outbox.append(payload)
         self._write_out(block=False)
+
+    def owe_ack(self) -> None:
+        """The frame just read is answered later or never (`Channel.owe_ack`)."""
+        self._channel.owe_ack()
 
     def send_later(self, payload: Payload) -> None:
         """`send_nowait`: no timer here would bound how long a deferred frame waits."""

@@ -292,6 +292,8 @@ class ConnectionHub(CallerWaits):
                 elif baton.followers:
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
+                if channel.ack_owed and not channel.ack_now():
+                    writer.schedule_flush()  # only a frame acknowledges here
                 if is_reader and me is not self._pinned:
                     reason = self._readers.wait_lingering(baton, me)
                 else:
@@ -482,11 +484,16 @@ class ConnectionHub(CallerWaits):
             # answered inline: 0.92x stock's server without it, 0.97x with).
             self._writer.schedule_flush()
 
+    def owe_ack(self) -> None:
+        """The frame just read is answered later or never (`Channel.owe_ack`)."""
+        self._channel.owe_ack()
+
     def send_later(self, payload: Payload) -> None:
         """Queue a frame nobody waits for (a DEL's answer) to go with the next
         frame, or within `DEFERRED_FLUSH_DELAY` seconds; never blocks or switches."""
         if not self._closed:
             self._writer.defer(payload)
+            self._channel.owe_ack()
 
     def schedule_flush(self) -> None:
         """Make sure deferred frames (DELs) get written soon (safe from ``__del__``):

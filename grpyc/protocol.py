@@ -454,7 +454,10 @@ class Connection(Serving, RequestRunner, RequestHandlers):
     def _on_reply(self, seq: int, body: Any) -> None:
         slot = self._hub.take_reply(seq)
         if slot is None and self._expired_seqs.pop(seq, _NOT_EXPIRED) is _NOT_EXPIRED:
-            return  # nobody asked: leave the peer's references unmade
+            # Nobody asked (a DEL's answer): leave the peer's references
+            # unmade, and have it acknowledged before we wait.
+            self._hub.owe_ack()
+            return
         outcome = self._reply_outcome(body)
         if slot is not None:
             slot.deliver(*outcome)

@@ -151,6 +151,8 @@ _BODY_LOW_WATER_SHARE = 4
 # A sender slower than the mark (a slow link) is read as it comes after this.
 _BODY_PATIENCE = 0.005
 _SO_RCVLOWAT: int = getattr(socket, "SO_RCVLOWAT", 0) if sys.platform == "linux" else 0
+# Linux's one-shot "acknowledge now" (`SocketStream.ack_now`).
+_TCP_QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)
 
 
 def _raw_socket(sock: Any) -> Any:
@@ -329,6 +331,7 @@ class SocketStream(Stream):
         # wire, and OpenSSL may hold some of them), nor a plain thread's
         # (its blocking read could not stop waiting for the mark).
         self._low_water = bool(_SO_RCVLOWAT) and self._raw is not None and is_tcp(sock)
+        self._tcp = is_tcp(sock)
         # A plain blocking socket (the plain-threads runtime) can still be read
         # without waiting: recv() with MSG_DONTWAIT, where the platform has it.
         self._dontwait = type(sock) is _BlockingSocket and _MSG_DONTWAIT != 0
@@ -480,6 +483,16 @@ class SocketStream(Stream):
             # Every other read waits for one byte: a frame may be that short.
             self._set_low_water(1)
         return self.read_into(buffer)  # the patience ran out: read what is there
+
+    def ack_now(self) -> bool:
+        if not self._tcp:
+            return True  # Unix sockets acknowledge nothing
+        if not _TCP_QUICKACK:
+            return False
+        # OSError: the socket broke or closed; the next read or write reports it.
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        return True
 
     def _receive_buffer(self) -> int:
         try:

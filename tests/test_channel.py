@@ -966,3 +966,44 @@ def test_the_first_channel_raises_glibcs_malloc_thresholds_past_zlibs_buffers():
         outputs[settled] = done.stdout.split()
     assert outputs[False] == ["0"]  # from the heap
     assert outputs[True] == ["1"]  # mmapped: what a process without it does
+
+
+# ------------------------------------------- acknowledgements (`owe_ack`)
+class _AckCountingStream(SocketStream):
+    acks = 0
+
+    def ack_now(self):
+        self.acks += 1
+        return True
+
+
+def test_a_frame_answered_later_is_owed_an_ack_until_this_side_writes(channels):
+    a, b = channels
+    b.owe_ack()
+    assert not b.ack_owed  # nothing read since b wrote: nothing to acknowledge
+    a.send(b"\x01del")
+    b.fill()
+    assert b.next_buffered() == b"\x01del"
+    b.owe_ack()
+    assert b.ack_owed
+    b.send(b"\x02answer")  # our frame carries the acknowledgement
+    assert not b.ack_owed and not b.read_since_write
+    a.send(b"\x01del")
+    b.fill()
+    b.next_buffered()
+    b.owe_ack()
+    assert b.ack_now() is True and not b.ack_owed
+
+
+def test_ack_now_asks_the_stream_and_a_stream_without_it_needs_nothing():
+    left, right = socket.socketpair()
+    counting = Channel(_AckCountingStream(left))
+    assert counting.ack_now() is True and counting.stream.acks == 1
+
+    class Bare:  # a stream of another make
+        def close(self):
+            right.close()
+
+    assert Channel(Bare()).ack_now() is True
+    counting.close()
+    right.close()

@@ -874,3 +874,17 @@ def test_tls_and_plain_thread_streams_read_a_body_as_it_comes(listener, tmp_path
         client.write(b"abcde")
         assert client.read_body_into(memoryview(bytearray(1 << 20))) == 5
         server.get(timeout=5)
+
+
+# ------------------------------------------------------ acknowledging now
+def test_ack_now_on_tcp_sets_quickack_where_the_kernel_has_it(listener, monkeypatch):
+    client, server = tcp_pair(listener)
+    with client, server:
+        if hasattr(stdlib_socket, "TCP_QUICKACK"):
+            assert server.ack_now() is True
+        monkeypatch.setattr("grpyc.stream._TCP_QUICKACK", 0)
+        assert server.ack_now() is False  # then only a frame written acknowledges
+
+
+def test_ack_now_on_a_unix_socket_has_nothing_to_do(pair):
+    assert pair[0].ack_now() is True

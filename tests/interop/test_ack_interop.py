@@ -1,0 +1,93 @@
+"""Stock peers with Nagle's algorithm on (their default): no call waits for a
+delayed acknowledgement, against stock side by side (`Channel.owe_ack`).
+
+A stock client sends the request after a DEL only once the DEL is
+acknowledged; a stock server sends the reply after its answer to our DEL only
+once that answer is acknowledged. grpyc answers a DEL with its next frame
+and sends nothing for an answer to its own DEL, so without `ack_now` each
+such call waited 20 ms (our deferred answer) or 40 ms (the kernel's timer).
+"""
+
+import time
+
+import rpyc
+
+import grpyc.factory
+from tests.interop.conftest import in_os_thread, run_script
+
+# A call takes ~0.2 ms here; one that waits for a delayed acknowledgement,
+# 20-44 ms. The median of 30 is far from both.
+_SLOW_MS = 5.0
+
+
+def call_times_ms(conn, calls=30):
+    """Median milliseconds of calls that make DELs both ways, and whether each answered right."""
+    root_call = {
+        "root.echo": lambda n: conn.root.echo(n),  # the method proxy dies: a DEL
+        "root.call(callback)": lambda n: conn.root.call(lambda x: x, n),  # and one back
+    }
+    medians, right = {}, True
+    for name, op in root_call.items():
+        took = []
+        for n in range(calls):
+            began = time.perf_counter()
+            right &= op(n) == n
+            took.append((time.perf_counter() - began) * 1000)
+        medians[name] = sorted(took)[len(took) // 2]
+    return medians, right
+
+
+def stock_client_times(port):
+    conn = rpyc.connect("127.0.0.1", port)  # TCP_NODELAY off, as stock leaves it
+    try:
+        return call_times_ms(conn)
+    finally:
+        conn.close()
+
+
+def grpyc_client_times(port):
+    conn = grpyc.factory.connect("127.0.0.1", port)
+    try:
+        return call_times_ms(conn)
+    finally:
+        conn.close()
+
+
+def assert_fast(times, ops=("root.echo", "root.call(callback)")):
+    medians, right = times
+    assert right
+    assert all(medians[op] < _SLOW_MS for op in ops), medians
+
+
+def test_a_stock_client_waits_on_a_grpyc_server_as_on_a_stock_one(rpyc_server, grpyc_server):
+    on_stock = in_os_thread(stock_client_times, rpyc_server, timeout=60)
+    on_grpyc = in_os_thread(stock_client_times, grpyc_server.port, timeout=60)
+    assert_fast(on_stock)
+    assert_fast(on_grpyc)
+
+
+def test_without_quickack_a_deferred_answer_is_written_at_once(grpyc_server, monkeypatch):
+    """Where the kernel cannot be told to acknowledge (no TCP_QUICKACK: not
+    Linux), the answer to a stock client's DEL is written before the server
+    waits. An answer to our own DEL still waits for the kernel's timer there
+    (a callback's proxy, docs/semantics.md)."""
+    monkeypatch.setattr("grpyc.stream._TCP_QUICKACK", 0)
+    assert_fast(in_os_thread(stock_client_times, grpyc_server.port, timeout=60), ["root.echo"])
+
+
+PATCHED_TIMES = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+from tests.interop.test_ack_interop import grpyc_client_times
+print(grpyc_client_times(int(sys.argv[1])))
+"""
+
+
+def test_a_grpyc_client_waits_on_a_stock_server_as_a_stock_client_does(rpyc_server):
+    stock = in_os_thread(stock_client_times, rpyc_server, timeout=60)
+    gevent_runtime = grpyc_client_times(rpyc_server)
+    plain_thread = in_os_thread(grpyc_client_times, rpyc_server, timeout=60)
+    patched = eval(run_script(PATCHED_TIMES, rpyc_server))  # a dict and a bool, printed
+    for times in (stock, gevent_runtime, plain_thread, patched):
+        assert_fast(times)
