@@ -258,7 +258,9 @@ class ThreadHub(Runtime):
             if payload is not None:
                 return payload
             if channel.ack_owed:
-                channel.ack_now()  # a plain stream can, or needs nothing
+                # DELs are answered at once here: what is owed is an answer to
+                # ours. Where the kernel cannot ack now, only our next frame will.
+                channel.ack_now()
             if not channel.has_pending_input() and not channel.poll(_poll_timeout(deadline)):
                 return None
             channel.fill()

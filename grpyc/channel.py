@@ -176,6 +176,9 @@ class Channel:
             then come as `grpyc.framing.Spliced`, its big bytes or str value
             read into a buffer of its own (see `_read_large_body`). `recv`
             always returns payloads whole.
+        read_since_write: bytes were read (`fill`) since this side last wrote.
+        ack_owed: of them, a frame this side answers later or never
+            (`owe_ack`): a reader calls `ack_now` before it waits.
     """
 
     COMPRESSION_THRESHOLD = COMPRESSION_THRESHOLD

@@ -330,8 +330,8 @@ class SocketStream(Stream):
         # A gevent TCP socket: not TLS (the kernel counts the bytes on the
         # wire, and OpenSSL may hold some of them), nor a plain thread's
         # (its blocking read could not stop waiting for the mark).
-        self._low_water = bool(_SO_RCVLOWAT) and self._raw is not None and is_tcp(sock)
         self._tcp = is_tcp(sock)
+        self._low_water = bool(_SO_RCVLOWAT) and self._raw is not None and self._tcp
         # A plain blocking socket (the plain-threads runtime) can still be read
         # without waiting: recv() with MSG_DONTWAIT, where the platform has it.
         self._dontwait = type(sock) is _BlockingSocket and _MSG_DONTWAIT != 0

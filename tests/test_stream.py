@@ -713,6 +713,9 @@ def test_a_stream_without_a_shortcut_reads_nothing_ready():
 # ------------------------------------------------------------ big frame bodies
 _LINUX = sys.platform == "linux"
 _SO_RCVLOWAT = getattr(stdlib_socket, "SO_RCVLOWAT", 0)
+linux_low_water = pytest.mark.skipif(
+    not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only"
+)
 
 
 def _low_water(stream):
@@ -749,7 +752,7 @@ def _write_in_pieces(sock, data, piece):
         time.sleep(0.0005)
 
 
-@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+@linux_low_water
 @pytest.mark.parametrize("how", ["read_into", "read_body_into"])
 def test_a_big_body_wakes_its_reader_once_a_share_of_it_is_there(listener, monkeypatch, how):
     # The patience is long here: only the mark may wake the reader early.
@@ -789,7 +792,7 @@ def _waiting_read(stream, size, then_send, client):
     return reader.get(timeout=10), time.monotonic() - began
 
 
-@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+@linux_low_water
 def test_the_mark_is_never_above_what_is_left_of_the_body(listener, monkeypatch):
     # The patience is long: a mark above the 100,000 bytes left would hold the reader.
     monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
@@ -801,22 +804,23 @@ def test_the_mark_is_never_above_what_is_left_of_the_body(listener, monkeypatch)
         assert server.read_ready(100_000) == b"x" * (100_000 - count)
 
 
-@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
-def test_the_last_part_of_a_body_is_read_as_it_comes(listener, monkeypatch):
-    """Under ~1.5 MiB left, waiting for all of it costs more than the wakes it saves."""
-    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
+@linux_low_water
+@pytest.mark.parametrize(
+    ("mark_from", "patience"),
+    [
+        # Under ~1.5 MiB left, waiting for all of it costs more than the wakes it saves.
+        (1500 * 1024, 30.0),
+        # A mark, and a sender that stops short of it: read after the patience.
+        (0, 0.005),
+    ],
+    ids=["no-mark-for-the-last-part", "patience"],
+)
+def test_a_few_bytes_of_a_body_are_read_as_they_come(listener, monkeypatch, mark_from, patience):
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", mark_from)
+    monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", patience)
     client, server = _big_receiver(listener)
     with client, server:
-        count, took = _waiting_read(server, 1 << 20, b"t" * 10_000, client)
-        assert count == 10_000 and took < 5
-
-
-@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
-def test_a_sender_slower_than_the_mark_is_read_as_it_comes(listener, monkeypatch):
-    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
-    client, server = _big_receiver(listener)
-    with client, server:
-        # 10,000 bytes, then nothing for a long while: read after the patience.
+        # 10,000 bytes of a 1 MiB body, then nothing for a long while.
         count, took = _waiting_read(server, 1 << 20, b"a" * 10_000, client)
         assert count == 10_000 and took < 2
         assert _low_water(server) == 1
@@ -842,7 +846,7 @@ def test_close_wakes_a_reader_waiting_for_a_body(listener, monkeypatch):
         assert "closed" in reader.get(timeout=5)
 
 
-@pytest.mark.skipif(not (_LINUX and _SO_RCVLOWAT), reason="SO_RCVLOWAT is used on Linux only")
+@linux_low_water
 def test_tls_and_plain_thread_streams_read_a_body_as_it_comes(listener, tmp_path, monkeypatch):
     """No mark where a read could not stop waiting for it (a plain thread's
     blocking socket) or where the kernel counts other bytes (TLS)."""
