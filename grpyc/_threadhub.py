@@ -357,10 +357,6 @@ class ThreadHub(Runtime):
         self._outbox.append(payload)
         self._write_out(block=False)
 
-    def owe_ack(self) -> None:
-        """The frame just read is answered later or never (`Channel.owe_ack`)."""
-        self._channel.owe_ack()
-
     def send_later(self, payload: Payload) -> None:
         """`send_nowait`: no timer here would bound how long a deferred frame waits."""
         self.send_nowait(payload)

@@ -484,10 +484,6 @@ class ConnectionHub(CallerWaits):
             # answered inline: 0.92x stock's server without it, 0.97x with).
             self._writer.schedule_flush()
 
-    def owe_ack(self) -> None:
-        """The frame just read is answered later or never (`Channel.owe_ack`)."""
-        self._channel.owe_ack()
-
     def send_later(self, payload: Payload) -> None:
         """Queue a frame nobody waits for (a DEL's answer) to go with the next
         frame, or within `DEFERRED_FLUSH_DELAY` seconds; never blocks or switches."""

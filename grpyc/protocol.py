@@ -456,7 +456,7 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         if slot is None and self._expired_seqs.pop(seq, _NOT_EXPIRED) is _NOT_EXPIRED:
             # Nobody asked (a DEL's answer): leave the peer's references
             # unmade, and have it acknowledged before we wait.
-            self._hub.owe_ack()
+            self._channel.owe_ack()
             return
         outcome = self._reply_outcome(body)
         if slot is not None:
