@@ -826,6 +826,27 @@ def test_a_few_bytes_of_a_body_are_read_as_they_come(listener, monkeypatch, mark
         assert _low_water(server) == 1
 
 
+@linux_low_water
+def test_after_the_patience_the_rest_of_the_body_is_read_without_a_mark(listener, monkeypatch):
+    """A sender slower than the mark: one wait for the patience per body, not per read."""
+    monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
+    client, server = _big_receiver(listener)
+    with client, server:
+        assert _waiting_read(server, 1 << 20, b"a" * 10_000, client)[0] == 10_000
+        monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)  # a mark now would hold it
+        rest = (1 << 20) - 10_000
+        count, took = _waiting_read(server, rest, b"b" * 10_000, client)
+        assert count == 10_000 and took < 2
+        # A bigger body (a new one) gets its mark again: the patience holds it.
+        reader = gevent.spawn(server.read_body_into, memoryview(bytearray(2 << 20)))
+        gevent.sleep(0.02)
+        client.sendall(b"c" * 10_000)
+        gevent.sleep(0.05)
+        assert not reader.ready() and _low_water(server) > 1
+        client.sendall(b"d" * (2 << 20))
+        assert reader.get(timeout=10) >= 10_000
+
+
 def test_close_wakes_a_reader_waiting_for_a_body(listener, monkeypatch):
     monkeypatch.setattr("grpyc.stream._BODY_PATIENCE", 30.0)
     monkeypatch.setattr("grpyc.stream._BODY_LOW_WATER_FROM", 0)
