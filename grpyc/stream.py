@@ -15,6 +15,8 @@ Invariants: whatever ends a stream (EOF, reset, broken pipe, local close),
 `read`, `read_some`, `read_into` and `write` raise `EOFError` and the
 stream is closed, as in RPyC. `close` is idempotent and wakes a greenlet or
 thread blocked reading the same stream. Every TCP socket gets TCP_NODELAY.
+On Linux, the rest of a big frame body on a gevent TCP socket is waited for
+with a low-water mark (`SocketStream.read_body_into`).
 """
 
 from __future__ import annotations
@@ -471,11 +473,8 @@ class SocketStream(Stream):
 
     def read_body_into(self, buffer: memoryview) -> int:
         size = len(buffer)
-        if not self._low_water or size < _BODY_LOW_WATER_FROM or size < self._slow_body:
-            return self.read_into(buffer)
-        share = self._receive_buffer() // _BODY_LOW_WATER_SHARE
-        low_water = min(size, _BODY_LOW_WATER, share)
-        if low_water < _BODY_LOW_WATER_MIN:
+        low_water = self._body_low_water(size)
+        if not low_water:
             return self.read_into(buffer)
         self._set_low_water(low_water)
         try:
@@ -490,6 +489,14 @@ class SocketStream(Stream):
         # for 4 MiB, against 65 and 131 without the mark.
         self._slow_body = size
         return self.read_into(buffer)
+
+    def _body_low_water(self, size: int) -> int:
+        """The mark for a read of the ``size`` bytes left of a body; 0: none."""
+        if not self._low_water or size < _BODY_LOW_WATER_FROM or size < self._slow_body:
+            return 0
+        share = self._receive_buffer() // _BODY_LOW_WATER_SHARE
+        low_water = min(size, _BODY_LOW_WATER, share)
+        return low_water if low_water >= _BODY_LOW_WATER_MIN else 0
 
     def ack_now(self) -> bool:
         if not self._tcp:

@@ -8,6 +8,7 @@ and sends nothing for an answer to its own DEL, so without `ack_now` each
 such call waited 20 ms (our deferred answer) or 40 ms (the kernel's timer).
 """
 
+import ast
 import time
 
 import rpyc
@@ -88,6 +89,6 @@ def test_a_grpyc_client_waits_on_a_stock_server_as_a_stock_client_does(rpyc_serv
     stock = in_os_thread(stock_client_times, rpyc_server, timeout=60)
     gevent_runtime = grpyc_client_times(rpyc_server)
     plain_thread = in_os_thread(grpyc_client_times, rpyc_server, timeout=60)
-    patched = eval(run_script(PATCHED_TIMES, rpyc_server))  # a dict and a bool, printed
+    patched = ast.literal_eval(run_script(PATCHED_TIMES, rpyc_server))  # (dict, bool), printed
     for times in (stock, gevent_runtime, plain_thread, patched):
         assert_fast(times)
