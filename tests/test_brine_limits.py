@@ -247,7 +247,10 @@ def test_one_byte_ints_decode_to_shared_objects():
     assert load(b"\x1a\x02") is load(b"\x1a\x02") == frozenset()
     encoded = big_tuple(b"\x20", 100_000)
     _, kept, _ = traced(lambda: load(encoded))
-    assert kept < 8 * 100_000 + 1000  # the tuple's slots, nothing per item
+    # The tuple's slots, nothing per item (a new int each would be 2.8 MB). The
+    # 4 KiB is what else the interpreter may allocate meanwhile: one CI run kept
+    # 801,038 bytes against a 1,000-byte allowance.
+    assert kept < 8 * 100_000 + 4096
 
 
 def test_max_decoded_size_is_exact():
