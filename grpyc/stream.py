@@ -472,6 +472,11 @@ class SocketStream(Stream):
         return count
 
     def read_body_into(self, buffer: memoryview) -> int:
+        # A peer with Nagle's algorithm on (stock RPyC) holds the last small
+        # piece of the body until what came is acknowledged, which the kernel
+        # delays for a frame of ours to carry: a grpyc client's 1 MiB echo with
+        # a stock server took 60 ms on one connection in three, else ~20.
+        self.ack_now()
         size = len(buffer)
         low_water = self._body_low_water(size)
         if not low_water:
