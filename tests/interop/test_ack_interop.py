@@ -22,37 +22,45 @@ from tests.interop.conftest import in_os_thread, run_script
 _SLOW_MS = 5.0
 
 
+def median_ms(op, count):
+    """The median milliseconds of ``op(n)`` for n in range(count), and whether
+    every call returned True."""
+    took, right = [], True
+    for n in range(count):
+        began = time.perf_counter()
+        right &= op(n)
+        took.append((time.perf_counter() - began) * 1000)
+    return sorted(took)[count // 2], right
+
+
 def call_times_ms(conn, calls=30):
     """Median milliseconds of calls that make DELs both ways, and whether each answered right."""
-    root_call = {
-        "root.echo": lambda n: conn.root.echo(n),  # the method proxy dies: a DEL
-        "root.call(callback)": lambda n: conn.root.call(lambda x: x, n),  # and one back
+    ops = {
+        "root.echo": lambda n: conn.root.echo(n) == n,  # the method proxy dies: a DEL
+        "root.call(callback)": lambda n: conn.root.call(lambda x: x, n) == n,  # and one back
     }
     medians, right = {}, True
-    for name, op in root_call.items():
-        took = []
-        for n in range(calls):
-            began = time.perf_counter()
-            right &= op(n) == n
-            took.append((time.perf_counter() - began) * 1000)
-        medians[name] = sorted(took)[len(took) // 2]
+    for name, op in ops.items():
+        medians[name], answered = median_ms(op, calls)
+        right &= answered
     return medians, right
 
 
-def stock_client_times(port):
-    conn = rpyc.connect("127.0.0.1", port)  # TCP_NODELAY off, as stock leaves it
+def closing(conn, measure):
+    """``measure(conn)``, then the connection closed."""
     try:
-        return call_times_ms(conn)
+        return measure(conn)
     finally:
         conn.close()
+
+
+def stock_client_times(port):
+    # TCP_NODELAY off, as stock leaves it.
+    return closing(rpyc.connect("127.0.0.1", port), call_times_ms)
 
 
 def grpyc_client_times(port):
-    conn = grpyc.factory.connect("127.0.0.1", port)
-    try:
-        return call_times_ms(conn)
-    finally:
-        conn.close()
+    return closing(grpyc.factory.connect("127.0.0.1", port), call_times_ms)
 
 
 def assert_fast(times, ops=("root.echo", "root.call(callback)")):
@@ -98,20 +106,14 @@ def test_a_grpyc_client_waits_on_a_stock_server_as_a_stock_client_does(rpyc_serv
 def big_echo_medians_ms(connect, connections=6, echoes=7):
     """Per connection, the median milliseconds of echoing 1 MiB."""
     payload = os.urandom(1 << 20)
-    medians = []
-    for _ in range(connections):
-        conn = connect()
-        try:
-            echo = conn.root.echo
-            took = []
-            for _ in range(echoes):
-                began = time.perf_counter()
-                assert echo(payload) == payload
-                took.append((time.perf_counter() - began) * 1000)
-            medians.append(sorted(took)[echoes // 2])
-        finally:
-            conn.close()
-    return medians
+
+    def echo_median(conn):
+        echo = conn.root.echo
+        median, right = median_ms(lambda _: echo(payload) == payload, echoes)
+        assert right
+        return median
+
+    return [closing(connect(), echo_median) for _ in range(connections)]
 
 
 def test_a_big_reply_from_a_stock_server_does_not_wait_for_an_ack(rpyc_server):
