@@ -128,5 +128,17 @@ def test_a_big_reply_from_a_stock_server_does_not_wait_for_an_ack(rpyc_server):
     def grpyc_medians():
         return big_echo_medians_ms(lambda: grpyc.factory.connect("127.0.0.1", rpyc_server))
 
-    for medians in (grpyc_medians(), in_os_thread(grpyc_medians, timeout=120)):
+    patched = ast.literal_eval(run_script(PATCHED_BIG_ECHOES, rpyc_server, timeout=120))
+    for medians in (grpyc_medians(), in_os_thread(grpyc_medians, timeout=120), patched):
         assert max(medians) < pace, (medians, stock)
+
+
+PATCHED_BIG_ECHOES = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import grpyc.factory
+from tests.interop.test_ack_interop import big_echo_medians_ms
+port = int(sys.argv[1])
+print(big_echo_medians_ms(lambda: grpyc.factory.connect("127.0.0.1", port)))
+"""
