@@ -70,6 +70,11 @@ def _poll_plain(poller: Any, timeout: float | None) -> bool:
     return bool(poller.poll(millis))
 
 
+# `Stream.has_pending` of a stream that never holds input above its
+# descriptor: a C callable answering False (no Python frame on every wait).
+NOTHING_PENDING: Callable[[], int] = False.__bool__
+
+
 class Stream:
     """Base of grpyc streams: RPyC's stream API plus buffer helpers.
 

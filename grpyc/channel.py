@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from grpyc._streambase import NOTHING_PENDING
 from grpyc.brine import SEPARATE_SIZE, big_value_at
 from grpyc.consts import STREAM_CHUNK
 from grpyc.framing import (
@@ -196,8 +197,12 @@ class Channel:
     ) -> None:
         _settle_malloc_thresholds()
         self.stream = stream
-        self._pending_of: Stream | None = None
-        self._stream_has_pending = False
+        # Whether bytes wait above the descriptor (TLS buffers), so `fill` will
+        # not wait: the stream's own `has_pending` (a C callable on a socket
+        # stream), with no frame around it: it runs three times a call.
+        self.has_pending_input: Callable[[], int] = (
+            getattr(stream, "has_pending", None) or NOTHING_PENDING
+        )
         self.compress = compress
         self.thread_ids = thread_ids
         self.last_thread_ids: tuple[int, int] = (0, 0)
@@ -467,14 +472,6 @@ class Channel:
         """Have `progress()` called between steps of inflating a big compressed
         frame (the gevent runtime yields there, so other connections run)."""
         self._decoder.progress = progress
-
-    def has_pending_input(self) -> bool:
-        """Whether bytes wait above the descriptor (TLS buffers), so `fill` will not wait."""
-        stream = self.stream
-        if stream is not self._pending_of:
-            self._pending_of = stream  # looked up once per stream: this runs twice a call
-            self._stream_has_pending = hasattr(stream, "has_pending")
-        return self._stream_has_pending and bool(stream.has_pending())
 
     def _read_large_body(self, prefix: memoryview, length: int) -> bytes:
         """The rest of a big frame body, read straight into its final buffer(s).

@@ -36,7 +36,14 @@ from gevent.monkey import get_original
 
 from grpyc._namedpipe import NamedPipeStream, Win32PipeStream
 from grpyc._pipestream import PipeStream
-from grpyc._streambase import BytesLike, Stream, in_gevent, wait_readable, write_vectored
+from grpyc._streambase import (
+    NOTHING_PENDING,
+    BytesLike,
+    Stream,
+    in_gevent,
+    wait_readable,
+    write_vectored,
+)
 
 __all__ = [
     "NamedPipeStream",
@@ -126,7 +133,6 @@ def _cooperative(sock: Any) -> Any:
     return adopted
 
 
-_NOTHING_PENDING: Callable[[], int] = False.__bool__
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # not on Windows
 
 # While a big frame body arrives over TCP, the kernel wakes its reader only
@@ -343,7 +349,7 @@ class SocketStream(Stream):
         # answers False. It runs on every wait: no Python frame. Looked up
         # once per socket: a missing attribute costs an AttributeError
         # through gevent's socket __getattr__.
-        self.has_pending: Callable[[], int] = getattr(sock, "pending", None) or _NOTHING_PENDING
+        self.has_pending: Callable[[], int] = getattr(sock, "pending", None) or NOTHING_PENDING
 
     @classmethod
     def connect(
