@@ -1,6 +1,9 @@
 """Running one request of the peer and sending its answer, a `Connection` mixin.
 
-A request's arguments are unboxed (never waiting for the peer), its handler
+A request as it comes (`_on_request`) is answered at once if it is a DEL or
+a small PING, else submitted to the runtime, which runs `_serve_request`
+(in the reader itself or in a handler greenlet). There the request's
+arguments are unboxed (never waiting for the peer), its handler
 runs under the attribute policy (`_handlers`), and the result or the
 exception is boxed and sent back. Every failure goes back to the peer as an
 exception answer, except a local `SystemExit`/`KeyboardInterrupt` when
@@ -18,7 +21,7 @@ from gevent import GreenletExit
 
 from grpyc import consts, vinegar
 from grpyc.framing import Payload
-from grpyc.messages import ProtocolError, encode_exception, encode_reply
+from grpyc.messages import ProtocolError, encode_exception, encode_reply, split_request
 
 if TYPE_CHECKING:
     from grpyc.boxing import Boxer
@@ -62,6 +65,26 @@ class RequestRunner:
 
     def _answer_nowait(self, seq: int, exc: BaseException, peer_thread: int = 0) -> None:
         raise NotImplementedError
+
+    def _on_request(self, seq: int, body: Any, size: int, peer_thread: int = 0) -> None:
+        """A request came: a DEL or a small PING is answered here, at once;
+        anything else goes to the runtime (`submit`) to run `_serve_request`."""
+        try:
+            handler, boxed_args = split_request(body)
+        except ProtocolError as exc:
+            self._answer_nowait(seq, exc, peer_thread)
+            return
+        if handler == consts.HANDLE_DEL and self._try_del_inline(seq, boxed_args, peer_thread):
+            return
+        if handler == consts.HANDLE_PING and self._try_ping_inline(
+            seq, boxed_args, size, peer_thread
+        ):
+            return
+        submitted = self._hub.submit(
+            self._serve_request, seq, handler, boxed_args, peer_thread, cost=size
+        )
+        if not submitted:
+            self._answer_nowait(seq, RuntimeError(self._hub.overload_message()), peer_thread)
 
     def _serve_request(self, seq: int, handler: int, boxed_args: Any, peer_thread: int = 0) -> None:
         """Run one request and send its answer."""

@@ -50,7 +50,6 @@ from grpyc.messages import (
     encode_del,
     encode_exception,
     encode_request,
-    split_request,
 )
 from grpyc.policy import check_attr
 
@@ -388,11 +387,20 @@ class Connection(Serving, RequestRunner, RequestHandlers):
     # --------------------------------------------------------------- dispatch
     def _on_frame(self, payload: bytes) -> None:
         # Looked up on every frame, so a wrapper set on the instance sees them all.
-        if type(payload) is Spliced and getattr(self._dispatch, "__func__", None) is not (
-            Connection._dispatch
-        ):
-            payload = payload.whole()  # a wrapper or override sees the message as sent
-        self._dispatch(payload)
+        dispatch = self._dispatch
+        if getattr(dispatch, "__func__", None) is not _PLAIN_DISPATCH:
+            if type(payload) is Spliced:
+                payload = payload.whole()  # a wrapper or override sees the message as sent
+            dispatch(payload)
+            return
+        # `_dispatch` and a request's `_route` inlined: once a frame
+        msg, seq, body, size = decode_payload(
+            payload, self._max_depth, self._max_decoded_size, self._pause
+        )
+        if msg == consts.MSG_REQUEST and self._binding is None:
+            self._on_request(seq, body, size)
+        else:
+            self._route(msg, seq, body, size)
 
     def _dispatch(self, data: bytes) -> None:
         """Handle one raw message (a frame's payload). RPyC-compatible entry point.
@@ -432,24 +440,6 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             self._on_reply(seq, body)
         else:
             self._on_exception(seq, body)
-
-    def _on_request(self, seq: int, body: Any, size: int, peer_thread: int = 0) -> None:
-        try:
-            handler, boxed_args = split_request(body)
-        except ProtocolError as exc:
-            self._answer_nowait(seq, exc, peer_thread)
-            return
-        if handler == consts.HANDLE_DEL and self._try_del_inline(seq, boxed_args, peer_thread):
-            return
-        if handler == consts.HANDLE_PING and self._try_ping_inline(
-            seq, boxed_args, size, peer_thread
-        ):
-            return
-        submitted = self._hub.submit(
-            self._serve_request, seq, handler, boxed_args, peer_thread, cost=size
-        )
-        if not submitted:
-            self._answer_nowait(seq, RuntimeError(self._hub.overload_message()), peer_thread)
 
     def _on_reply(self, seq: int, body: Any) -> None:
         slot = self._hub.take_reply(seq)
