@@ -93,7 +93,8 @@ class Writer:
 
         May block the calling greenlet while the socket is full.
         """
-        if self.writing or self._held or self._cork_owner is getcurrent():
+        owner = self._cork_owner  # usually None: no getcurrent() then
+        if self.writing or self._held or (owner is not None and owner is getcurrent()):
             self.enqueue(payload)
         elif self._outbox or self._dels_noted:
             self.enqueue(payload)
