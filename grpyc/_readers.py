@@ -100,46 +100,46 @@ class ReaderPool:
 
     def wait_lingering(self, baton: ReadBaton, me: Any) -> Any:
         """`baton.wait_readable` of `me`, a reader with nothing left to read: it
-        *lingers* there if `_linger` lets it, else it leaves at once (`RETIRE`)."""
-        if not self._linger(baton):
+        *lingers* there if `_may_linger` lets it, else it leaves at once (`RETIRE`).
+
+        A reader that woke for bytes or the baton lingered usefully; one asked
+        back (`RETIRE`) waited in vain, which `_wasted` counts for `_may_linger`.
+        """
+        lingering = self._lingering
+        if len(lingering) >= MAX_LINGERING and not self._may_linger():
             return RETIRE
+        lingering[baton] = None
         reason = RETIRE  # killed while lingering: as if asked back
         try:
             reason = baton.wait_readable(me, True, None, None)
             return reason
         finally:
-            self._unlinger(baton, reason == RETIRE)
+            lingering.pop(baton, None)
+            if reason == RETIRE:
+                self._wasted = min(self._wasted + WASTE_WEIGHT, 2 * WASTED_LIMIT)
+            elif self._wasted:
+                self._wasted -= 1
 
-    def _linger(self, baton: ReadBaton) -> bool:
-        """Whether a reader may wait on the connection of `baton` (a `ReadBaton`) for more.
+    def _may_linger(self) -> bool:
+        """With `MAX_LINGERING` readers lingering, whether one more may.
 
-        Beyond `MAX_LINGERING`, the one that lingered longest is asked back
-        (``ask_back``: it comes back with `RETIRE`), so idle connections hold
-        no greenlet; unless most readers asked back lately had waited in
-        vain (more busy connections than lingering readers, each asked back
-        before its connection's next bytes): then the new one does not
-        linger, but for one in `PROBE_EVERY`, which tells when that changes.
+        If so, the one that lingered longest is asked back (``ask_back``: it
+        comes back with `RETIRE`), so idle connections hold no greenlet;
+        unless most readers asked back lately had waited in vain (more busy
+        connections than lingering readers, each asked back before its
+        connection's next bytes): then the new one does not linger, but for
+        one in `PROBE_EVERY`, which tells when that changes.
         """
+        if self._wasted >= WASTED_LIMIT:
+            self._refused += 1
+            if self._refused < PROBE_EVERY:
+                return False
+            self._refused = 0
         lingering = self._lingering
-        if len(lingering) >= MAX_LINGERING:
-            if self._wasted >= WASTED_LIMIT:
-                self._refused += 1
-                if self._refused < PROBE_EVERY:
-                    return False
-                self._refused = 0
-            oldest = next(iter(lingering))
-            del lingering[oldest]
-            oldest.ask_back()
-        lingering[baton] = None
+        oldest = next(iter(lingering))
+        del lingering[oldest]
+        oldest.ask_back()
         return True
-
-    def _unlinger(self, baton: ReadBaton, asked_back: bool) -> None:
-        """The reader lingering on `baton` woke: bytes or the baton came, or it was asked back."""
-        self._lingering.pop(baton, None)
-        if asked_back:
-            self._wasted = min(self._wasted + WASTE_WEIGHT, 2 * WASTED_LIMIT)
-        elif self._wasted:
-            self._wasted -= 1
 
     @property
     def lingering(self) -> int:
