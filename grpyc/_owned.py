@@ -21,6 +21,10 @@ from grpyc.lib import LeanGreenlet
 
 __all__ = ["OwnedGreenlets"]
 
+# Most connections never own a helper or spare one: their sets are made on
+# first use (a set is a tracked object a full collection walks, per connection).
+_NONE: frozenset[Any] = frozenset()
+
 
 class OwnedGreenlets:
     """The live helper greenlets of one connection, and those spared."""
@@ -30,12 +34,14 @@ class OwnedGreenlets:
     def __init__(self, name: str, logger: logging.Logger) -> None:
         self._name = name
         self._logger = logger
-        self._glets: set[Greenlet] = set()
-        self._spared: set[Any] = set()
+        self._glets: set[Greenlet] | frozenset[Greenlet] = _NONE
+        self._spared: set[Any] | frozenset[Any] = _NONE
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Run ``func(*args)`` in a new owned greenlet; an error it raises is logged."""
         glet = LeanGreenlet(self._run, func, args)
+        if type(self._glets) is not set:
+            self._glets = set()
         self._glets.add(glet)
         glet.start()
         return glet
@@ -48,16 +54,23 @@ class OwnedGreenlets:
         except BaseException:
             self._logger.exception("%s: error in background greenlet", self._name)
         finally:
-            self._glets.discard(gevent.getcurrent())
+            glets = self._glets
+            if type(glets) is set:  # else `doomed` took it, and another left it empty
+                glets.discard(gevent.getcurrent())
+                if not glets:
+                    self._glets = _NONE  # the usual helper is a one-off: no set kept
 
     @contextlib.contextmanager
     def sparing(self, glet: Any) -> Iterator[None]:
         """Within this block, `glet` is not among the `doomed`."""
-        self._spared.add(glet)
+        if type(self._spared) is not set:
+            self._spared = set()
+        spared = self._spared
+        spared.add(glet)
         try:
             yield
         finally:
-            self._spared.discard(glet)
+            spared.discard(glet)
 
     def doomed(self, others: Iterable[Any]) -> list[Any]:
         """The greenlets to kill at shutdown: ours and `others`, less the spared.
@@ -65,5 +78,6 @@ class OwnedGreenlets:
         Forgets ours: whoever asks kills them.
         """
         doomed = [glet for glet in (*others, *self._glets) if glet not in self._spared]
-        self._glets.clear()
+        if self._glets:
+            self._glets.clear()  # type: ignore[union-attr]  # not empty: a set
         return doomed
