@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gevent import Greenlet, GreenletExit
 from gevent.hub import Waiter
@@ -45,6 +45,20 @@ __all__ = ["Admission"]
 HANDLER_COST = 16 * 1024
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], int]
+
+
+class HasIdleWaiters(Protocol):
+    """Who waits for the connection to go idle (`grpyc._waitlists.WaitLists`)."""
+
+    @property
+    def idle(self) -> Sized: ...
+
+
+class _NobodyWaits:
+    idle: Sized = ()
+
+
+_NOBODY_WAITS: HasIdleWaiters = _NobodyWaits()
 
 # Idle handler greenlets kept per connection, and how long one stays unused.
 IDLE_MAX = 64
@@ -66,7 +80,7 @@ class Admission:
 
     __slots__ = (
         "_bytes_in_flight", "_gevent_hub", "_handlers", "_idle", "_idle_timer",
-        "_idle_waiters", "_nested_waits", "_on_idle", "_queued", "closed", "limits",
+        "_nested_waits", "_on_idle", "_queued", "_waits", "closed", "limits",
     )  # fmt: skip
 
     def __init__(
@@ -74,17 +88,20 @@ class Admission:
         limits: Limits,
         on_idle: Callable[[], None],
         gevent_hub: Any,
-        idle_waiters: Sized = (),
+        waits: HasIdleWaiters = _NOBODY_WAITS,
     ) -> None:
-        """`on_idle` is called when the last request ends, if `idle_waiters` is not empty."""
+        """`on_idle` is called when the last request ends, if ``waits.idle`` is not empty."""
         self.limits = limits
         self._on_idle = on_idle
-        self._idle_waiters = idle_waiters
+        self._waits = waits
         self._gevent_hub = gevent_hub
         self._handlers: set[Any] = set()
-        self._idle: list[_IdleHandler] = []  # most recently idle last
+        # Most recently idle last. This and `_queued` are made on first use:
+        # most connections never queue a request or keep an idle handler, and
+        # a list is a tracked object every full collection walks.
+        self._idle: list[_IdleHandler] | tuple[()] = ()
         self._idle_timer: Any = None
-        self._queued: list[Job] = []
+        self._queued: list[Job] | tuple[()] = ()
         self._bytes_in_flight = 0
         self._nested_waits = 0
         self.closed = False
@@ -176,7 +193,10 @@ class Admission:
         return charged
 
     def enqueue(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
-        self._queued.append((func, args, charged))
+        if type(self._queued) is list:
+            self._queued.append((func, args, charged))
+        else:
+            self._queued = [(func, args, charged)]
 
     def start(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
         """Run an admitted request in a new handler greenlet."""
@@ -223,7 +243,10 @@ class Admission:
         if self.closed or len(self._idle) >= IDLE_MAX:
             return None
         idle = _IdleHandler(me, Waiter(self._gevent_hub), time.monotonic())
-        self._idle.append(idle)
+        if type(self._idle) is list:
+            self._idle.append(idle)
+        else:
+            self._idle = [idle]
         if self._idle_timer is None:
             self._arm_retirement(IDLE_SECONDS)
         try:
@@ -236,7 +259,7 @@ class Admission:
     def _killed_while_idle(self, idle: _IdleHandler) -> None:
         # Only shutdown kills handlers, but a job handed over just before a
         # kill from elsewhere must not be lost with this greenlet.
-        if idle in self._idle:
+        if self._idle and idle in self._idle:
             self._idle.remove(idle)
         elif idle.job is not None:
             self._handlers.discard(idle.glet)
@@ -264,7 +287,7 @@ class Admission:
         self._bytes_in_flight -= charged
         if self._queued:
             self._start_queued()
-        if self._idle_waiters and not self._handlers and not self._queued:
+        if self._waits.idle and not self._handlers and not self._queued:
             self._on_idle()
 
     # ----------------------------------------------------------- nested waits
@@ -287,12 +310,12 @@ class Admission:
     def close(self) -> list[Any]:
         """Forget queued requests; return the handler greenlets to kill."""
         self.closed = True
-        self._queued.clear()
+        self._queued = ()
         self._bytes_in_flight = 0
         handlers = list(self._handlers)
         self._handlers.clear()
         handlers.extend(idle.glet for idle in self._idle)
-        self._idle.clear()
+        self._idle = ()
         if self._idle_timer is not None:
             self._idle_timer.close()
             self._idle_timer = None

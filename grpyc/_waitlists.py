@@ -18,20 +18,27 @@ __all__ = ["WaitLists"]
 
 
 class WaitLists:
-    """The frame, closed and idle waiters of one connection."""
+    """The frame, closed and idle waiters of one connection.
+
+    A list is made when a greenlet first waits on it (`wait`); until then it
+    is an empty tuple: most connections never have anyone waiting, and a list
+    is a tracked object every full collection of the process walks.
+    """
 
     __slots__ = ("_baton", "_gevent_hub", "closed", "frame", "idle")
 
     def __init__(self, gevent_hub: Any, baton: ReadBaton) -> None:
         self._gevent_hub = gevent_hub
         self._baton = baton
-        self.frame: list[Waiter] = []
-        self.closed: list[Waiter] = []
-        self.idle: list[Waiter] = []
+        self.frame: list[Waiter] | tuple[()] = ()
+        self.closed: list[Waiter] | tuple[()] = ()
+        self.idle: list[Waiter] | tuple[()] = ()
 
-    def wait(self, timeout: float | None, *lists: list[Waiter]) -> bool:
-        """Wait until a waiter put on `lists` is woken (True) or `timeout` passes."""
+    def wait(self, timeout: float | None, *kinds: str) -> bool:
+        """Wait until a waiter put on the lists named `kinds` ("frame",
+        "closed", "idle") is woken (True) or `timeout` passes."""
         waiter = Waiter(self._gevent_hub)
+        lists = [self._made(kind) for kind in kinds]
         for waiters in lists:
             waiters.append(waiter)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -42,14 +49,21 @@ class WaitLists:
                 if waiter in waiters:
                     waiters.remove(waiter)
 
-    def wake(self, waiters: list[Waiter]) -> None:
+    def _made(self, kind: str) -> list[Waiter]:
+        waiters: list[Waiter] | tuple[()] = getattr(self, kind)
+        if type(waiters) is not list:
+            waiters = []
+            setattr(self, kind, waiters)
+        return waiters
+
+    def wake(self, waiters: list[Waiter] | tuple[()]) -> None:
         """Wake every waiter on `waiters` (scheduled: nothing switches here)."""
         for waiter in list(waiters):
-            waiters.remove(waiter)
+            waiters.remove(waiter)  # type: ignore[union-attr]  # not empty: a list
             self._gevent_hub.loop.run_callback(waiter.switch, None)
 
     def close(self) -> None:
         """The connection closed: wake who waits for it or for idleness; forget frame waiters."""
         self.wake(self.closed)
         self.wake(self.idle)
-        self.frame.clear()
+        self.frame = ()

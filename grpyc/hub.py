@@ -117,7 +117,7 @@ class ConnectionHub(CallerWaits):
         # Inflating a big compressed frame yields between steps, as decoding does.
         channel.set_progress(self.pause)
         self._waits = WaitLists(self._gevent_hub, self._baton)
-        self._admission = Admission(limits, self._on_idle, self._gevent_hub, self._waits.idle)
+        self._admission = Admission(limits, self._on_idle, self._gevent_hub, self._waits)
         self._nested_leads = 0
         # Set when a request read here went to a new handler greenlet: the
         # holder lets it run to its first wait before reading on, so the
@@ -380,7 +380,7 @@ class ConnectionHub(CallerWaits):
             self._frames_unreported -= 1
             return True
         waits = self._waits
-        woken = waits.wait(timeout, waits.frame, waits.closed)
+        woken = waits.wait(timeout, "frame", "closed")
         self._raise_if_closed()
         if woken and self._frames_unreported:
             self._frames_unreported -= 1
@@ -388,13 +388,13 @@ class ConnectionHub(CallerWaits):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; False if `timeout` passed first."""
-        return self._closed or self._waits.wait(timeout, self._waits.closed)
+        return self._closed or self._waits.wait(timeout, "closed")
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request of the peer runs or waits here (or closed); False on timeout."""
         if self._closed or self._admission.is_idle():
             return True
-        return self._waits.wait(timeout, self._waits.idle, self._waits.closed)
+        return self._waits.wait(timeout, "idle", "closed")
 
     def _on_idle(self) -> None:
         if self._waits.idle:

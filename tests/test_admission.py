@@ -3,6 +3,7 @@
 import gc
 import time
 import weakref
+from types import SimpleNamespace
 
 import gevent
 import gevent.event
@@ -125,7 +126,10 @@ def _admission_of(**limits):
     idle_calls = []
     waiters = []
     admission = _admission.Admission(
-        Limits(**values), lambda: idle_calls.append(1), gevent.get_hub(), waiters
+        Limits(**values),
+        lambda: idle_calls.append(1),
+        gevent.get_hub(),
+        SimpleNamespace(idle=waiters),
     )
     return admission, idle_calls, waiters
 
