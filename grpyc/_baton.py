@@ -93,7 +93,9 @@ class ReadBaton:
         self.followers: dict[Waiter, Any] = {}
         # Callers the baton was borrowed from (see `may_borrow`), innermost
         # last, by their waiter; each is also a follower while it sleeps.
-        self.lenders: list[tuple[Waiter, Any]] = []  # (waiter, reply slot)
+        # Made on first use (a list is a tracked object every full collection
+        # walks, and most connections never lend the baton).
+        self.lenders: list[tuple[Waiter, Any]] | tuple[()] = ()  # (waiter, reply slot)
         self.reader: Any = None
         self.reader_waiter: Waiter | None = None
         self.reader_idle = False
@@ -158,7 +160,10 @@ class ReadBaton:
         # The lender sleeps on in `wait_readable`, now as a follower: woken
         # with its reply (DELIVERED), the baton back (BATON) or its deadline.
         self.followers[waiter] = lender
-        self.lenders.append((waiter, slot))
+        if type(self.lenders) is list:
+            self.lenders.append((waiter, slot))
+        else:
+            self.lenders = [(waiter, slot)]
         slot.wake = functools.partial(self._wake_delivered, waiter)
 
     def pass_on(self, closed: bool) -> None:
@@ -435,4 +440,4 @@ class ReadBaton:
         for waiter in self.followers:
             loop.run_callback(waiter.switch, CLOSED)
         self.followers.clear()
-        self.lenders.clear()
+        self.lenders = ()
