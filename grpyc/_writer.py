@@ -74,10 +74,13 @@ class Writer:
         self._take_deferred = take_deferred
         self._spawn = spawn
         self._fail = fail
-        self._outbox: list[Payload] = []
+        # The queues are made on first use, and dropped once written: most
+        # connections are idle most of the time, and a list is a tracked
+        # object every full collection of the process walks.
+        self._outbox: list[Payload] | tuple[()] = ()
         self._outbox_bytes = 0
         self._deferred_bytes = 0
-        self._later: list[Payload] = []  # deferred frames of our own (see `defer`)
+        self._later: list[Payload] | tuple[()] = ()  # deferred frames of our own (see `defer`)
         self._dels_noted = False  # whether `take_deferred` has frames for us
         self.writing = False
         self._flush_scheduled = False
@@ -101,7 +104,7 @@ class Writer:
             self.flush()
         elif self._deferred_bytes:  # only answers of ours wait (`defer`): they go along
             frames = [payload, *self._later]
-            self._later = []
+            self._later = ()
             self._deferred_bytes = 0
             self._drain(frames)
         else:
@@ -173,7 +176,10 @@ class Writer:
                 self.schedule_flush()
 
     def enqueue(self, payload: Payload) -> None:
-        self._outbox.append(payload)
+        if type(self._outbox) is list:
+            self._outbox.append(payload)
+        else:
+            self._outbox = [payload]
         self._outbox_bytes += len(payload)
         if self.writing:
             self._check_budget()
@@ -186,7 +192,10 @@ class Writer:
         the answer; its own answer, written alone, cost this side a write and
         the peer a wake-up per call. Never blocks or switches.
         """
-        self._later.append(payload)
+        if type(self._later) is list:
+            self._later.append(payload)
+        else:
+            self._later = [payload]
         self._deferred_bytes += len(payload)
         self._check_budget()
         if self._cork_owner is None:
@@ -300,8 +309,8 @@ class Writer:
     def _collect_frames(self) -> list[Payload]:
         # Queued frames go before deferred ones (DELs): a frame queued earlier
         # may refer to the object a DEL releases.
-        frames = self._outbox
-        self._outbox = []
+        frames = self._outbox if type(self._outbox) is list else []
+        self._outbox = ()
         self._outbox_bytes = 0
         if self._deferred_bytes:
             self._deferred_bytes = 0
@@ -310,7 +319,7 @@ class Writer:
                 frames.extend(self._take_deferred())
             if self._later:
                 frames.extend(self._later)
-                self._later = []
+                self._later = ()
         return frames
 
     def _write_frames(self, frames: list[Payload]) -> None:
@@ -330,7 +339,7 @@ class Writer:
         self._held = False
         if self._timer is not None:
             self._timer.close()
-        self._outbox = []
+        self._outbox = ()
         self._outbox_bytes = 0
         self._deferred_bytes = 0
-        self._later = []
+        self._later = ()
