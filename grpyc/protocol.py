@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 
@@ -140,7 +139,9 @@ class Connection(Serving, RequestRunner, RequestHandlers):
         self._local_objects = ObjectTable(int(self._config.get("max_exported_objects", 1 << 62)))
         proxies = ProxyTable(int(self._config["max_netref_classes"]))
         self._boxer = Boxer(self, self._local_objects, proxies)
-        self._expired_seqs: OrderedDict[int, None] = OrderedDict()
+        # Oldest first (a dict keeps insertion order). Of ints only, a dict is
+        # not tracked by the collector: nothing for a full collection to walk.
+        self._expired_seqs: dict[int, None] = {}
         self._max_depth = int(self._config["max_brine_depth"])
         self._max_decoded_size = int(self._config["max_decoded_size"])
         self._binding = ThreadBinding(channel) if self._config["bind_threads"] else None
@@ -350,9 +351,10 @@ class Connection(Serving, RequestRunner, RequestHandlers):
             self._turn_holder = gevent.getcurrent()
 
     def _note_expired(self, seq: int) -> None:
-        self._expired_seqs[seq] = None
-        if len(self._expired_seqs) > _MAX_EXPIRED_SEQS:
-            self._expired_seqs.popitem(last=False)
+        expired = self._expired_seqs
+        expired[seq] = None
+        if len(expired) > _MAX_EXPIRED_SEQS:
+            del expired[next(iter(expired))]
 
     def async_request(self, handler: int, *args: Any, timeout: float | None = None) -> AsyncResult:
         """Send a request without waiting; returns its `AsyncResult`. RPyC-compatible."""
