@@ -38,14 +38,19 @@ class WatchedChannel(Channel):
     def __init__(self, stream: SocketStream) -> None:
         super().__init__(stream)
         self.saw_frame = False
-        self._on_settled: list[Callable[[], None]] = []
+        # Dropped once settled: a list is a tracked object every full
+        # collection walks, for each connection a server holds.
+        self._on_settled: list[Callable[[], None]] | tuple[()] = []
 
     def on_settled(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` at the first complete frame or when the channel closes."""
-        self._on_settled.append(callback)
+        if type(self._on_settled) is list:
+            self._on_settled.append(callback)
+        else:
+            self._on_settled = [callback]
 
     def _settle(self) -> None:
-        callbacks, self._on_settled = self._on_settled, []
+        callbacks, self._on_settled = self._on_settled, ()
         for callback in callbacks:
             callback()
 
