@@ -137,4 +137,14 @@ class Limits:
         Raises:
             ValueError: a limit is not an int in its range (the message names its key).
         """
-        return cls(**{field.name: _limit(config, field.name) for field in dataclasses.fields(cls)})
+        names = (field.name for field in dataclasses.fields(cls))
+        limits = cls(**{name: _limit(config, name) for name in names})
+        # One object for the connections of one configuration, not one each:
+        # a full collection walks every tracked object a server holds.
+        if len(_SHARED_LIMITS) < _MAX_SHARED_LIMITS:
+            return _SHARED_LIMITS.setdefault(limits, limits)
+        return _SHARED_LIMITS.get(limits, limits)
+
+
+_SHARED_LIMITS: dict[Limits, Limits] = {}
+_MAX_SHARED_LIMITS = 64
