@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from gevent import Greenlet, GreenletExit
 from gevent.hub import Waiter
 
+from grpyc._firstuse import NO_ITEMS, appended
 from grpyc.config import Limits
 from grpyc.lib import LeanGreenlet
 
@@ -53,12 +54,6 @@ class HasIdleWaiters(Protocol):
     @property
     def idle(self) -> Sized: ...
 
-
-class _NobodyWaits:
-    idle: Sized = ()
-
-
-_NOBODY_WAITS: HasIdleWaiters = _NobodyWaits()
 
 # Idle handler greenlets kept per connection, and how long one stays unused.
 IDLE_MAX = 64
@@ -88,7 +83,7 @@ class Admission:
         limits: Limits,
         on_idle: Callable[[], None],
         gevent_hub: Any,
-        waits: HasIdleWaiters = _NOBODY_WAITS,
+        waits: HasIdleWaiters,
     ) -> None:
         """`on_idle` is called when the last request ends, if ``waits.idle`` is not empty."""
         self.limits = limits
@@ -96,12 +91,12 @@ class Admission:
         self._waits = waits
         self._gevent_hub = gevent_hub
         self._handlers: set[Any] = set()
-        # Most recently idle last. This and `_queued` are made on first use:
-        # most connections never queue a request or keep an idle handler, and
-        # a list is a tracked object every full collection walks.
-        self._idle: list[_IdleHandler] | tuple[()] = ()
+        # Most recently idle last. This and `_queued` are made on first use
+        # (`grpyc._firstuse`): most connections never queue a request or keep
+        # an idle handler.
+        self._idle: list[_IdleHandler] | tuple[()] = NO_ITEMS
         self._idle_timer: Any = None
-        self._queued: list[Job] | tuple[()] = ()
+        self._queued: list[Job] | tuple[()] = NO_ITEMS
         self._bytes_in_flight = 0
         self._nested_waits = 0
         self.closed = False
@@ -193,10 +188,7 @@ class Admission:
         return charged
 
     def enqueue(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
-        if type(self._queued) is list:
-            self._queued.append((func, args, charged))
-        else:
-            self._queued = [(func, args, charged)]
+        self._queued = appended(self._queued, (func, args, charged))
 
     def start(self, func: Callable[..., Any], args: tuple[Any, ...], charged: int) -> None:
         """Run an admitted request in a new handler greenlet."""
@@ -243,10 +235,7 @@ class Admission:
         if self.closed or len(self._idle) >= IDLE_MAX:
             return None
         idle = _IdleHandler(me, Waiter(self._gevent_hub), time.monotonic())
-        if type(self._idle) is list:
-            self._idle.append(idle)
-        else:
-            self._idle = [idle]
+        self._idle = appended(self._idle, idle)
         if self._idle_timer is None:
             self._arm_retirement(IDLE_SECONDS)
         try:
@@ -310,12 +299,12 @@ class Admission:
     def close(self) -> list[Any]:
         """Forget queued requests; return the handler greenlets to kill."""
         self.closed = True
-        self._queued = ()
+        self._queued = NO_ITEMS
         self._bytes_in_flight = 0
         handlers = list(self._handlers)
         self._handlers.clear()
         handlers.extend(idle.glet for idle in self._idle)
-        self._idle = ()
+        self._idle = NO_ITEMS
         if self._idle_timer is not None:
             self._idle_timer.close()
             self._idle_timer = None

@@ -33,6 +33,8 @@ from typing import Any
 
 from gevent.hub import Waiter
 
+from grpyc._firstuse import NO_ITEMS, appended
+
 __all__ = ["BATON", "CLOSED", "DELIVERED", "READABLE", "RETIRE", "TIMEOUT", "ReadBaton"]
 
 # Why a sleeping greenlet was woken.
@@ -93,9 +95,8 @@ class ReadBaton:
         self.followers: dict[Waiter, Any] = {}
         # Callers the baton was borrowed from (see `may_borrow`), innermost
         # last, by their waiter; each is also a follower while it sleeps.
-        # Made on first use (a list is a tracked object every full collection
-        # walks, and most connections never lend the baton).
-        self.lenders: list[tuple[Waiter, Any]] | tuple[()] = ()  # (waiter, reply slot)
+        # Made on first use (`grpyc._firstuse`): most never lend the baton.
+        self.lenders: list[tuple[Waiter, Any]] | tuple[()] = NO_ITEMS  # (waiter, reply slot)
         self.reader: Any = None
         self.reader_waiter: Waiter | None = None
         self.reader_idle = False
@@ -160,10 +161,7 @@ class ReadBaton:
         # The lender sleeps on in `wait_readable`, now as a follower: woken
         # with its reply (DELIVERED), the baton back (BATON) or its deadline.
         self.followers[waiter] = lender
-        if type(self.lenders) is list:
-            self.lenders.append((waiter, slot))
-        else:
-            self.lenders = [(waiter, slot)]
+        self.lenders = appended(self.lenders, (waiter, slot))
         slot.wake = functools.partial(self._wake_delivered, waiter)
 
     def pass_on(self, closed: bool) -> None:
@@ -440,4 +438,4 @@ class ReadBaton:
         for waiter in self.followers:
             loop.run_callback(waiter.switch, CLOSED)
         self.followers.clear()
-        self.lenders = ()
+        self.lenders = NO_ITEMS

@@ -21,6 +21,7 @@ from typing import Any
 
 import gevent
 
+from grpyc._firstuse import NO_ITEMS, appended
 from grpyc.authenticators import AuthenticationError
 from grpyc.channel import Channel
 from grpyc.stream import SocketStream, is_tcp, set_keepalive
@@ -38,19 +39,15 @@ class WatchedChannel(Channel):
     def __init__(self, stream: SocketStream) -> None:
         super().__init__(stream)
         self.saw_frame = False
-        # Dropped once settled: a list is a tracked object every full
-        # collection walks, for each connection a server holds.
+        # Dropped once settled (`grpyc._firstuse`).
         self._on_settled: list[Callable[[], None]] | tuple[()] = []
 
     def on_settled(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` at the first complete frame or when the channel closes."""
-        if type(self._on_settled) is list:
-            self._on_settled.append(callback)
-        else:
-            self._on_settled = [callback]
+        self._on_settled = appended(self._on_settled, callback)
 
     def _settle(self) -> None:
-        callbacks, self._on_settled = self._on_settled, ()
+        callbacks, self._on_settled = self._on_settled, NO_ITEMS
         for callback in callbacks:
             callback()
 

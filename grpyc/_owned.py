@@ -17,13 +17,10 @@ from typing import Any
 import gevent
 from gevent import Greenlet, GreenletExit
 
+from grpyc._firstuse import NO_ITEMS, added
 from grpyc.lib import LeanGreenlet
 
 __all__ = ["OwnedGreenlets"]
-
-# Most connections never own a helper or spare one: their sets are made on
-# first use (a set is a tracked object a full collection walks, per connection).
-_NONE: frozenset[Any] = frozenset()
 
 
 class OwnedGreenlets:
@@ -34,15 +31,15 @@ class OwnedGreenlets:
     def __init__(self, name: str, logger: logging.Logger) -> None:
         self._name = name
         self._logger = logger
-        self._glets: set[Greenlet] | frozenset[Greenlet] = _NONE
-        self._spared: set[Any] | frozenset[Any] = _NONE
+        # Made on first use (`grpyc._firstuse`): most connections never own a
+        # helper for long, or spare one.
+        self._glets: set[Greenlet] | tuple[()] = NO_ITEMS
+        self._spared: set[Any] | tuple[()] = NO_ITEMS
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> Greenlet:
         """Run ``func(*args)`` in a new owned greenlet; an error it raises is logged."""
         glet = LeanGreenlet(self._run, func, args)
-        if type(self._glets) is not set:
-            self._glets = set()
-        self._glets.add(glet)
+        self._glets = added(self._glets, glet)
         glet.start()
         return glet
 
@@ -58,15 +55,12 @@ class OwnedGreenlets:
             if type(glets) is set:  # else `doomed` took it, and another left it empty
                 glets.discard(gevent.getcurrent())
                 if not glets:
-                    self._glets = _NONE  # the usual helper is a one-off: no set kept
+                    self._glets = NO_ITEMS  # the usual helper is a one-off: no set kept
 
     @contextlib.contextmanager
     def sparing(self, glet: Any) -> Iterator[None]:
         """Within this block, `glet` is not among the `doomed`."""
-        if type(self._spared) is not set:
-            self._spared = set()
-        spared = self._spared
-        spared.add(glet)
+        spared = self._spared = added(self._spared, glet)
         try:
             yield
         finally:
@@ -78,6 +72,6 @@ class OwnedGreenlets:
         Forgets ours: whoever asks kills them.
         """
         doomed = [glet for glet in (*others, *self._glets) if glet not in self._spared]
-        if self._glets:
-            self._glets.clear()  # type: ignore[union-attr]  # not empty: a set
+        if type(self._glets) is set:
+            self._glets.clear()
         return doomed

@@ -13,6 +13,7 @@ from typing import Any
 from gevent.hub import Waiter
 
 from grpyc._baton import TIMEOUT, ReadBaton
+from grpyc._firstuse import NO_ITEMS, appended
 
 __all__ = ["WaitLists"]
 
@@ -20,9 +21,8 @@ __all__ = ["WaitLists"]
 class WaitLists:
     """The frame, closed and idle waiters of one connection.
 
-    A list is made when a greenlet first waits on it (`wait`); until then it
-    is an empty tuple: most connections never have anyone waiting, and a list
-    is a tracked object every full collection of the process walks.
+    A list is made when a greenlet first waits on it (`wait`,
+    `grpyc._firstuse`): most connections never have anyone waiting.
     """
 
     __slots__ = ("_baton", "_gevent_hub", "closed", "frame", "idle")
@@ -30,17 +30,19 @@ class WaitLists:
     def __init__(self, gevent_hub: Any, baton: ReadBaton) -> None:
         self._gevent_hub = gevent_hub
         self._baton = baton
-        self.frame: list[Waiter] | tuple[()] = ()
-        self.closed: list[Waiter] | tuple[()] = ()
-        self.idle: list[Waiter] | tuple[()] = ()
+        self.frame: list[Waiter] | tuple[()] = NO_ITEMS
+        self.closed: list[Waiter] | tuple[()] = NO_ITEMS
+        self.idle: list[Waiter] | tuple[()] = NO_ITEMS
 
     def wait(self, timeout: float | None, *kinds: str) -> bool:
         """Wait until a waiter put on the lists named `kinds` ("frame",
         "closed", "idle") is woken (True) or `timeout` passes."""
         waiter = Waiter(self._gevent_hub)
-        lists = [self._made(kind) for kind in kinds]
-        for waiters in lists:
-            waiters.append(waiter)
+        lists = []
+        for kind in kinds:
+            waiters = appended(getattr(self, kind), waiter)
+            setattr(self, kind, waiters)
+            lists.append(waiters)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         try:
             return bool(self._baton.sleep(waiter, deadline) != TIMEOUT)
@@ -48,13 +50,6 @@ class WaitLists:
             for waiters in lists:
                 if waiter in waiters:
                     waiters.remove(waiter)
-
-    def _made(self, kind: str) -> list[Waiter]:
-        waiters: list[Waiter] | tuple[()] = getattr(self, kind)
-        if type(waiters) is not list:
-            waiters = []
-            setattr(self, kind, waiters)
-        return waiters
 
     def wake(self, waiters: list[Waiter] | tuple[()]) -> None:
         """Wake every waiter on `waiters` (scheduled: nothing switches here)."""
@@ -66,4 +61,4 @@ class WaitLists:
         """The connection closed: wake who waits for it or for idleness; forget frame waiters."""
         self.wake(self.closed)
         self.wake(self.idle)
-        self.frame = ()
+        self.frame = NO_ITEMS

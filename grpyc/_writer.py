@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from gevent.monkey import get_original
 from greenlet import getcurrent
 
+from grpyc._firstuse import NO_ITEMS, appended
 from grpyc.framing import Payload
 
 __all__ = ["FrameSink", "Writer"]
@@ -74,13 +75,12 @@ class Writer:
         self._take_deferred = take_deferred
         self._spawn = spawn
         self._fail = fail
-        # The queues are made on first use, and dropped once written: most
-        # connections are idle most of the time, and a list is a tracked
-        # object every full collection of the process walks.
-        self._outbox: list[Payload] | tuple[()] = ()
+        # The queues are made on first use and dropped once written
+        # (`grpyc._firstuse`): most connections are idle most of the time.
+        self._outbox: list[Payload] | tuple[()] = NO_ITEMS
         self._outbox_bytes = 0
         self._deferred_bytes = 0
-        self._later: list[Payload] | tuple[()] = ()  # deferred frames of our own (see `defer`)
+        self._later: list[Payload] | tuple[()] = NO_ITEMS  # deferred frames of ours (`defer`)
         self._dels_noted = False  # whether `take_deferred` has frames for us
         self.writing = False
         self._flush_scheduled = False
@@ -104,7 +104,7 @@ class Writer:
             self.flush()
         elif self._deferred_bytes:  # only answers of ours wait (`defer`): they go along
             frames = [payload, *self._later]
-            self._later = ()
+            self._later = NO_ITEMS
             self._deferred_bytes = 0
             self._drain(frames)
         else:
@@ -176,10 +176,7 @@ class Writer:
                 self.schedule_flush()
 
     def enqueue(self, payload: Payload) -> None:
-        if type(self._outbox) is list:
-            self._outbox.append(payload)
-        else:
-            self._outbox = [payload]
+        self._outbox = appended(self._outbox, payload)
         self._outbox_bytes += len(payload)
         if self.writing:
             self._check_budget()
@@ -192,10 +189,7 @@ class Writer:
         the answer; its own answer, written alone, cost this side a write and
         the peer a wake-up per call. Never blocks or switches.
         """
-        if type(self._later) is list:
-            self._later.append(payload)
-        else:
-            self._later = [payload]
+        self._later = appended(self._later, payload)
         self._deferred_bytes += len(payload)
         self._check_budget()
         if self._cork_owner is None:
@@ -310,7 +304,7 @@ class Writer:
         # Queued frames go before deferred ones (DELs): a frame queued earlier
         # may refer to the object a DEL releases.
         frames = self._outbox if type(self._outbox) is list else []
-        self._outbox = ()
+        self._outbox = NO_ITEMS
         self._outbox_bytes = 0
         if self._deferred_bytes:
             self._deferred_bytes = 0
@@ -319,7 +313,7 @@ class Writer:
                 frames.extend(self._take_deferred())
             if self._later:
                 frames.extend(self._later)
-                self._later = ()
+                self._later = NO_ITEMS
         return frames
 
     def _write_frames(self, frames: list[Payload]) -> None:
@@ -339,7 +333,7 @@ class Writer:
         self._held = False
         if self._timer is not None:
             self._timer.close()
-        self._outbox = ()
+        self._outbox = NO_ITEMS
         self._outbox_bytes = 0
         self._deferred_bytes = 0
-        self._later = ()
+        self._later = NO_ITEMS

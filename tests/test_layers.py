@@ -20,6 +20,7 @@ LAYERS = {
         "_brine_limits",
         "vinegar", "messages", "policy", "config", "teleportation", "framing",
         "_introspect", "_checks", "_names", "_accel", "_payloads", "_incompressible", "_tbtext",
+        "_firstuse",
     ],
     "io": ["stream", "_streambase", "_pipestream", "_namedpipe", "channel"],
     "runtime": [
