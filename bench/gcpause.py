@@ -124,7 +124,8 @@ def main(argv=None):
     try:
         port = int(server.stdout.readline())
         pin_to_cpu(client_cpu)
-        per_thousand, held = _connect_all(args.server, port, args.connections)
+        # The connections stay open (`_held`) until the server has counted.
+        per_thousand, _held = _connect_all(args.server, port, args.connections)
         server.stdin.write("done\n")
         server.stdin.flush()
         found = json.loads(server.stdout.readline())
@@ -139,7 +140,6 @@ def main(argv=None):
         "server tracked objects per connection": round(found["tracked"] / args.connections, 1),
     }
     print(json.dumps(result))
-    del held  # the connections stay open until the server has reported
 
 
 def _connect_all(kind, port, count):
