@@ -16,6 +16,7 @@ since it may run inside a GC pass anywhere.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import pickle
@@ -344,6 +345,8 @@ def _make_method(name: str, doc: str | None) -> Callable[..., Any]:
     return method
 
 
+_SHARED_METHODS = 512  # functions kept for sharing (`_shared_method`)
+
 _OLD_SLICERS = {
     "__getslice__": "__getitem__",
     "__setslice__": "__setitem__",
@@ -351,12 +354,24 @@ _OLD_SLICERS = {
 }
 
 
+@functools.lru_cache(maxsize=_SHARED_METHODS)
+def _shared_method(name: str, doc: str | None) -> Callable[..., Any]:
+    """`_make_method(name, doc)`, one function for every proxy class that needs it.
+
+    A proxy class is made per connection and remote class, and its functions
+    depend on nothing but the name and the docstring: sharing them saves each
+    class a function and a cell per special method (objects a full
+    collection of the process walks). Bounded: a peer's docstrings vary.
+    """
+    return _make_method(name, doc)
+
+
 def _method_for(cls: type[BaseNetref], name: str) -> Callable[..., Any]:
-    """The CALLATTR function for `name` on `cls`, made once per class and name."""
+    """The CALLATTR function for `name` on `cls`, looked up once per class and name."""
     methods: dict[str, Callable[..., Any]] = cls.__dict__["_named_methods"]
     method = methods.get(name)
     if method is None:
-        method = methods[name] = _make_method(name, None)
+        method = methods[name] = _shared_method(name, None)
     return method
 
 
@@ -401,7 +416,7 @@ def class_factory(
             continue
         if name in _SPECIAL_METHODS:
             text = doc[:MAX_DOC_LENGTH] if isinstance(doc, str) else None
-            namespace[name] = _make_method(name, text)
+            namespace[name] = _shared_method(name, text)
         routines.add(name)
         if exposed_prefix and name.startswith(exposed_prefix):
             routines.add(name[len(exposed_prefix) :])

@@ -206,3 +206,21 @@ def test_prefetch_iteration_is_off_by_default_one_request_per_item(make_pair):
     iterator = iter(items)
     assert type(iterator).__name__ == "builtins.list_iterator"
     assert list(iterator) == [1, 2, 3]
+
+
+def test_proxy_classes_stay_per_connection_and_share_their_forwarding_functions(make_pair):
+    # As stock: each connection makes its own proxy class for a remote class.
+    # Their forwarding functions depend only on the name and docstring, so
+    # the classes share them (fewer objects per connection for the collector).
+    server_a, client_a = make_pair()
+    server_b, client_b = make_pair()
+    class_a, class_b = type(client_a.root), type(client_b.root)
+    assert class_a is not class_b
+    shared = [name for name in ("__format__", "__sizeof__") if name in class_a.__dict__]
+    assert shared
+    for name in shared:
+        assert class_a.__dict__[name] is class_b.__dict__[name]
+    # Each still goes through its own connection to its own object.
+    assert format(client_a.root, "") == format(server_a._local_root, "")
+    assert format(client_b.root, "") == format(server_b._local_root, "")
+    assert format(client_a.root, "") != format(client_b.root, "")
