@@ -9,8 +9,8 @@ after another, each making its first call (an echo) as it comes: in a
 greenlet of its own for grpyc and the floor, inline for stock rpyc. It
 prints one JSON line: the seconds each thousand connections took, the
 server's full collections (generation 2: milliseconds, and the tracked
-objects of the process then) and the tracked objects the server holds per
-connection.
+objects of the process then) and the tracked objects the server and the
+client hold per connection.
 
 Why: CPython's collector makes a full collection each time the objects that
 survived the younger generations grew by a quarter, and one walks every
@@ -22,6 +22,7 @@ client's turns.
 """
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -125,7 +126,7 @@ def main(argv=None):
         port = int(server.stdout.readline())
         pin_to_cpu(client_cpu)
         # The connections stay open (`_held`) until the server has counted.
-        per_thousand, _held = _connect_all(args.server, port, args.connections)
+        per_thousand, client_tracked, _held = _connect_all(args.server, port, args.connections)
         server.stdin.write("done\n")
         server.stdin.flush()
         found = json.loads(server.stdout.readline())
@@ -138,14 +139,24 @@ def main(argv=None):
         "seconds per thousand": per_thousand,
         "server full collections [ms, tracked objects]": found["pauses"],
         "server tracked objects per connection": round(found["tracked"] / args.connections, 1),
+        "client tracked objects per connection": round(client_tracked / args.connections, 1),
     }
     print(json.dumps(result))
 
 
 def _connect_all(kind, port, count):
-    """Open `count` connections, each making its first call; seconds per 1,000."""
+    """Open `count` connections, each making its first call.
+
+    Returns the seconds each 1,000 took, the tracked objects the client
+    holds for them (counted from after a first connection, which imports
+    what connecting needs), and the connections.
+    """
     connect, first = _client(kind)
-    held, firsts, per_thousand = [], [], []
+    warm_up = connect(port)
+    _wait(kind, [first(warm_up)])
+    gc.collect()
+    baseline = len(gc.get_objects())
+    held, firsts, per_thousand = [warm_up], [], []
     last = time.perf_counter()
     for index in range(count):
         conn = connect(port)
@@ -155,11 +166,18 @@ def _connect_all(kind, port, count):
             now = time.perf_counter()
             per_thousand.append(round(now - last, 3))
             last = now
+    _wait(kind, firsts)
+    del firsts
+    gc.collect()
+    return per_thousand, len(gc.get_objects()) - baseline, held
+
+
+def _wait(kind, firsts):
+    """Wait for the first calls (greenlets, but for stock's client, which made them inline)."""
     if kind != "rpyc":
         import gevent
 
         gevent.joinall(firsts, raise_error=True)
-    return per_thousand, held
 
 
 def _client(kind):

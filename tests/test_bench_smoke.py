@@ -646,9 +646,9 @@ def test_a_compiled_target_running_modules_from_source_is_noted(monkeypatch):
 
 @pytest.mark.parametrize("server", ["grpyc", "floor", "rpyc"])
 def test_gcpause_counts_what_each_server_holds_per_connection(server):
-    """`python -m bench.gcpause` holds its connections until the server has
-    counted: a connection costs each server tracked objects (a stock one a
-    thread's worth as well), and the count is per connection."""
+    """`python -m bench.gcpause` holds its connections until both sides have
+    counted: a connection costs each server and client tracked objects, and
+    the counts are per connection."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench.gcpause", "--server", server, "--connections", "1000"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -658,5 +658,6 @@ def test_gcpause_counts_what_each_server_holds_per_connection(server):
     assert found["server"] == server and found["connections"] == 1000
     assert len(found["seconds per thousand"]) == 1
     assert 10 < found["server tracked objects per connection"] < 200
+    assert 10 < found["client tracked objects per connection"] < 200
     for millis, tracked in found["server full collections [ms, tracked objects]"]:
         assert millis >= 0 and tracked > 0
