@@ -127,8 +127,8 @@ class CallerWaits(Runtime):
                     while payload is None:
                         if baton.holder is not me or baton.followers or self._closed:
                             return  # a borrower, a follower or a close
-                        if channel.ack_owed and not channel.ack_now():
-                            writer.schedule_flush()  # as `_handle_frames` does
+                        if channel.ack_owed:
+                            self._settle_ack()
                         if baton.wait_readable(me, False, deadline, slot) != READABLE:
                             return
                         channel.fill()
@@ -173,6 +173,12 @@ class CallerWaits(Runtime):
                 if step != _DONE:  # as `_lead` leaves the writer (`_DONE` did not touch it)
                     writer.uncork(release_hold=not channel.has_buffered_frame())
                 baton.put_down(self._closed)
+
+    def _settle_ack(self) -> None:
+        """Before a reader waits, what it owes the peer is acknowledged
+        (`Channel.owe_ack`): now where the stream can, else with a frame soon."""
+        if not self._channel.ack_now():
+            self._writer.schedule_flush()
 
     def wait_reply(self, slot: ReplySlot, timeout: float | None) -> Any:
         """Wait until `slot` is delivered, reading frames meanwhile if nobody else does.

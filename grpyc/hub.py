@@ -292,8 +292,8 @@ class ConnectionHub(CallerWaits):
                 elif baton.followers:
                     baton.pass_on(self._closed)  # a waiting caller reads its own reply
                     return
-                if channel.ack_owed and not channel.ack_now():
-                    writer.schedule_flush()  # only a frame acknowledges here
+                if channel.ack_owed:
+                    self._settle_ack()
                 if is_reader and me is not self._pinned:
                     reason = self._readers.wait_lingering(baton, me)
                 else:
