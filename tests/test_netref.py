@@ -224,3 +224,16 @@ def test_proxy_classes_stay_per_connection_and_share_their_forwarding_functions(
     assert format(client_a.root, "") == format(server_a._local_root, "")
     assert format(client_b.root, "") == format(server_b._local_root, "")
     assert format(client_a.root, "") != format(client_b.root, "")
+
+
+def test_a_peer_varying_its_docstrings_keeps_only_so_many_shared_functions():
+    # A hostile peer may answer INSPECT with a new docstring each time: the
+    # shared functions are bounded (each holds at most MAX_DOC_LENGTH of doc).
+    from grpyc import netref
+
+    for index in range(3 * netref._SHARED_METHODS):
+        netref.class_factory(("peer.Thing", 1, 2), [("__len__", f"doc {index} " * 400)])
+    assert netref._shared_method.cache_info().currsize <= netref._SHARED_METHODS
+    long_doc = "y" * (3 * netref.MAX_DOC_LENGTH)
+    cls = netref.class_factory(("peer.Thing", 1, 2), [("__len__", long_doc)])
+    assert len(cls.__dict__["__len__"].__doc__) == netref.MAX_DOC_LENGTH

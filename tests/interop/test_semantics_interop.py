@@ -236,7 +236,39 @@ def test_reference_counting_is_rpyc_s(servers, server, client):
         conn.close()
 
 
-PROBES = {"attributes": attribute_probes, "references": reference_probes}
+def special_method_probes(conn):
+    """Python's special methods on proxies of two remote classes (grpyc's proxy
+    classes share their forwarding functions): each reaches its own object."""
+    holder, manager, data = conn.root.holder(), conn.root.manager(), conn.root.data()
+
+    def formatted(proxy):
+        return format(proxy, "").split(" object at ")[0]
+
+    return {
+        "format_holder": formatted(holder),
+        "format_manager": formatted(manager),
+        "len_data": len(data),
+        "sizeof": outcome(lambda: sys.getsizeof(holder) > 0),  # refused by the policy
+    }
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_special_methods_of_proxies_are_stocks(servers, server):
+    stock = _stock_client_probes(servers[server], "special_methods")
+    assert stock["format_holder"].endswith("Holder") and stock["len_data"] > 0
+    for _ in range(2):  # a second connection: its proxy classes share the functions
+        conn = connect("grpyc", servers[server])
+        try:
+            assert _as_json(special_method_probes(conn)) == stock
+        finally:
+            conn.close()
+
+
+PROBES = {
+    "attributes": attribute_probes,
+    "references": reference_probes,
+    "special_methods": special_method_probes,
+}
 
 
 def _as_json(probes):
