@@ -527,6 +527,32 @@ def test_s3_times_its_calls_with_the_set_ups_objects_collected_and_frozen(monkey
     assert seen["garbage"] == 0
 
 
+def test_s3_times_until_every_first_call_is_answered(monkeypatch):
+    """S3's time runs until each connection's first call is answered, not
+    only through the loop of connects (whose share of first calls is the
+    scheduler's choice): first calls that each take 50 ms, from threads that
+    connect at once, give a time of at least 50 ms."""
+    import time
+    import types
+
+    from bench import scenarios
+    from bench.runtime import ThreadRuntime
+
+    def slow_first_call(conn):
+        return lambda: time.sleep(0.05)  # the first call's work, not a wait for anything
+
+    ctx = types.SimpleNamespace(
+        runtime=ThreadRuntime(), server_pid=os.getpid(), duration=0.0, note=print,
+        connect=object, client=types.SimpleNamespace(bound_echo=slow_first_call),
+    )  # fmt: skip
+    monkeypatch.setattr(scenarios, "run_callers", lambda *args: (1.0, [], 0, 0))
+    monkeypatch.setattr(scenarios, "_settle_collector", lambda: None)
+    figures = scenarios.s3_many_connections(ctx, 20)
+    assert figures["S3.20.held"] == [20]
+    assert figures["S3.20.ready"][0] >= 0.05
+    assert "S3.20.connect" not in figures
+
+
 def test_s4_times_each_repetition_on_a_connection_of_its_own():
     """S4's rate is set per TCP connection on loopback (docs/benchmarks.md):
     each timed repetition opens its own connection, echoes once untimed and
