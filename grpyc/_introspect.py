@@ -7,6 +7,7 @@ Nothing here touches a connection, a socket or gevent.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Iterable
@@ -115,10 +116,50 @@ def get_methods(local_names: Iterable[str], obj: Any) -> tuple[tuple[str, str | 
     for cls in classes:
         attrs.update(vars(cls))
     return tuple(
-        (name, inspect.getdoc(attr))
+        (name, _docstring(attr))
         for name, attr in attrs.items()
-        if name not in skip and inspect.isroutine(attr)
+        if name not in skip and _is_routine(attr)
     )
+
+
+# `inspect.isroutine` answers from the type of its argument alone: for a type
+# that is immutable (functions, builtin methods, slot wrappers) the answer
+# cannot change, so it is asked once. A connection's first INSPECT asks it of
+# every attribute of the root's class and of `object` (~24 for a service).
+_routine_types: dict[type, bool] = {}
+
+
+def _is_routine(attr: Any) -> bool:
+    kind = type(attr)
+    known = _routine_types.get(kind)
+    if known is not None:
+        return known
+    answer = inspect.isroutine(attr)
+    if kind.__flags__ & _IMMUTABLE_TYPE and len(_routine_types) < _MAX_KNOWN:
+        _routine_types[kind] = answer
+    return answer
+
+
+def _docstring(attr: Any) -> str | None:
+    """``inspect.getdoc(attr)``, the cleaning of a docstring kept by its text.
+
+    Cleaning (`inspect.cleandoc`) is most of getdoc's cost and depends on the
+    text alone, which the same methods give on every connection. A docstring
+    a routine inherits is still looked up each time (it may change with a
+    base class).
+    """
+    try:
+        doc = attr.__doc__
+    except AttributeError:
+        return None
+    if type(doc) is str:
+        return _cleaned(doc)
+    return inspect.getdoc(attr)  # None (inherited, or no docstring) or not text
+
+
+@functools.lru_cache(maxsize=1024)
+def _cleaned(doc: str) -> str:
+    return inspect.cleandoc(doc)
 
 
 def hasattr_static(obj: Any, name: str) -> bool:

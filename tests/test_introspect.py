@@ -252,3 +252,67 @@ def test_setattr_after_getattr_goes_to_the_types_own_setter_as_in_stock(
     finally:
         grpyc_conn.close()
         stock_conn.close()
+
+
+# ------------------------------------------------------------- get_methods
+def _methods_as_stock_lists(obj):
+    from rpyc.lib import get_methods as stock_get_methods
+
+    from grpyc._introspect import get_methods
+    from grpyc.netref import LOCAL_ATTRS
+
+    ours = get_methods(LOCAL_ATTRS, obj)
+    assert len(ours) == len(dict(ours))
+    return dict(ours), dict(stock_get_methods(LOCAL_ATTRS, obj))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [*OBJECTS, [1], {}, 5, "text", sys, object(), len, str.join, types.SimpleNamespace],
+    ids=lambda obj: type(obj).__name__,
+)
+def test_method_lists_are_stock_rpycs(obj):
+    for _ in range(2):  # the second time from what the first one kept
+        ours, stock = _methods_as_stock_lists(obj)
+        assert ours == stock
+
+
+class Documented:  # at module level: inspect finds an inherited docstring by qualified name
+    def run(self):
+        """First words."""
+
+    def inherit(self):
+        """Said by the base."""
+
+
+class DocumentedDerived(Documented):
+    def inherit(self):  # no docstring: inspect takes the base's
+        pass
+
+
+def test_a_docstring_changed_later_is_the_one_listed_as_in_stock():
+    before, _ = _methods_as_stock_lists(DocumentedDerived())
+    assert (before["run"], before["inherit"]) == ("First words.", "Said by the base.")
+    try:
+        Documented.run.__doc__ = "    Second words,\n    indented."
+        Documented.inherit.__doc__ = "Said anew."
+        ours, stock = _methods_as_stock_lists(DocumentedDerived())
+    finally:
+        Documented.run.__doc__, Documented.inherit.__doc__ = "First words.", "Said by the base."
+    assert ours == stock
+    assert (ours["run"], ours["inherit"]) == ("Second words,\nindented.", "Said anew.")
+
+
+def test_a_descriptor_class_that_changes_is_asked_again_as_in_stock():
+    class Descriptor:  # a method descriptor while it has __get__ and no __set__
+        def __get__(self, obj, owner=None):
+            return self
+
+    class Holder:
+        attached = Descriptor()
+
+    ours, stock = _methods_as_stock_lists(Holder())
+    assert "attached" in ours and ours == stock
+    Descriptor.__set__ = lambda self, obj, value: None  # now a data descriptor
+    ours, stock = _methods_as_stock_lists(Holder())
+    assert "attached" not in ours and ours == stock
