@@ -71,7 +71,9 @@ class Echo(Service):
     def exposed_echo(self, value):
         return value
 
-server = Server(Echo, hostname="127.0.0.1", port=0)
+# The warm-up connection comes on top of --connections: 10,000 must not meet
+# the default max_connections (10,000) and be refused.
+server = Server(Echo, hostname="127.0.0.1", port=0, max_connections=1_000_000)
 server.listen()
 gevent.spawn(server.start)
 listening(server.port)
