@@ -152,9 +152,14 @@ def _docstring(attr: Any) -> str | None:
         doc = attr.__doc__
     except AttributeError:
         return None
-    if type(doc) is str:
+    if type(doc) is str and len(doc) <= _MAX_KEPT_DOC:
         return _cleaned(doc)
-    return inspect.getdoc(attr)  # None (inherited, or no docstring) or not text
+    return inspect.getdoc(attr)  # None (inherited, or no docstring), not text, or long
+
+
+# The cache keeps copies: a long docstring (a program may build one) is
+# cleaned each time rather than kept, so the cache holds at most ~4 MiB.
+_MAX_KEPT_DOC = 4096
 
 
 @functools.lru_cache(maxsize=1024)

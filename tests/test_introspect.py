@@ -316,3 +316,18 @@ def test_a_descriptor_class_that_changes_is_asked_again_as_in_stock():
     Descriptor.__set__ = lambda self, obj, value: None  # now a data descriptor
     ours, stock = _methods_as_stock_lists(Holder())
     assert "attached" not in ours and ours == stock
+
+
+def test_long_docstrings_are_listed_but_not_kept():
+    from grpyc import _introspect
+
+    def documented():
+        pass
+
+    documented.__doc__ = "  line\n" * 2000  # 14,000 characters, cleaned as inspect does
+    kept_before = _introspect._cleaned.cache_info().currsize
+    assert _introspect._docstring(documented) == inspect.getdoc(documented)
+    assert _introspect._cleaned.cache_info().currsize == kept_before
+    documented.__doc__ = "  short\n    text\n      more"
+    assert _introspect._docstring(documented) == inspect.getdoc(documented) == "short\ntext\n  more"
+    assert _introspect._cleaned.cache_info().currsize == kept_before + 1
