@@ -8,7 +8,15 @@ runs on both: grpyc through ``install_as_rpyc()``.
 import sys
 
 
-class Holder:
+class Documented:
+    def inherited(self):
+        """Said by the base class."""
+
+    def documented(self):
+        """Overridden below without a docstring: inspect takes this one."""
+
+
+class Holder(Documented):
     """Plain data with a property that refuses, and methods."""
 
     def __init__(self):
@@ -26,6 +34,16 @@ class Holder:
 
     def method(self):
         return self.value
+
+    def documented(self):
+        pass
+
+    def indented(self):
+        """First line.
+
+            Indented further,
+        and back.
+        """
 
     def _private(self):
         return "private"

@@ -264,8 +264,75 @@ def test_special_methods_of_proxies_are_stocks(servers, server):
             conn.close()
 
 
+def method_doc_probes(conn):
+    """Docstrings a client sees: of special methods on the proxy's class (from
+    the server's INSPECT answer) and of methods read from the proxy itself
+    (GETATTR of the bound method, then of its ``__doc__``)."""
+    holder, data = conn.root.holder(), conn.root.data()
+    return {
+        "special": {name: getattr(type(data), name).__doc__ for name in ("__len__", "__getitem__", "__contains__")},
+        "read": {
+            name: getattr(holder, name).__doc__
+            for name in ("method", "documented", "indented", "inherited")
+        },
+    }
+
+
+def inspect_answer_probes(conn):
+    """The server's INSPECT answer as a stock client keeps it: every method of
+    the class, with its docstring cleaned (own, inherited, builtin)."""
+    holder, data = conn.root.holder(), conn.root.data()
+    names = {
+        "holder": (holder, ("method", "documented", "indented", "inherited")),
+        "data": (data, ("append", "__len__", "sort")),
+        "root": (conn.root, ("exposed_holder",)),
+    }
+    return {
+        label: {name: getattr(type(proxy), name).__doc__ for name in method_names}
+        for label, (proxy, method_names) in names.items()
+    }
+
+
+def test_inspect_answers_are_stocks_also_the_second_time(servers):
+    """A stock client sees the same INSPECT answers from both servers, also on
+    a second connection (grpyc keeps cleaned docstrings and which types are
+    routines between them)."""
+    seen = {}
+    for server in ("stock", "grpyc"):
+        for attempt in range(2):
+            conn = connect("stock", servers[server])
+            try:
+                seen[server, attempt] = _as_json(inspect_answer_probes(conn))
+            finally:
+                conn.close()
+    expected = seen["stock", 0]
+    assert expected["holder"]["indented"] == "First line.\n\n    Indented further,\nand back."
+    assert expected["holder"]["documented"].startswith("Overridden below")
+    assert expected["data"]["append"].startswith("Append object")
+    assert all(answer == expected for answer in seen.values())
+
+
+@pytest.mark.parametrize("server", ["stock", "grpyc"])
+def test_proxy_classes_hold_special_methods_only_as_semantics_md_says(servers, server):
+    """grpyc's proxy classes define only special methods (docs/semantics.md,
+    "Proxy classes"); a method read from the proxy is stock's."""
+    stock = _stock_client_probes(servers[server], "method_docs")
+    assert stock["special"]["__len__"] == "Return len(self)."
+    for _ in range(2):
+        conn = connect("grpyc", servers[server])
+        try:
+            assert _as_json(method_doc_probes(conn)) == stock
+            holder = conn.root.holder()
+            with pytest.raises(AttributeError):
+                type(holder).method  # noqa: B018 - stock's class has it
+            assert holder.method() == 7
+        finally:
+            conn.close()
+
+
 PROBES = {
     "attributes": attribute_probes,
+    "method_docs": method_doc_probes,
     "references": reference_probes,
     "special_methods": special_method_probes,
 }
