@@ -270,7 +270,10 @@ def method_doc_probes(conn):
     (GETATTR of the bound method, then of its ``__doc__``)."""
     holder, data = conn.root.holder(), conn.root.data()
     return {
-        "special": {name: getattr(type(data), name).__doc__ for name in ("__len__", "__getitem__", "__contains__")},
+        "special": {
+            name: getattr(type(data), name).__doc__
+            for name in ("__len__", "__getitem__", "__contains__")
+        },
         "read": {
             name: getattr(holder, name).__doc__
             for name in ("method", "documented", "indented", "inherited")
@@ -324,7 +327,7 @@ def test_proxy_classes_hold_special_methods_only_as_semantics_md_says(servers, s
             assert _as_json(method_doc_probes(conn)) == stock
             holder = conn.root.holder()
             with pytest.raises(AttributeError):
-                type(holder).method  # noqa: B018 - stock's class has it
+                type(holder).method  # stock's class has it
             assert holder.method() == 7
         finally:
             conn.close()
