@@ -140,6 +140,12 @@ def _is_routine(attr: Any) -> bool:
     return answer
 
 
+# The cache keeps copies: a long docstring (a program may build one) is
+# cleaned each time rather than kept, so the cache holds at most 1,024
+# docstrings of 4,096 characters.
+_MAX_KEPT_DOC = 4096
+
+
 def _docstring(attr: Any) -> str | None:
     """``inspect.getdoc(attr)``, the cleaning of a docstring kept by its text.
 
@@ -155,11 +161,6 @@ def _docstring(attr: Any) -> str | None:
     if type(doc) is str and len(doc) <= _MAX_KEPT_DOC:
         return _cleaned(doc)
     return inspect.getdoc(attr)  # None (inherited, or no docstring), not text, or long
-
-
-# The cache keeps copies: a long docstring (a program may build one) is
-# cleaned each time rather than kept, so the cache holds at most ~4 MiB.
-_MAX_KEPT_DOC = 4096
 
 
 @functools.lru_cache(maxsize=1024)
