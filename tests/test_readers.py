@@ -351,7 +351,7 @@ def test_greenlet_local_state_stays_with_its_connection(make_pair, kind):
     assert second.root.get() is None
 
 
-def test_an_ask_back_counts_as_waste_when_asked(monkeypatch):
+def test_an_ask_back_counts_as_waste_when_asked():
     """When many connections become readable at once (a server's clients all
     connecting, S3), the readers asked back get back only after the hub has
     started a reader for each of the others: counted only then, the waste
