@@ -52,7 +52,7 @@ class OwnedGreenlets:
             self._logger.exception("%s: error in background greenlet", self._name)
         finally:
             glets = self._glets
-            if type(glets) is set:  # else `doomed` took it, and another left it empty
+            if type(glets) is set:  # else `doomed` took them, or another left none
                 glets.discard(gevent.getcurrent())
                 if not glets:
                     self._glets = NO_ITEMS  # the usual helper is a one-off: no set kept
@@ -72,6 +72,5 @@ class OwnedGreenlets:
         Forgets ours: whoever asks kills them.
         """
         doomed = [glet for glet in (*others, *self._glets) if glet not in self._spared]
-        if type(self._glets) is set:
-            self._glets.clear()
+        self._glets = NO_ITEMS
         return doomed
